@@ -1,0 +1,1314 @@
+//! The systemd-vmspawn 259 command line: every option, its syntax and its checks.
+//!
+//! clap does the getopt part (short/long forms, `--opt=value` and `--opt value`, unambiguous
+//! prefixes, stopping at the first non-option). The values are then applied in command-line
+//! order, the way systemd's own option switch does, so "last one wins" and "empty value resets"
+//! behave identically.
+
+use std::collections::HashSet;
+use std::ffi::{OsStr, OsString};
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileTypeExt;
+use std::path::{Path, PathBuf};
+
+use clap::{Arg, ArgAction, ArgMatches, Command};
+
+use crate::bail;
+use crate::config::{Background, BindMount, Config, ConsoleMode, Credential, Network, TpmState};
+use crate::error::{Error, Result};
+use crate::parse::{self, Tristate};
+
+/// The systemd release whose command line this launcher implements.
+pub const COMPAT_VERSION: &str = "259";
+
+/// What the command line asks for.
+#[derive(Debug)]
+pub enum Action {
+    Help(String),
+    Version,
+    FirmwareList,
+    Run(Box<Config>),
+}
+
+/// What parsing needs from the environment; passed in so parsing stays testable.
+pub struct ParseEnv<'a> {
+    pub cwd: &'a Path,
+    pub var: &'a dyn Fn(&str) -> Option<OsString>,
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Flag,
+    Value,
+}
+
+struct OptionSpec {
+    id: &'static str,
+    short: Option<char>,
+    long: &'static str,
+    aliases: &'static [&'static str],
+    kind: Kind,
+    value_name: &'static str,
+    heading: &'static str,
+    help: &'static str,
+}
+
+const fn opt(
+    id: &'static str,
+    short: Option<char>,
+    kind: Kind,
+    value_name: &'static str,
+    heading: &'static str,
+    help: &'static str,
+) -> OptionSpec {
+    OptionSpec {
+        id,
+        short,
+        long: id,
+        aliases: &[],
+        kind,
+        value_name,
+        heading,
+        help,
+    }
+}
+
+const IMAGE: &str = "Image";
+const HOST: &str = "Host Configuration";
+const EXEC: &str = "Execution";
+const IDENTITY: &str = "System Identity";
+const PROPS: &str = "Properties";
+const USERNS: &str = "User Namespacing";
+const MOUNTS: &str = "Mounts";
+const INTEGRATION: &str = "Integration";
+const IO: &str = "Input/Output";
+const CREDS: &str = "Credentials";
+const GENERAL: &str = "Options";
+
+use Kind::{Flag, Value};
+
+static OPTIONS: &[OptionSpec] = &[
+    opt("version", None, Flag, "", GENERAL, "Show package version"),
+    opt(
+        "quiet",
+        Some('q'),
+        Flag,
+        "",
+        GENERAL,
+        "Do not show status information",
+    ),
+    opt(
+        "no-pager",
+        None,
+        Flag,
+        "",
+        GENERAL,
+        "Do not pipe output into a pager",
+    ),
+    opt(
+        "no-ask-password",
+        None,
+        Flag,
+        "",
+        GENERAL,
+        "Do not prompt for password",
+    ),
+    opt(
+        "directory",
+        Some('D'),
+        Value,
+        "PATH",
+        IMAGE,
+        "Root directory for the VM",
+    ),
+    opt(
+        "image",
+        Some('i'),
+        Value,
+        "FILE|DEVICE",
+        IMAGE,
+        "Root file system disk image or device for the VM",
+    ),
+    OptionSpec {
+        aliases: &["qemu-smp"],
+        ..opt(
+            "cpus",
+            None,
+            Value,
+            "CPUS",
+            HOST,
+            "Configure number of CPUs in guest",
+        )
+    },
+    OptionSpec {
+        aliases: &["qemu-mem"],
+        ..opt(
+            "ram",
+            None,
+            Value,
+            "BYTES",
+            HOST,
+            "Configure guest's RAM size",
+        )
+    },
+    OptionSpec {
+        aliases: &["qemu-kvm"],
+        ..opt(
+            "kvm",
+            None,
+            Value,
+            "BOOL",
+            HOST,
+            "Configure whether to use KVM or not",
+        )
+    },
+    OptionSpec {
+        aliases: &["qemu-vsock"],
+        ..opt(
+            "vsock",
+            None,
+            Value,
+            "BOOL",
+            HOST,
+            "Configure whether to use qemu with a vsock or not",
+        )
+    },
+    opt(
+        "vsock-cid",
+        None,
+        Value,
+        "CID",
+        HOST,
+        "Specify the CID to use for the guest's vsock",
+    ),
+    opt(
+        "tpm",
+        None,
+        Value,
+        "BOOL",
+        HOST,
+        "Enable use of a virtual TPM",
+    ),
+    opt(
+        "tpm-state",
+        None,
+        Value,
+        "off|auto|PATH",
+        HOST,
+        "Where to store TPM state",
+    ),
+    opt(
+        "linux",
+        None,
+        Value,
+        "PATH",
+        HOST,
+        "Specify the linux kernel for direct kernel boot",
+    ),
+    opt(
+        "initrd",
+        None,
+        Value,
+        "PATH",
+        HOST,
+        "Specify the initrd for direct kernel boot",
+    ),
+    opt(
+        "network-tap",
+        Some('n'),
+        Flag,
+        "",
+        HOST,
+        "Create a TAP device for networking",
+    ),
+    opt(
+        "network-user-mode",
+        None,
+        Flag,
+        "",
+        HOST,
+        "Use user mode networking",
+    ),
+    opt(
+        "secure-boot",
+        None,
+        Value,
+        "BOOL",
+        HOST,
+        "Enable searching for firmware supporting SecureBoot",
+    ),
+    opt(
+        "firmware",
+        None,
+        Value,
+        "PATH|list",
+        HOST,
+        "Select firmware definition file (or list available)",
+    ),
+    opt(
+        "discard-disk",
+        None,
+        Value,
+        "BOOL",
+        HOST,
+        "Control processing of discard requests",
+    ),
+    opt(
+        "grow-image",
+        Some('G'),
+        Value,
+        "BYTES",
+        HOST,
+        "Grow image file to specified size in bytes",
+    ),
+    opt(
+        "smbios11",
+        Some('s'),
+        Value,
+        "STRING",
+        HOST,
+        "Pass an arbitrary SMBIOS Type #11 string to the VM",
+    ),
+    opt(
+        "notify-ready",
+        None,
+        Value,
+        "BOOL",
+        EXEC,
+        "Wait for ready notification from the VM",
+    ),
+    opt(
+        "machine",
+        Some('M'),
+        Value,
+        "NAME",
+        IDENTITY,
+        "Set the machine name for the VM",
+    ),
+    opt(
+        "uuid",
+        None,
+        Value,
+        "UUID",
+        IDENTITY,
+        "Set a specific machine UUID for the VM",
+    ),
+    opt(
+        "slice",
+        Some('S'),
+        Value,
+        "SLICE",
+        PROPS,
+        "Place the VM in the specified slice",
+    ),
+    opt(
+        "property",
+        None,
+        Value,
+        "NAME=VALUE",
+        PROPS,
+        "Set scope unit property",
+    ),
+    opt(
+        "register",
+        None,
+        Value,
+        "BOOLEAN",
+        PROPS,
+        "Register VM as machine",
+    ),
+    opt(
+        "keep-unit",
+        None,
+        Flag,
+        "",
+        PROPS,
+        "Do not register a scope for the machine, reuse the service unit vmspawn is running in",
+    ),
+    opt(
+        "private-users",
+        None,
+        Value,
+        "UIDBASE[:NUIDS]",
+        USERNS,
+        "Configure the UID/GID range to map into the virtiofsd namespace",
+    ),
+    opt(
+        "bind",
+        None,
+        Value,
+        "SOURCE[:TARGET]",
+        MOUNTS,
+        "Mount a file or directory from the host into the VM",
+    ),
+    opt(
+        "bind-ro",
+        None,
+        Value,
+        "SOURCE[:TARGET]",
+        MOUNTS,
+        "Mount a file or directory, but read-only",
+    ),
+    opt(
+        "extra-drive",
+        None,
+        Value,
+        "PATH",
+        MOUNTS,
+        "Adds an additional disk to the virtual machine",
+    ),
+    opt(
+        "bind-user",
+        None,
+        Value,
+        "NAME",
+        MOUNTS,
+        "Bind user from host to virtual machine",
+    ),
+    opt(
+        "bind-user-shell",
+        None,
+        Value,
+        "BOOL|PATH",
+        MOUNTS,
+        "Configure the shell to use for --bind-user= users",
+    ),
+    opt(
+        "bind-user-group",
+        None,
+        Value,
+        "GROUP",
+        MOUNTS,
+        "Add an auxiliary group to --bind-user= users",
+    ),
+    opt(
+        "forward-journal",
+        None,
+        Value,
+        "FILE|DIR",
+        INTEGRATION,
+        "Forward the VM's journal to the host",
+    ),
+    opt(
+        "pass-ssh-key",
+        None,
+        Value,
+        "BOOL",
+        INTEGRATION,
+        "Create an SSH key to access the VM",
+    ),
+    opt(
+        "ssh-key-type",
+        None,
+        Value,
+        "TYPE",
+        INTEGRATION,
+        "Choose what type of SSH key to pass",
+    ),
+    opt(
+        "console",
+        None,
+        Value,
+        "MODE",
+        IO,
+        "Console mode (interactive, native, gui, read-only)",
+    ),
+    opt("qemu-gui", None, Flag, "", IO, "Alias for --console=gui"),
+    opt(
+        "background",
+        None,
+        Value,
+        "COLOR",
+        IO,
+        "Set ANSI color for background",
+    ),
+    opt(
+        "set-credential",
+        None,
+        Value,
+        "ID:VALUE",
+        CREDS,
+        "Pass a credential with literal value to the VM",
+    ),
+    opt(
+        "load-credential",
+        None,
+        Value,
+        "ID:PATH",
+        CREDS,
+        "Load credential for the VM from file or AF_UNIX stream socket",
+    ),
+];
+
+fn command() -> Command {
+    let mut cmd = Command::new("vmspawn")
+        .about("Spawn a command or OS in a virtual machine.")
+        .override_usage("vmspawn [OPTIONS...] [ARGUMENTS...]")
+        .disable_version_flag(true)
+        .disable_help_flag(true)
+        .infer_long_args(true)
+        .args_override_self(true)
+        .dont_delimit_trailing_values(true)
+        .arg(
+            Arg::new("help")
+                .short('h')
+                .long("help")
+                .action(ArgAction::Help)
+                .help("Show this help")
+                .help_heading(GENERAL),
+        );
+    for spec in OPTIONS {
+        let mut arg = Arg::new(spec.id)
+            .long(spec.long)
+            .help(spec.help)
+            .help_heading(spec.heading);
+        if let Some(short) = spec.short {
+            arg = arg.short(short);
+        }
+        for alias in spec.aliases {
+            arg = arg.visible_alias(*alias);
+        }
+        arg = match spec.kind {
+            Flag => arg.action(ArgAction::Count),
+            Value => arg
+                .action(ArgAction::Append)
+                .num_args(1)
+                .value_name(spec.value_name)
+                .allow_hyphen_values(true)
+                .value_parser(clap::value_parser!(OsString)),
+        };
+        cmd = cmd.arg(arg);
+    }
+    cmd.arg(
+        Arg::new("kernel-cmdline")
+            .value_name("ARGUMENTS")
+            .help("Extra kernel command line arguments")
+            .num_args(0..)
+            .trailing_var_arg(true)
+            .action(ArgAction::Append)
+            .value_parser(clap::value_parser!(OsString)),
+    )
+}
+
+/// The `--help` text.
+pub fn help_text() -> String {
+    command().render_help().to_string()
+}
+
+/// One `--opt=value` occurrence, in command-line order.
+struct Occurrence<'a> {
+    index: usize,
+    id: &'static str,
+    value: &'a OsStr,
+}
+
+fn str_value<'a>(id: &str, value: &'a OsStr) -> Result<&'a str> {
+    value.to_str().ok_or_else(|| {
+        Error::new(format!(
+            "Argument to --{id}= is not valid UTF-8: {}",
+            value.to_string_lossy()
+        ))
+    })
+}
+
+fn bool_value(id: &str, value: &OsStr) -> Result<bool> {
+    let text = str_value(id, value)?;
+    parse::parse_bool(text).ok_or_else(|| {
+        Error::new(format!(
+            "Failed to parse boolean argument to --{id}=: {text}."
+        ))
+    })
+}
+
+fn tristate_value(id: &str, value: &OsStr) -> Result<Tristate> {
+    let text = str_value(id, value)?;
+    parse::parse_tristate(text).ok_or_else(|| {
+        Error::new(format!(
+            "Failed to parse boolean argument to --{id}=: {text} (expected yes, no or auto)."
+        ))
+    })
+}
+
+fn path_value(value: &OsStr, env: &ParseEnv) -> Option<PathBuf> {
+    if value.is_empty() {
+        None
+    } else {
+        Some(parse::absolute_path(value, env.cwd))
+    }
+}
+
+/// Parses the command line (without argv[0]).
+pub fn parse(args: &[OsString], env: &ParseEnv) -> Result<Action> {
+    let argv = std::iter::once(OsString::from("vmspawn")).chain(args.iter().cloned());
+    let matches = match command().try_get_matches_from(argv) {
+        Ok(m) => m,
+        Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelp => {
+            return Ok(Action::Help(help_text()));
+        }
+        Err(e) => {
+            let rendered = e.render().to_string();
+            let first = rendered.lines().next().unwrap_or("invalid arguments");
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            return Err(Error::new(format!(
+                "{first}\nTry 'vmspawn --help' for the list of options."
+            )));
+        }
+    };
+    apply(&matches, env)
+}
+
+fn last_index(matches: &ArgMatches, id: &str) -> Option<usize> {
+    if matches.get_count(id) == 0 {
+        return None;
+    }
+    matches.indices_of(id).and_then(|i| i.max())
+}
+
+fn apply(matches: &ArgMatches, env: &ParseEnv) -> Result<Action> {
+    if matches.get_count("version") > 0 {
+        return Ok(Action::Version);
+    }
+
+    let mut occurrences = Vec::new();
+    for spec in OPTIONS.iter().filter(|s| matches!(s.kind, Value)) {
+        let (Some(indices), Some(values)) = (
+            matches.indices_of(spec.id),
+            matches.get_many::<OsString>(spec.id),
+        ) else {
+            continue;
+        };
+        for (index, value) in indices.zip(values) {
+            occurrences.push(Occurrence {
+                index,
+                id: spec.id,
+                value: value.as_os_str(),
+            });
+        }
+    }
+    occurrences.sort_by_key(|o| o.index);
+
+    let mut c = Config {
+        quiet: matches.get_count("quiet") > 0,
+        no_pager: matches.get_count("no-pager") > 0,
+        no_ask_password: matches.get_count("no-ask-password") > 0,
+        keep_unit: matches.get_count("keep-unit") > 0,
+        ..Config::default()
+    };
+    // The last of -n/--network-tap and --network-user-mode wins.
+    c.network = match (
+        last_index(matches, "network-tap"),
+        last_index(matches, "network-user-mode"),
+    ) {
+        (None, None) => Network::None,
+        (Some(_), None) => Network::Tap,
+        (None, Some(_)) => Network::UserMode,
+        (Some(tap), Some(user)) => {
+            if tap > user {
+                Network::Tap
+            } else {
+                Network::UserMode
+            }
+        }
+    };
+    let gui_alias = last_index(matches, "qemu-gui");
+    let mut console_index = None;
+    let mut credential_ids = HashSet::new();
+
+    for o in &occurrences {
+        let v = o.value;
+        match o.id {
+            "directory" => c.directory = path_value(v, env),
+            "image" => c.image = path_value(v, env),
+            "cpus" => c.cpus = str_value(o.id, v)?.to_string(),
+            "ram" => {
+                let text = str_value(o.id, v)?;
+                c.ram = parse::parse_size(text).filter(|&n| n > 0).ok_or_else(|| {
+                    Error::new(format!("Failed to parse --ram={text}: Invalid argument"))
+                })?;
+            }
+            "kvm" => c.kvm = tristate_value(o.id, v)?,
+            "vsock" => c.vsock = tristate_value(o.id, v)?,
+            "vsock-cid" => {
+                let text = str_value(o.id, v)?;
+                c.vsock_cid = if text.is_empty() {
+                    None
+                } else {
+                    let cid: u32 = match text {
+                        "hypervisor" => 0,
+                        "local" => 1,
+                        "host" => 2,
+                        n => n.parse().map_err(|_| {
+                            Error::new(format!("Failed to parse --vsock-cid: {text}"))
+                        })?,
+                    };
+                    if cid <= 2 || cid == u32::MAX {
+                        bail!("Specified CID is not regular, refusing: {cid}");
+                    }
+                    Some(cid)
+                };
+            }
+            "tpm" => c.tpm = tristate_value(o.id, v)?,
+            "tpm-state" => {
+                let text = str_value(o.id, v)?;
+                c.tpm_state_given = true;
+                c.tpm_state = if text.starts_with('/') || text.starts_with("./") {
+                    TpmState::Path(parse::absolute_path(v, env.cwd))
+                } else if text.is_empty() {
+                    TpmState::Off
+                } else if text == "auto" {
+                    TpmState::Auto
+                } else {
+                    match parse::parse_bool(text) {
+                        Some(true) => TpmState::Auto,
+                        Some(false) => TpmState::Off,
+                        None => bail!("Failed to parse --tpm-state= parameter: {text}"),
+                    }
+                };
+            }
+            "linux" => c.linux = path_value(v, env),
+            "initrd" => {
+                if let Some(p) = path_value(v, env) {
+                    c.initrds.push(p);
+                }
+            }
+            "secure-boot" => c.secure_boot = tristate_value(o.id, v)?,
+            "firmware" => {
+                if v == "list" {
+                    return Ok(Action::FirmwareList);
+                }
+                let bytes = v.as_bytes();
+                c.firmware = if bytes.is_empty() {
+                    None
+                } else if bytes.starts_with(b"/") || bytes.starts_with(b"./") {
+                    Some(parse::absolute_path(v, env.cwd))
+                } else {
+                    bail!("Absolute path or path starting with './' required.");
+                };
+            }
+            "discard-disk" => c.discard_disk = bool_value(o.id, v)?,
+            "grow-image" => {
+                let text = str_value(o.id, v)?;
+                c.grow_image = if text.is_empty() {
+                    0
+                } else {
+                    parse::parse_size(text).ok_or_else(|| {
+                        Error::new(format!("Failed to parse --grow-image= parameter: {text}"))
+                    })?
+                };
+            }
+            "smbios11" => {
+                let text = v.to_str().ok_or_else(|| {
+                    Error::new(format!(
+                        "SMBIOS Type 11 string is not UTF-8 clean, refusing: {}",
+                        v.to_string_lossy()
+                    ))
+                })?;
+                if text.is_empty() {
+                    c.smbios11.clear();
+                } else {
+                    c.smbios11.push(text.to_string());
+                }
+            }
+            "notify-ready" => c.notify_ready = bool_value(o.id, v)?,
+            "machine" => {
+                let text = str_value(o.id, v)?;
+                c.machine = if text.is_empty() {
+                    None
+                } else if parse::is_valid_hostname(text) {
+                    Some(text.to_string())
+                } else {
+                    bail!("Invalid machine name: {text}");
+                };
+            }
+            "uuid" => {
+                let text = str_value(o.id, v)?;
+                let id = parse::parse_uuid(text)
+                    .ok_or_else(|| Error::new(format!("Invalid UUID: {text}")))?;
+                if id == [0; 16] {
+                    bail!("Machine UUID may not be all zeroes.");
+                }
+                c.uuid = Some(id);
+            }
+            "slice" => {
+                let text = str_value(o.id, v)?;
+                c.slice = Some(mangle_slice(text)?);
+            }
+            "property" => {
+                let text = str_value(o.id, v)?;
+                if !text.contains('=') {
+                    bail!("Failed to parse --property= assignment '{text}': expected NAME=VALUE.");
+                }
+                c.properties.push(text.to_string());
+            }
+            "register" => c.register = Some(bool_value(o.id, v)?),
+            "private-users" => c.private_users = Some(parse_private_users(str_value(o.id, v)?)?),
+            "bind" | "bind-ro" => c.binds.push(parse_bind(v, o.id == "bind-ro", env)?),
+            "extra-drive" => {
+                if let Some(p) = path_value(v, env) {
+                    c.extra_drives.push(p);
+                }
+            }
+            "bind-user" => {
+                let text = str_value(o.id, v)?;
+                if !is_valid_user_name(text) {
+                    bail!("Invalid user name to bind: {text}");
+                }
+                if !c.bind_users.iter().any(|u| u == text) {
+                    c.bind_users.push(text.to_string());
+                }
+            }
+            "bind-user-shell" => {
+                let text = str_value(o.id, v)?;
+                let valid = parse::parse_bool(text).is_some()
+                    || (text.starts_with('/')
+                        && parse::absolute_path(v, env.cwd) == Path::new(text));
+                if !valid {
+                    bail!("Invalid user shell to bind: {text}");
+                }
+                c.bind_user_shell = Some(text.to_string());
+            }
+            "bind-user-group" => {
+                let text = str_value(o.id, v)?;
+                if !is_valid_user_name(text) {
+                    bail!("Invalid bind user auxiliary group name: {text}");
+                }
+                if !c.bind_user_groups.iter().any(|g| g == text) {
+                    c.bind_user_groups.push(text.to_string());
+                }
+            }
+            "forward-journal" => c.forward_journal = path_value(v, env),
+            "pass-ssh-key" => c.pass_ssh_key = Some(bool_value(o.id, v)?),
+            "ssh-key-type" => {
+                let text = str_value(o.id, v)?;
+                if text.is_empty()
+                    || !text
+                        .bytes()
+                        .all(|b| b.is_ascii_graphic() && !b"\"'\\`$".contains(&b))
+                {
+                    bail!("Invalid value for --arg-ssh-key-type=: {text}");
+                }
+                c.ssh_key_type = Some(text.to_string());
+            }
+            "console" => {
+                let text = str_value(o.id, v)?;
+                c.console = ConsoleMode::parse(text).ok_or_else(|| {
+                    Error::new(format!("Failed to parse specified console mode: {text}"))
+                })?;
+                console_index = Some(o.index);
+            }
+            "background" => {
+                let text = str_value(o.id, v)?;
+                c.background = if text.is_empty() {
+                    Background::Off
+                } else if text.bytes().all(|b| b.is_ascii_digit() || b == b';') {
+                    Background::Sgr(text.to_string())
+                } else {
+                    bail!("Invalid --background= argument: {text}");
+                };
+            }
+            "set-credential" | "load-credential" => {
+                let text = str_value(o.id, v)?;
+                let (id, source) = parse::split_credential(text)
+                    .ok_or_else(|| Error::new(format!("Missing value for --{}=: {text}", o.id)))?;
+                if !parse::is_valid_credential_name(id.as_bytes()) {
+                    bail!("Credential name is not valid: {id}");
+                }
+                if !credential_ids.insert(id.clone()) {
+                    bail!("Duplicated credential '{id}', refusing.");
+                }
+                let data = if o.id == "set-credential" {
+                    parse::c_unescape(source).map_err(|e| {
+                        Error::new(format!(
+                            "Failed to unescape credential value '{source}': {e}"
+                        ))
+                    })?
+                } else {
+                    load_credential(&id, source, env)?
+                };
+                c.credentials.push(Credential { id, data });
+            }
+            other => unreachable!("option --{other} has no handler"),
+        }
+    }
+    if let Some(gui) = gui_alias
+        && console_index.is_none_or(|i| gui > i)
+    {
+        c.console = ConsoleMode::Gui;
+    }
+
+    if let Some(words) = matches.get_many::<OsString>("kernel-cmdline") {
+        for word in words {
+            c.kernel_cmdline_extra.push(
+                word.to_str()
+                    .ok_or_else(|| {
+                        Error::new(format!(
+                            "Kernel command line argument is not UTF-8: {}",
+                            word.to_string_lossy()
+                        ))
+                    })?
+                    .to_string(),
+            );
+        }
+    }
+
+    if let Some(mac) = (env.var)("SYSTEMD_VMSPAWN_NETWORK_MAC").filter(|m| !m.is_empty()) {
+        let text = mac.to_string_lossy();
+        let parsed = parse::parse_mac(&text).ok_or_else(|| {
+            Error::new(format!(
+                "Failed to parse provided MAC address via environment variable: {text}"
+            ))
+        })?;
+        c.network_mac = (parsed != [0; 6]).then_some(parsed);
+    }
+    if let Some(extra) = (env.var)("SYSTEMD_VMSPAWN_QEMU_EXTRA") {
+        let text = extra
+            .to_str()
+            .ok_or_else(|| Error::new("$SYSTEMD_VMSPAWN_QEMU_EXTRA is not valid UTF-8"))?;
+        c.qemu_extra = parse::split_words(text)
+            .map_err(|e| Error::new(format!("Failed to parse $SYSTEMD_VMSPAWN_QEMU_EXTRA: {e}")))?;
+    }
+
+    if c.bind_user_shell.is_some() && c.bind_users.is_empty() {
+        bail!("Cannot use --bind-user-shell= without --bind-user=");
+    }
+    if !c.bind_user_groups.is_empty() && c.bind_users.is_empty() {
+        bail!("Cannot use --bind-user-group= without --bind-user=");
+    }
+    if !c.initrds.is_empty() && c.linux.is_none() {
+        bail!("Option --initrd= cannot be used without --linux=.");
+    }
+    reject_unimplemented(&c)?;
+    Ok(Action::Run(Box::new(c)))
+}
+
+/// Options whose feature is built by later work. They are parsed and validated above, and fail
+/// here when actually used, rather than being silently ignored. Their defaults and "auto" values
+/// mean "off" for now.
+fn reject_unimplemented(c: &Config) -> Result<()> {
+    fn unsupported(what: &str, hint: &str) -> Result<()> {
+        Err(Error::new(format!(
+            "{what} is not supported yet by this vmspawn. {hint}"
+        )))
+    }
+    if c.directory.is_some() {
+        return unsupported(
+            "--directory= (a directory as the VM's root over virtiofs)",
+            "Boot a disk image with --image= instead.",
+        );
+    }
+    if c.network == Network::Tap {
+        return unsupported(
+            "--network-tap (TAP networking)",
+            "Use --network-user-mode for outbound networking.",
+        );
+    }
+    if c.vsock == Tristate::Yes {
+        return unsupported(
+            "--vsock=yes (VSOCK device)",
+            "Use --vsock=no or leave it unset.",
+        );
+    }
+    if c.vsock_cid.is_some() {
+        return unsupported("--vsock-cid= (VSOCK device)", "Leave --vsock-cid= unset.");
+    }
+    if c.tpm == Tristate::Yes {
+        return unsupported(
+            "--tpm=yes (virtual TPM via swtpm)",
+            "Use --tpm=no or leave it unset.",
+        );
+    }
+    if c.tpm_state_given && c.tpm_state != TpmState::Off {
+        return unsupported(
+            "--tpm-state= (virtual TPM via swtpm)",
+            "Leave --tpm-state= unset.",
+        );
+    }
+    if c.register == Some(true) {
+        return unsupported(
+            "--register=yes (registration with systemd-machined)",
+            "Use --register=no or leave it unset.",
+        );
+    }
+    if c.slice.is_some() || !c.properties.is_empty() {
+        return unsupported(
+            "--slice=/--property= (scope unit allocation)",
+            "Run vmspawn inside a unit of your own (e.g. systemd-run --scope) instead.",
+        );
+    }
+    if c.private_users.is_some() {
+        return unsupported(
+            "--private-users= (UID mapping for virtiofs)",
+            "Leave --private-users= unset.",
+        );
+    }
+    if !c.binds.is_empty() {
+        return unsupported(
+            "--bind=/--bind-ro= (virtiofs mounts)",
+            "Pass data with --extra-drive= or credentials instead.",
+        );
+    }
+    if !c.bind_users.is_empty() {
+        return unsupported(
+            "--bind-user= (binding host users into the VM)",
+            "Leave --bind-user= unset.",
+        );
+    }
+    if c.forward_journal.is_some() {
+        return unsupported(
+            "--forward-journal= (journal forwarding over VSOCK)",
+            "Leave --forward-journal= unset.",
+        );
+    }
+    if c.pass_ssh_key == Some(true) {
+        return unsupported(
+            "--pass-ssh-key=yes (SSH over VSOCK)",
+            "Use --pass-ssh-key=no or leave it unset.",
+        );
+    }
+    if c.ssh_key_type.is_some() {
+        return unsupported(
+            "--ssh-key-type= (SSH over VSOCK)",
+            "Leave --ssh-key-type= unset.",
+        );
+    }
+    Ok(())
+}
+
+fn mangle_slice(text: &str) -> Result<String> {
+    let name = if text.ends_with(".slice") {
+        text.to_string()
+    } else {
+        format!("{text}.slice")
+    };
+    let stem = &name[..name.len() - ".slice".len()];
+    let valid = !stem.is_empty()
+        && name.len() <= 255
+        && stem
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b":-_.\\".contains(&b));
+    if !valid {
+        bail!("Failed to turn '{text}' into unit name: Invalid argument");
+    }
+    Ok(name)
+}
+
+fn parse_private_users(text: &str) -> Result<(u32, u32)> {
+    let (base, range) = match text.split_once(':') {
+        Some((b, r)) => {
+            let range: u32 = r.parse().map_err(|_| {
+                Error::new(format!(
+                    "Failed to parse UID range \"{r}\": Invalid argument"
+                ))
+            })?;
+            (b, range)
+        }
+        None => (text, 65536),
+    };
+    let base: u32 = base
+        .parse()
+        .map_err(|_| Error::new(format!("Failed to parse UID \"{base}\": Invalid argument")))?;
+    if base == u32::MAX || range == 0 || u64::from(base) + u64::from(range) > u64::from(u32::MAX) {
+        bail!("UID range cannot be empty or go beyond 4294967295.");
+    }
+    Ok((base, range))
+}
+
+fn parse_bind(value: &OsStr, read_only: bool, env: &ParseEnv) -> Result<BindMount> {
+    let name = if read_only { "--bind-ro" } else { "--bind" };
+    let fail = |why: &str| {
+        Error::new(format!(
+            "Failed to parse {name}= argument {}: {why}",
+            value.to_string_lossy()
+        ))
+    };
+    let text = value.to_str().ok_or_else(|| fail("not valid UTF-8"))?;
+    let mut source = String::new();
+    let mut destination = None;
+    let mut chars = text.char_indices();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '\\' => match chars.next() {
+                Some((_, next)) => source.push(next),
+                None => return Err(fail("trailing backslash")),
+            },
+            ':' => {
+                destination = Some(text[i + 1..].to_string());
+                break;
+            }
+            c => source.push(c),
+        }
+    }
+    if source.is_empty() {
+        return Err(fail("Invalid argument"));
+    }
+    let absolute = parse::absolute_path(OsStr::new(&source), env.cwd);
+    if !absolute.is_dir() {
+        return Err(fail("Not a directory"));
+    }
+    let destination = destination.unwrap_or(source);
+    if !destination.starts_with('/') {
+        return Err(fail(
+            "Invalid argument (the target must be an absolute path)",
+        ));
+    }
+    Ok(BindMount {
+        source: absolute,
+        destination,
+        read_only,
+    })
+}
+
+fn is_valid_user_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 32
+        && !name.starts_with(|c: char| c.is_ascii_digit() || c == '-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+}
+
+fn load_credential(id: &str, source: &str, env: &ParseEnv) -> Result<Vec<u8>> {
+    let read_failed =
+        |e: &dyn std::fmt::Display| Error::new(format!("Failed to read credential '{id}': {e}"));
+    let path = if source.contains('/') {
+        parse::absolute_path(OsStr::new(source), env.cwd)
+    } else if parse::is_valid_credential_name(source.as_bytes()) {
+        let dir = (env.var)("CREDENTIALS_DIRECTORY")
+            .filter(|d| !d.is_empty())
+            .ok_or_else(|| {
+                Error::new(format!(
+                    "Credential not available (no credentials passed at all): {source}"
+                ))
+            })?;
+        Path::new(&dir).join(source)
+    } else {
+        bail!(
+            "Credential source appears to be neither a valid path nor a credential name: {source}"
+        );
+    };
+    let meta = std::fs::metadata(&path).map_err(|e| read_failed(&e))?;
+    if meta.file_type().is_socket() {
+        let mut stream =
+            std::os::unix::net::UnixStream::connect(&path).map_err(|e| read_failed(&e))?;
+        stream.shutdown(std::net::Shutdown::Write).ok();
+        let mut data = Vec::new();
+        stream.read_to_end(&mut data).map_err(|e| read_failed(&e))?;
+        Ok(data)
+    } else {
+        std::fs::read(&path).map_err(|e| read_failed(&e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(args: &[&str]) -> Result<Action> {
+        let env = |_: &str| None;
+        parse(
+            &args.iter().map(OsString::from).collect::<Vec<_>>(),
+            &ParseEnv {
+                cwd: Path::new("/home/u"),
+                var: &env,
+            },
+        )
+    }
+
+    fn config(args: &[&str]) -> Config {
+        match run(args) {
+            Ok(Action::Run(c)) => *c,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    fn error(args: &[&str]) -> String {
+        match run(args) {
+            Err(e) => e.to_string(),
+            other => panic!("expected an error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn syntax_forms() {
+        let c = config(&[
+            "-i",
+            "a.raw",
+            "--cpus=2",
+            "--ram",
+            "1G",
+            "-s",
+            "x",
+            "--smbios11=y",
+            "--kvm",
+            "",
+            "--qemu-vsock=no",
+        ]);
+        assert_eq!(c.image.as_deref(), Some(Path::new("/home/u/a.raw")));
+        assert_eq!(c.cpus, "2");
+        assert_eq!(c.ram, 1 << 30);
+        assert_eq!(c.smbios11, vec!["x", "y"]);
+        assert_eq!(c.kvm, Tristate::Auto);
+        assert_eq!(c.vsock, Tristate::No);
+    }
+
+    #[test]
+    fn stops_at_first_non_option() {
+        let c = config(&["-i", "a.raw", "quiet", "--cpus=4", "-q"]);
+        assert_eq!(c.kernel_cmdline_extra, vec!["quiet", "--cpus=4", "-q"]);
+        assert_eq!(c.cpus, "1");
+        assert!(!c.quiet);
+    }
+
+    #[test]
+    fn last_wins_and_empty_resets() {
+        let c = config(&[
+            "-i", "a", "--cpus=2", "--cpus=3", "-s", "x", "-s", "", "-s", "z", "-M", "foo", "-M",
+            "",
+        ]);
+        assert_eq!(c.cpus, "3");
+        assert_eq!(c.smbios11, vec!["z"]);
+        assert_eq!(c.machine, None);
+        let c = config(&["--network-user-mode", "--discard-disk=off"]);
+        assert_eq!(c.network, Network::UserMode);
+        assert!(!c.discard_disk);
+    }
+
+    #[test]
+    fn network_order() {
+        assert_eq!(
+            error(&["-n", "--network-user-mode", "-n"]).contains("--network-tap"),
+            true
+        );
+        assert_eq!(
+            config(&["-n", "--network-user-mode"]).network,
+            Network::UserMode
+        );
+    }
+
+    #[test]
+    fn prefixes_and_bundles() {
+        let c = config(&["--ima=x.raw", "-qi", "y.raw"]);
+        assert!(c.quiet);
+        assert_eq!(c.image.as_deref(), Some(Path::new("/home/u/y.raw")));
+    }
+
+    #[test]
+    fn errors() {
+        assert_eq!(
+            error(&["--ram=12X"]),
+            "Failed to parse --ram=12X: Invalid argument"
+        );
+        assert_eq!(
+            error(&["--kvm=maybe"]),
+            "Failed to parse boolean argument to --kvm=: maybe (expected yes, no or auto)."
+        );
+        assert_eq!(
+            error(&["--initrd=x"]),
+            "Option --initrd= cannot be used without --linux=."
+        );
+        assert_eq!(
+            error(&["--uuid=00000000000000000000000000000000"]),
+            "Machine UUID may not be all zeroes."
+        );
+        assert_eq!(
+            error(&["--firmware=relative.json"]),
+            "Absolute path or path starting with './' required."
+        );
+        assert_eq!(
+            error(&["--vsock-cid=2"]),
+            "Specified CID is not regular, refusing: 2"
+        );
+        assert_eq!(error(&["-M", "a b"]), "Invalid machine name: a b");
+        assert_eq!(
+            error(&["--console=tty"]),
+            "Failed to parse specified console mode: tty"
+        );
+        assert_eq!(
+            error(&["--set-credential=x"]),
+            "Missing value for --set-credential=: x"
+        );
+        assert_eq!(
+            error(&["--set-credential=a:1", "--set-credential=a:2"]),
+            "Duplicated credential 'a', refusing."
+        );
+        assert_eq!(
+            error(&["--bind-user-group=wheel"]),
+            "Cannot use --bind-user-group= without --bind-user="
+        );
+        assert!(error(&["--bogus"]).contains("--bogus"));
+        assert!(
+            error(&["--image"]).contains("value is required"),
+            "{}",
+            error(&["--image"])
+        );
+        assert!(error(&["--vtpm=yes"]).contains("--vtpm"));
+    }
+
+    #[test]
+    fn unimplemented_features_fail_clearly() {
+        for args in [
+            &["--network-tap"][..],
+            &["-D", "/"],
+            &["--vsock=yes"],
+            &["--tpm=yes"],
+            &["--register=yes"],
+            &["--pass-ssh-key=yes"],
+            &["--forward-journal=/tmp/j"],
+            &["--slice=foo"],
+            &["--private-users=1000"],
+        ] {
+            let e = error(args);
+            assert!(e.contains("not supported yet"), "{args:?}: {e}");
+        }
+        // Defaults and explicit "off" are fine.
+        config(&[
+            "--register=no",
+            "--tpm=no",
+            "--vsock=auto",
+            "--pass-ssh-key=no",
+            "--tpm=",
+            "--keep-unit",
+        ]);
+    }
+
+    #[test]
+    fn credentials_unescape() {
+        let c = config(&["--set-credential=foo:a\\nb\\x00c"]);
+        assert_eq!(c.credentials[0].data, b"a\nb\0c");
+    }
+
+    #[test]
+    fn gui_alias() {
+        assert_eq!(config(&["--qemu-gui"]).console, ConsoleMode::Gui);
+        assert_eq!(
+            config(&["--qemu-gui", "--console=native"]).console,
+            ConsoleMode::Native
+        );
+        assert_eq!(
+            config(&["--console=native", "--qemu-gui"]).console,
+            ConsoleMode::Gui
+        );
+    }
+
+    #[test]
+    fn special_actions() {
+        assert!(matches!(
+            run(&["--version", "--bogus-later"]),
+            Err(_) | Ok(Action::Version)
+        ));
+        assert!(matches!(
+            run(&["--firmware=list"]),
+            Ok(Action::FirmwareList)
+        ));
+        assert!(matches!(run(&["-h"]), Ok(Action::Help(_))));
+        let help = help_text();
+        for spec in OPTIONS {
+            assert!(
+                help.contains(&format!("--{}", spec.long)),
+                "help lacks --{}",
+                spec.long
+            );
+        }
+    }
+}

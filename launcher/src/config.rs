@@ -1,0 +1,171 @@
+//! The validated configuration: what the user asked for, with every value parsed and checked.
+//! Produced by `cli::parse`, consumed by the planner. Nothing here touches the host beyond what
+//! option parsing itself needs (reading --load-credential files, like systemd-vmspawn does).
+
+use std::path::PathBuf;
+
+use crate::parse::Tristate;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConsoleMode {
+    Interactive,
+    ReadOnly,
+    Native,
+    Gui,
+}
+
+impl ConsoleMode {
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "interactive" => Some(ConsoleMode::Interactive),
+            "read-only" => Some(ConsoleMode::ReadOnly),
+            "native" => Some(ConsoleMode::Native),
+            "gui" => Some(ConsoleMode::Gui),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Network {
+    None,
+    Tap,
+    UserMode,
+}
+
+/// `--tpm-state=`: where the vTPM keeps its state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TpmState {
+    Auto,
+    Off,
+    Path(PathBuf),
+}
+
+/// A credential for the guest, from --set-credential or --load-credential.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Credential {
+    pub id: String,
+    pub data: Vec<u8>,
+}
+
+/// `--bind=` / `--bind-ro=`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BindMount {
+    pub source: PathBuf,
+    pub destination: String,
+    pub read_only: bool,
+}
+
+/// `--background=`: the console tint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Background {
+    /// Not given: derive a green tint from the terminal's own background colour.
+    Auto,
+    /// Given empty: no tint.
+    Off,
+    /// An ANSI SGR parameter string, used verbatim.
+    Sgr(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub image: Option<PathBuf>,
+    pub directory: Option<PathBuf>,
+    pub machine: Option<String>,
+    pub uuid: Option<[u8; 16]>,
+    pub cpus: String,
+    pub ram: u64,
+    pub kvm: Tristate,
+    pub vsock: Tristate,
+    pub vsock_cid: Option<u32>,
+    pub tpm: Tristate,
+    pub tpm_state: TpmState,
+    /// True when --tpm-state= was given at all (not only left at its default).
+    pub tpm_state_given: bool,
+    pub linux: Option<PathBuf>,
+    pub initrds: Vec<PathBuf>,
+    pub network: Network,
+    pub firmware: Option<PathBuf>,
+    pub discard_disk: bool,
+    pub secure_boot: Tristate,
+    pub grow_image: u64,
+    pub smbios11: Vec<String>,
+    pub notify_ready: bool,
+    pub slice: Option<String>,
+    pub properties: Vec<String>,
+    /// `--register=`; None when left at its default.
+    pub register: Option<bool>,
+    pub keep_unit: bool,
+    pub private_users: Option<(u32, u32)>,
+    pub binds: Vec<BindMount>,
+    pub extra_drives: Vec<PathBuf>,
+    pub bind_users: Vec<String>,
+    pub bind_user_shell: Option<String>,
+    pub bind_user_groups: Vec<String>,
+    pub forward_journal: Option<PathBuf>,
+    /// `--pass-ssh-key=`; None when left at its default.
+    pub pass_ssh_key: Option<bool>,
+    pub ssh_key_type: Option<String>,
+    pub console: ConsoleMode,
+    pub background: Background,
+    pub credentials: Vec<Credential>,
+    pub quiet: bool,
+    pub no_pager: bool,
+    pub no_ask_password: bool,
+    /// Everything after the first non-option argument.
+    pub kernel_cmdline_extra: Vec<String>,
+    /// `$SYSTEMD_VMSPAWN_QEMU_EXTRA`, split into words.
+    pub qemu_extra: Vec<String>,
+    /// `$SYSTEMD_VMSPAWN_NETWORK_MAC`.
+    pub network_mac: Option<[u8; 6]>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            image: None,
+            directory: None,
+            machine: None,
+            uuid: None,
+            cpus: "1".into(),
+            ram: 2 << 30,
+            kvm: Tristate::Auto,
+            vsock: Tristate::Auto,
+            vsock_cid: None,
+            tpm: Tristate::Auto,
+            tpm_state: TpmState::Auto,
+            tpm_state_given: false,
+            linux: None,
+            initrds: Vec::new(),
+            network: Network::None,
+            firmware: None,
+            discard_disk: true,
+            secure_boot: Tristate::Auto,
+            grow_image: 0,
+            smbios11: Vec::new(),
+            notify_ready: true,
+            slice: None,
+            properties: Vec::new(),
+            register: None,
+            keep_unit: false,
+            private_users: None,
+            binds: Vec::new(),
+            extra_drives: Vec::new(),
+            bind_users: Vec::new(),
+            bind_user_shell: None,
+            bind_user_groups: Vec::new(),
+            forward_journal: None,
+            pass_ssh_key: None,
+            ssh_key_type: None,
+            console: ConsoleMode::Interactive,
+            background: Background::Auto,
+            credentials: Vec::new(),
+            quiet: false,
+            no_pager: false,
+            no_ask_password: false,
+            kernel_cmdline_extra: Vec::new(),
+            qemu_extra: Vec::new(),
+            network_mac: None,
+        }
+    }
+}

@@ -1,0 +1,278 @@
+//! Host discovery: everything the planner needs to know about this machine — the QEMU binary,
+//! firmware, whether KVM is usable, the disk images, where temporary files go.
+
+use std::ffi::OsString;
+use std::fs::OpenOptions;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::config::Config;
+use crate::disk;
+use crate::error::{Error, Result};
+use crate::firmware;
+use crate::parse::Tristate;
+use crate::plan::{DriveInfo, HostFacts, ImageInfo};
+
+/// The environment discovery reads, passed in for testability.
+pub struct HostEnv<'a> {
+    pub var: &'a dyn Fn(&str) -> Option<OsString>,
+    pub is_root: bool,
+}
+
+/// The native architecture in QEMU's naming.
+pub fn qemu_arch() -> Result<&'static str> {
+    Ok(match std::env::consts::ARCH {
+        "x86_64" => "x86_64",
+        "x86" => "i386",
+        "aarch64" => "aarch64",
+        "arm" => "arm",
+        "riscv64" => "riscv64",
+        "s390x" => "s390x",
+        "powerpc64" | "powerpc" => "ppc",
+        "loongarch64" => "loongarch64",
+        "mips" | "mips64" => "mips",
+        _ => return Err(Error::new("Native architecture is not supported by qemu.")),
+    })
+}
+
+/// Finds an executable `name` in `$PATH`.
+pub fn find_in_path(name: &str, path_var: Option<&OsString>) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let default = OsString::from("/usr/local/bin:/usr/bin:/bin");
+    let dirs = path_var.unwrap_or(&default);
+    std::env::split_paths(dirs)
+        .filter(|d| d.is_absolute())
+        .map(|d| d.join(name))
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
+fn find_qemu(arch: &str, path_var: Option<&OsString>) -> Result<PathBuf> {
+    let candidates = [
+        "qemu".to_string(),
+        "qemu-kvm".to_string(),
+        format!("qemu-system-{arch}"),
+    ];
+    candidates.iter().find_map(|c| find_in_path(c, path_var)).ok_or_else(|| {
+        Error::new(format!(
+            "Failed to find QEMU binary: none of {} is in $PATH. Install QEMU (on Debian: apt install qemu-system-x86).",
+            candidates.join(", ")
+        ))
+    })
+}
+
+fn find_firmware(config: &Config, arch: &str, env: &HostEnv) -> Result<firmware::Firmware> {
+    if let Some(path) = &config.firmware {
+        let content = std::fs::read(path).map_err(|e| {
+            Error::io(
+                format!("Failed to read firmware descriptor '{}'", path.display()),
+                e,
+            )
+        })?;
+        return firmware::load_explicit(path, &content, config.secure_boot);
+    }
+    let xdg = (env.var)("XDG_CONFIG_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from);
+    let home = (env.var)("HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from);
+    let dirs = firmware::search_dirs(xdg.as_deref(), home.as_deref());
+    let descriptors: Vec<(PathBuf, Vec<u8>)> = firmware::list_descriptors(&dirs)
+        .into_iter()
+        .filter_map(|p| std::fs::read(&p).ok().map(|c| (p, c)))
+        .collect();
+    firmware::select(&descriptors, arch, config.secure_boot)
+}
+
+/// Lists the firmware descriptors for `--firmware=list`.
+pub fn firmware_list(env: &HostEnv) -> Vec<PathBuf> {
+    let xdg = (env.var)("XDG_CONFIG_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from);
+    let home = (env.var)("HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from);
+    firmware::list_descriptors(&firmware::search_dirs(xdg.as_deref(), home.as_deref()))
+}
+
+fn kvm_usable() -> bool {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open("/dev/kvm")
+        .is_ok()
+}
+
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut buf = [0u8; N];
+    let mut filled = 0;
+    while filled < N {
+        // SAFETY: the pointer and length describe the unfilled tail of `buf`.
+        let got = unsafe { libc::getrandom(buf[filled..].as_mut_ptr().cast(), N - filled, 0) };
+        if got > 0 {
+            filled += got as usize;
+        }
+    }
+    buf
+}
+
+/// Where the per-VM runtime directory goes: `$XDG_RUNTIME_DIR/systemd` for users that have one,
+/// `/run/systemd` for root, else `$TMPDIR` (or /tmp).
+fn runtime_base(env: &HostEnv) -> PathBuf {
+    if let Some(xdg) = (env.var)("XDG_RUNTIME_DIR")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        && xdg.is_absolute()
+        && xdg.is_dir()
+    {
+        return xdg.join("systemd");
+    }
+    if env.is_root && Path::new("/run").is_dir() {
+        return PathBuf::from("/run/systemd");
+    }
+    (env.var)("TMPDIR")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .unwrap_or_else(|| PathBuf::from("/tmp"))
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default()
+}
+
+fn check_readable(path: &Path, what: &str) -> Result<()> {
+    std::fs::File::open(path)
+        .map(drop)
+        .map_err(|e| Error::io(format!("Failed to open {what} '{}'", path.display()), e))
+}
+
+pub fn discover(config: &Config, env: &HostEnv) -> Result<HostFacts> {
+    let arch = qemu_arch()?;
+    let path_var = (env.var)("PATH");
+
+    let image = config.image.as_ref().ok_or_else(|| {
+        Error::new("No disk image given. Pass the VM's disk image with --image=PATH (or -i PATH).")
+    })?;
+    let (facts, mut file) = disk::inspect(image)?;
+    let needs_root = config.linux.is_some()
+        && facts.format == disk::ImageFormat::Raw
+        && !config
+            .kernel_cmdline_extra
+            .iter()
+            .any(|w| w.starts_with("root=") || w.starts_with("mount.usr="));
+    let root_partition = if needs_root {
+        disk::find_root_partition(&mut file, arch).map_err(|e| {
+            Error::new(format!(
+                "Failed to read the partition table of '{}': {e}",
+                image.display()
+            ))
+        })?
+    } else {
+        None
+    };
+    drop(file);
+
+    if let Some(kernel) = &config.linux {
+        check_readable(kernel, "kernel")?;
+    }
+    for initrd in &config.initrds {
+        check_readable(initrd, "initrd")?;
+    }
+
+    let mut extra_drives = Vec::new();
+    for path in &config.extra_drives {
+        let meta = std::fs::metadata(path)
+            .map_err(|e| Error::io(format!("Failed to stat '{}'", path.display()), e))?;
+        if !meta.is_file() && !meta.file_type().is_block_device() {
+            return Err(Error::new(format!(
+                "Expected regular file or block device, not '{}'.",
+                path.display()
+            )));
+        }
+        let (facts, _) = disk::inspect(path)?;
+        extra_drives.push(DriveInfo {
+            format: facts.format,
+            is_block_device: facts.is_block_device,
+        });
+    }
+
+    let firmware = find_firmware(config, arch, env)?;
+    let qemu_binary = find_qemu(arch, path_var.as_ref())?;
+    let suffix: String = random_bytes::<8>()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+
+    Ok(HostFacts {
+        qemu_arch: arch.to_string(),
+        qemu_binary,
+        firmware,
+        kvm_usable: config.kvm == Tristate::Auto && kvm_usable(),
+        image: Some(ImageInfo {
+            format: facts.format,
+            is_block_device: facts.is_block_device,
+            root_partition,
+        }),
+        extra_drives,
+        runtime_dir: runtime_base(env).join(format!("vmspawn.{suffix}")),
+        hostname: hostname(),
+        vmgenid: random_bytes::<16>(),
+    })
+}
+
+/// Without `--image=` and `--directory=`: `-M NAME` looks up a machine image by that name, as
+/// `machinectl list-images` would; without `-M` the current directory would be the root, which
+/// needs directory support.
+pub fn resolve_image(config: &mut Config, env: &HostEnv) -> Result<()> {
+    if config.image.is_some() || config.directory.is_some() {
+        return Ok(());
+    }
+    let Some(name) = config.machine.clone() else {
+        return Err(Error::new(
+            "No disk image given, and booting the current directory (--directory=) is not supported yet by this \
+             vmspawn. Pass the VM's disk image with --image=PATH (or -i PATH).",
+        ));
+    };
+    let mut dirs = Vec::new();
+    if !env.is_root {
+        if let Some(home) = (env.var)("HOME").filter(|h| !h.is_empty()) {
+            dirs.push(PathBuf::from(home).join(".local/state/machines"));
+        }
+    }
+    dirs.extend(
+        [
+            "/etc/machines",
+            "/run/machines",
+            "/var/lib/machines",
+            "/usr/local/lib/machines",
+            "/usr/lib/machines",
+        ]
+        .map(PathBuf::from),
+    );
+    for dir in &dirs {
+        let raw = dir.join(format!("{name}.raw"));
+        if raw.is_file() {
+            config.image = Some(raw);
+            return Ok(());
+        }
+        if dir.join(&name).is_dir() {
+            return Err(Error::new(format!(
+                "Machine '{name}' is a directory image ({}), and booting a directory (--directory=) is not supported yet by this vmspawn.",
+                dir.join(&name).display()
+            )));
+        }
+    }
+    Err(Error::new(format!(
+        "No image for machine '{name}'. Looked for {name}.raw in {}; or pass --image=PATH.",
+        dirs.iter()
+            .map(|d| d.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    )))
+}

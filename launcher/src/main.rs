@@ -1,0 +1,111 @@
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use vmspawn::cli::{self, Action, ParseEnv};
+use vmspawn::config::Config;
+use vmspawn::error::{Error, Result};
+use vmspawn::host::{self, HostEnv};
+use vmspawn::plan;
+use vmspawn::runner::{self, RunEnv};
+
+/// How long a SIGTERM/SIGINT waits for the guest to power off before QEMU is stopped.
+const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn var(name: &str) -> Option<OsString> {
+    std::env::var_os(name)
+}
+
+fn debug_enabled() -> bool {
+    var("SYSTEMD_LOG_LEVEL").is_some_and(|l| l == "debug" || l == "7")
+}
+
+fn shutdown_timeout() -> Result<Duration> {
+    match var("VMSPAWN_SHUTDOWN_TIMEOUT_SEC") {
+        None => Ok(DEFAULT_SHUTDOWN_TIMEOUT),
+        Some(v) => v
+            .to_str()
+            .and_then(|s| s.parse::<u64>().ok())
+            .map(Duration::from_secs)
+            .ok_or_else(|| {
+                Error::new(format!(
+                    "Invalid $VMSPAWN_SHUTDOWN_TIMEOUT_SEC: {}",
+                    v.to_string_lossy()
+                ))
+            }),
+    }
+}
+
+fn launch(mut config: Config) -> Result<i32> {
+    let env = HostEnv {
+        var: &var,
+        is_root: nix::unistd::geteuid().is_root(),
+    };
+    host::resolve_image(&mut config, &env)?;
+    let facts = host::discover(&config, &env)?;
+    let plan = plan::plan(&config, &facts)?;
+    if debug_enabled() {
+        eprintln!(
+            "Executing: {}",
+            plan::render_argv(&plan.qemu_binary, &plan.qemu_args)
+        );
+    }
+    runner::run(
+        &plan,
+        &RunEnv {
+            var: &var,
+            shutdown_timeout: shutdown_timeout()?,
+        },
+    )
+}
+
+fn main() {
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+    let code = match cli::parse(
+        &args,
+        &ParseEnv {
+            cwd: &cwd,
+            var: &var,
+        },
+    ) {
+        Ok(Action::Help(text)) => {
+            print!("{text}");
+            0
+        }
+        Ok(Action::Version) => {
+            println!(
+                "vmspawn {} ({})",
+                env!("CARGO_PKG_VERSION"),
+                cli::COMPAT_VERSION
+            );
+            println!(
+                "Compatible with the systemd-vmspawn {} command line.",
+                cli::COMPAT_VERSION
+            );
+            0
+        }
+        Ok(Action::FirmwareList) => {
+            let env = HostEnv {
+                var: &var,
+                is_root: nix::unistd::geteuid().is_root(),
+            };
+            for path in host::firmware_list(&env) {
+                println!("{}", path.display());
+            }
+            0
+        }
+        Ok(Action::Run(config)) => match launch(*config) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("{e}");
+                1
+            }
+        },
+        Err(e) => {
+            eprintln!("{e}");
+            1
+        }
+    };
+    std::process::exit(code);
+}

@@ -1176,10 +1176,7 @@ mod tests {
 
     #[test]
     fn network_order() {
-        assert_eq!(
-            error(&["-n", "--network-user-mode", "-n"]).contains("--network-tap"),
-            true
-        );
+        assert!(error(&["-n", "--network-user-mode", "-n"]).contains("--network-tap"));
         assert_eq!(
             config(&["-n", "--network-user-mode"]).network,
             Network::UserMode

@@ -1,1 +1,610 @@
-//! Shared harness for the integration tests.
+//! Shared harness for the integration tests: the guest images, the unprivileged test user, a
+//! private work directory per test, running vmspawn with a deadline (optionally on a real
+//! pseudo-terminal), and reading the `VMTEST:` lines the test guests print.
+//!
+//! The tests must run as root (they create files for, and run vmspawn as, the user `tester`).
+
+use std::ffi::OsString;
+use std::io::Read;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The unprivileged account the harness runs vmspawn as (created by tests/setup-host.sh).
+pub const TEST_USER: &str = "tester";
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// Directory with the guest artifacts built by tests/images/build.sh.
+pub fn images() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        if let Some(dir) = std::env::var_os("VMSPAWN_TEST_IMAGES") {
+            return PathBuf::from(dir);
+        }
+        let out = Command::new("bash")
+            .arg(workspace_root().join("tests/images/build.sh"))
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run tests/images/build.sh");
+        assert!(out.status.success(), "tests/images/build.sh failed");
+        let text = String::from_utf8_lossy(&out.stdout);
+        PathBuf::from(
+            text.lines()
+                .last()
+                .expect("build.sh printed no path")
+                .trim(),
+        )
+    })
+}
+
+pub fn image(name: &str) -> PathBuf {
+    let path = images().join(name);
+    assert!(path.exists(), "missing test artifact {}", path.display());
+    path
+}
+
+/// The vmspawn binary, copied to a place every user can execute it from.
+pub fn vmspawn_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let source = std::env::var_os("VMSPAWN_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                let release = workspace_root().join("target/release/vmspawn");
+                if release.exists() {
+                    release
+                } else {
+                    workspace_root().join("target/debug/vmspawn")
+                }
+            });
+        assert!(
+            source.exists(),
+            "vmspawn binary not found at {} (build it first)",
+            source.display()
+        );
+        // Copies of earlier test processes that are gone are stale.
+        for entry in std::fs::read_dir("/var/tmp")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(pid) = name
+                .strip_prefix("vmspawn-it-bin-")
+                .and_then(|p| p.parse::<u32>().ok())
+                && !process_exists(pid)
+            {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+        let dir = PathBuf::from(format!("/var/tmp/vmspawn-it-bin-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let dest = dir.join("vmspawn");
+        std::fs::copy(&source, &dest).unwrap();
+        std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o755)).unwrap();
+        dest
+    })
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum User {
+    Root,
+    Tester,
+}
+
+pub fn tester_ids() -> (u32, u32) {
+    let user = nix::unistd::User::from_name(TEST_USER)
+        .expect("look up the test user")
+        .unwrap_or_else(|| panic!("user '{TEST_USER}' does not exist; run tests/setup-host.sh"));
+    (user.uid.as_raw(), user.gid.as_raw())
+}
+
+/// A private directory for one test, owned by the user the test runs vmspawn as, with a `tmp/`
+/// that serves as $TMPDIR (and so as vmspawn's runtime directory base); removed on drop.
+pub struct Workdir {
+    pub path: PathBuf,
+    pub user: User,
+}
+
+impl Workdir {
+    pub fn new(name: &str, user: User) -> Workdir {
+        let path = PathBuf::from(format!("/var/tmp/vmspawn-it-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(path.join("tmp")).unwrap();
+        std::fs::create_dir_all(path.join("home")).unwrap();
+        let work = Workdir { path, user };
+        work.chown_all();
+        work
+    }
+
+    pub fn tmp(&self) -> PathBuf {
+        self.path.join("tmp")
+    }
+
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+
+    /// Gives everything in the work directory to the test user.
+    pub fn chown_all(&self) {
+        if self.user == User::Tester {
+            let (uid, gid) = tester_ids();
+            let status = Command::new("chown")
+                .arg("-R")
+                .arg(format!("{uid}:{gid}"))
+                .arg(&self.path)
+                .status()
+                .unwrap();
+            assert!(status.success());
+        }
+    }
+
+    /// Copies a test artifact into the work directory (sparse), owned by the test user.
+    pub fn copy_image(&self, artifact: &str, name: &str) -> PathBuf {
+        let dest = self.file(name);
+        let status = Command::new("cp")
+            .arg("--sparse=always")
+            .arg(image(artifact))
+            .arg(&dest)
+            .status()
+            .unwrap();
+        assert!(status.success(), "copy {artifact}");
+        self.chown_all();
+        dest
+    }
+
+    pub fn write(&self, name: &str, contents: &[u8]) -> PathBuf {
+        let path = self.file(name);
+        std::fs::write(&path, contents).unwrap();
+        self.chown_all();
+        path
+    }
+
+    /// Fails when vmspawn left anything behind in $TMPDIR (its runtime directory, temp files).
+    pub fn assert_no_leftovers(&self) {
+        let left: Vec<_> = std::fs::read_dir(self.tmp())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert!(
+            left.is_empty(),
+            "vmspawn left temporary files behind: {left:?}"
+        );
+    }
+
+    /// A vmspawn command for this test: clean environment, run as the test's user.
+    pub fn vmspawn(&self) -> Command {
+        let mut cmd = Command::new(vmspawn_bin());
+        cmd.env_clear()
+            .env(
+                "PATH",
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            )
+            .env("HOME", self.path.join("home"))
+            .env("TMPDIR", self.tmp())
+            .env("LANG", "C.UTF-8")
+            .current_dir(&self.path)
+            .stdin(Stdio::null());
+        if self.user == User::Tester {
+            let (uid, gid) = tester_ids();
+            cmd.uid(uid).gid(gid);
+        } else {
+            // Root would use /run/systemd; keep its runtime directory inside the work directory.
+            std::fs::create_dir_all(self.path.join("run")).unwrap();
+            cmd.env("XDG_RUNTIME_DIR", self.path.join("run"));
+        }
+        cmd
+    }
+}
+
+impl Drop for Workdir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// Arguments every test boot uses: software emulation (KVM guests hang on the test machines).
+pub fn tcg() -> Vec<OsString> {
+    vec!["--kvm=no".into()]
+}
+
+/// Busybox direct kernel boot arguments.
+pub fn busybox_boot(initrd_extra: bool) -> Vec<OsString> {
+    let mut args = tcg();
+    args.push(format!("--linux={}", image("vmlinuz").display()).into());
+    args.push(format!("--initrd={}", image("initrd-busybox.cpio.gz").display()).into());
+    if initrd_extra {
+        args.push(format!("--initrd={}", image("initrd-extra.cpio").display()).into());
+    }
+    args
+}
+
+#[derive(Debug)]
+pub struct Finished {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Finished {
+    pub fn vmtest(&self) -> Vec<String> {
+        vmtest_lines(&self.stdout)
+    }
+
+    pub fn has(&self, line: &str) -> bool {
+        self.vmtest().iter().any(|l| l == line)
+    }
+
+    pub fn code(&self) -> Option<i32> {
+        self.status.code()
+    }
+}
+
+/// The `VMTEST: ...` lines of guest output, without the prefix and trailing CR.
+pub fn vmtest_lines(output: &str) -> Vec<String> {
+    output
+        .lines()
+        .filter_map(|l| {
+            l.find("VMTEST: ")
+                .map(|i| l[i + 8..].trim_end_matches('\r').to_string())
+        })
+        .collect()
+}
+
+fn kill_group(child: &Child) {
+    let _ = nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+}
+
+/// Runs to completion, killing the command (and its process group) at the deadline.
+pub fn run(mut cmd: Command, timeout: Duration) -> Finished {
+    cmd.stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let mut child = cmd.spawn().expect("spawn vmspawn");
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let out_thread = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = out.read_to_end(&mut s);
+        s
+    });
+    let err_thread = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = err.read_to_end(&mut s);
+        s
+    });
+    let status = wait_deadline(&mut child, timeout);
+    let stdout = String::from_utf8_lossy(&out_thread.join().unwrap()).into_owned();
+    let stderr = String::from_utf8_lossy(&err_thread.join().unwrap()).into_owned();
+    let status = status.unwrap_or_else(|| {
+        panic!("vmspawn did not finish within {timeout:?}\nstdout:\n{stdout}\nstderr:\n{stderr}")
+    });
+    Finished {
+        status,
+        stdout,
+        stderr,
+    }
+}
+
+/// Waits for the child until the deadline; kills its process group and returns None on timeout.
+pub fn wait_deadline(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            kill_group(child);
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A vmspawn started in the background with its output collected as it arrives.
+pub struct Background {
+    pub child: Child,
+    output: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    errors: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+fn collect(mut reader: impl Read + Send + 'static) -> std::sync::Arc<std::sync::Mutex<Vec<u8>>> {
+    let buffer = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = buffer.clone();
+    std::thread::spawn(move || {
+        let mut chunk = [0u8; 4096];
+        while let Ok(n) = reader.read(&mut chunk) {
+            if n == 0 {
+                break;
+            }
+            sink.lock().unwrap().extend_from_slice(&chunk[..n]);
+        }
+    });
+    buffer
+}
+
+impl Background {
+    pub fn start(mut cmd: Command) -> Background {
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        let mut child = cmd.spawn().expect("spawn vmspawn");
+        let output = collect(child.stdout.take().unwrap());
+        let errors = collect(child.stderr.take().unwrap());
+        Background {
+            child,
+            output,
+            errors,
+        }
+    }
+
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.output.lock().unwrap()).into_owned()
+    }
+
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.errors.lock().unwrap()).into_owned()
+    }
+
+    /// Waits until a `VMTEST:` line equal to `line` shows up.
+    pub fn wait_for_line(&mut self, line: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if vmtest_lines(&self.stdout()).iter().any(|l| l == line) {
+                return;
+            }
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!(
+                    "vmspawn exited ({status}) before printing '{line}'\nstdout:\n{}\nstderr:\n{}",
+                    self.stdout(),
+                    self.stderr()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        kill_group(&self.child);
+        panic!(
+            "no '{line}' within {timeout:?}\nstdout:\n{}\nstderr:\n{}",
+            self.stdout(),
+            self.stderr()
+        );
+    }
+
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), signal).unwrap();
+    }
+
+    pub fn finish(mut self, timeout: Duration) -> Finished {
+        let status = wait_deadline(&mut self.child, timeout);
+        // Give the reader threads a moment to drain the pipes.
+        std::thread::sleep(Duration::from_millis(100));
+        let (stdout, stderr) = (self.stdout(), self.stderr());
+        let status = status.unwrap_or_else(|| {
+            panic!(
+                "vmspawn did not finish within {timeout:?}\nstdout:\n{stdout}\nstderr:\n{stderr}"
+            )
+        });
+        Finished {
+            status,
+            stdout,
+            stderr,
+        }
+    }
+}
+
+/// The direct children of `pid` (e.g. the QEMU process vmspawn started).
+pub fn children_of(pid: u32) -> Vec<u32> {
+    let path = format!("/proc/{pid}/task/{pid}/children");
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+pub fn process_exists(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// vmspawn on a real pseudo-terminal: stdin, stdout and stderr are the pty's slave side and it
+/// is the session's controlling terminal, as in an interactive shell.
+pub struct PtySession {
+    pub child: Child,
+    master: std::fs::File,
+    seen: Vec<u8>,
+}
+
+impl PtySession {
+    pub fn start(mut cmd: Command) -> PtySession {
+        let pty = nix::pty::openpty(None, None).expect("openpty");
+        let slave: OwnedFd = pty.slave;
+        let master: OwnedFd = pty.master;
+        let slave_fd = slave.as_raw_fd();
+        cmd.stdin(Stdio::from(slave.try_clone().unwrap()))
+            .stdout(Stdio::from(slave.try_clone().unwrap()))
+            .stderr(Stdio::from(slave.try_clone().unwrap()));
+        // SAFETY: setsid and ioctl are async-signal-safe; they run in the child before exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setsid() < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let _ = slave_fd;
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().expect("spawn vmspawn on a pty");
+        drop(slave);
+        // SAFETY: we own the master fd and hand it to File.
+        let master =
+            unsafe { std::fs::File::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(master)) };
+        PtySession {
+            child,
+            master,
+            seen: Vec::new(),
+        }
+    }
+
+    fn pump(&mut self, wait: Duration) {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        use std::os::fd::AsFd;
+        let mut fds = [PollFd::new(self.master.as_fd(), PollFlags::POLLIN)];
+        let ms = PollTimeout::try_from(wait.as_millis() as i32).unwrap_or(PollTimeout::ZERO);
+        if poll(&mut fds, ms).unwrap_or(0) > 0 {
+            let mut buf = [0u8; 4096];
+            match nix::unistd::read(self.master.as_raw_fd(), &mut buf) {
+                Ok(n) if n > 0 => self.seen.extend_from_slice(&buf[..n]),
+                _ => std::thread::sleep(wait),
+            }
+        }
+    }
+
+    pub fn output(&self) -> String {
+        String::from_utf8_lossy(&self.seen).into_owned()
+    }
+
+    /// Reads until `needle` appears in the output.
+    pub fn expect(&mut self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.output().contains(needle) {
+                return;
+            }
+            self.pump(Duration::from_millis(100));
+        }
+        kill_group(&self.child);
+        panic!(
+            "'{needle}' not seen within {timeout:?}; output:\n{}",
+            self.output()
+        );
+    }
+
+    /// Collects output for a while.
+    pub fn settle(&mut self, duration: Duration) {
+        let deadline = Instant::now() + duration;
+        while Instant::now() < deadline {
+            self.pump(Duration::from_millis(100));
+        }
+    }
+
+    pub fn type_bytes(&mut self, bytes: &[u8]) {
+        use std::io::Write;
+        self.master.write_all(bytes).unwrap();
+        self.master.flush().unwrap();
+    }
+
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), signal).unwrap();
+    }
+
+    pub fn finish(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.pump(Duration::from_millis(50));
+            if let Some(status) = self.child.try_wait().unwrap() {
+                self.settle(Duration::from_millis(200));
+                return status;
+            }
+            if Instant::now() >= deadline {
+                kill_group(&self.child);
+                panic!(
+                    "vmspawn did not exit within {timeout:?}; output:\n{}",
+                    self.output()
+                );
+            }
+        }
+    }
+}
+
+/// Base64 decoding for credential checks (standard alphabet, padding optional).
+pub fn base64_decode(text: &str) -> Vec<u8> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = Vec::new();
+    let mut acc = 0u32;
+    let mut bits = 0;
+    for c in text.bytes().filter(|&c| c != b'=') {
+        let v = ALPHABET
+            .iter()
+            .position(|&a| a == c)
+            .expect("base64 character") as u32;
+        acc = (acc << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    out
+}
+
+/// The owner uid of a path.
+pub fn owner(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().uid()
+}
+
+/// Makes a raw GPT disk image with one Discoverable Partitions root partition (x86-64) whose
+/// partition UUID is `partuuid`.
+pub fn make_gpt_image(path: &Path, size_mib: u64, partuuid: &str) {
+    let file = std::fs::File::create(path).unwrap();
+    file.set_len(size_mib << 20).unwrap();
+    drop(file);
+    let script = format!(
+        "label: gpt\nstart=2048, type=4f68bce3-e8cd-4db1-96e7-fbcaf984b709, uuid={partuuid}, name=root\n"
+    );
+    let mut child = Command::new("sfdisk")
+        .arg("--quiet")
+        .arg(path)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("run sfdisk");
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), script.as_bytes()).unwrap();
+    drop(child.stdin.take());
+    assert!(child.wait().unwrap().success(), "sfdisk failed");
+}
+
+pub fn qemu_img(args: &[&str]) {
+    let status = Command::new("qemu-img")
+        .args(args)
+        .stdout(Stdio::null())
+        .status()
+        .expect("run qemu-img");
+    assert!(status.success(), "qemu-img {args:?} failed");
+}
+
+/// Value of `key=` in a VMTEST line list, e.g. `field(&lines, "nproc")`.
+pub fn field(lines: &[String], key: &str) -> Option<String> {
+    let prefix = format!("{key}=");
+    lines
+        .iter()
+        .find_map(|l| l.strip_prefix(&prefix).map(str::to_string))
+}
+
+impl PtySession {
+    /// The master side, e.g. to inspect the terminal settings vmspawn left behind.
+    pub fn master(&self) -> std::os::fd::BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(&self.master)
+    }
+}

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The whole vmspawn test suite on a Debian 12 host, as root: installs what it needs (packages,
+# the test user, guest images — cached under /var/cache/vmspawn-test), checks formatting and
+# lints, then runs the unit, golden and integration tests (which boot real guests under TCG,
+# as the unprivileged user 'tester').
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "tests/run-all.sh must run as root (it installs packages and runs guests as the test user 'tester')." >&2
+    echo "Run: sudo bash tests/run-all.sh" >&2
+    exit 1
+fi
+if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
+    export PATH="$HOME/.cargo/bin:$PATH"
+fi
+
+echo "== host setup"
+bash tests/setup-host.sh
+
+echo "== guest images"
+images=$(bash tests/images/build.sh | tail -n 1)
+export VMSPAWN_TEST_IMAGES="$images"
+echo "images: $images"
+
+echo "== format and lints"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+echo "== build"
+cargo build --release --locked -p vmspawn
+export VMSPAWN_BIN="$PWD/target/release/vmspawn"
+
+echo "== unit and golden tests"
+cargo test --locked -p vmspawn
+
+echo "== integration tests (real guests)"
+# One guest at a time: the machines have two cores and TCG guests are CPU-bound.
+cargo test --locked -p vmspawn-tests -- --test-threads=1

@@ -1,0 +1,149 @@
+//! Lifecycle: graceful power-off on SIGTERM, a second signal stops at once, QEMU failures and
+//! crashes give a non-zero exit with a message, and nothing is left behind.
+
+use std::os::unix::net::UnixDatagram;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use vmspawn_tests::*;
+
+const BOOT: Duration = Duration::from_secs(150);
+
+fn busybox(work: &Workdir, mode: &str, options: &[&str]) -> std::process::Command {
+    make_gpt_image(
+        &work.file("guest.raw"),
+        16,
+        "22222222-2222-4333-8444-555555555555",
+    );
+    work.chown_all();
+    let mut cmd = work.vmspawn();
+    cmd.args(busybox_boot(false))
+        .args(["-i", "guest.raw", "--console=read-only"])
+        .args(options)
+        .arg(format!("test.mode={mode}"));
+    cmd
+}
+
+#[test]
+fn sigterm_powers_the_guest_off_gracefully() {
+    let work = Workdir::new("sigterm", User::Tester);
+    let mut vm = Background::start(busybox(&work, "powerbutton", &[]));
+    vm.wait_for_line("waiting-for-powerbutton", BOOT);
+    vm.signal(Signal::SIGTERM);
+    let out = vm.finish(Duration::from_secs(60));
+    assert_eq!(out.code(), Some(0), "stderr:\n{}", out.stderr);
+    assert!(out.has("powerbutton-pressed"), "{:?}", out.vmtest());
+    assert!(
+        out.stderr.contains("Asked the guest to power off"),
+        "{}",
+        out.stderr
+    );
+    work.assert_no_leftovers();
+}
+
+#[test]
+fn second_signal_stops_the_vm_at_once() {
+    let work = Workdir::new("sigterm-twice", User::Tester);
+    let mut vm = Background::start(busybox(&work, "ignore-powerbutton", &[]));
+    vm.wait_for_line("ignoring-powerbutton", BOOT);
+    let qemu = children_of(vm.child.id());
+    vm.signal(Signal::SIGINT);
+    std::thread::sleep(Duration::from_secs(1));
+    vm.signal(Signal::SIGTERM);
+    let out = vm.finish(Duration::from_secs(15));
+    assert_eq!(out.code(), Some(1), "stderr:\n{}", out.stderr);
+    assert!(
+        out.stderr.contains("Stopping the VM at once."),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        qemu.iter().all(|&pid| !process_exists(pid)),
+        "QEMU survived"
+    );
+    work.assert_no_leftovers();
+}
+
+#[test]
+fn qemu_killed_by_a_signal_is_an_error() {
+    let work = Workdir::new("qemu-killed", User::Tester);
+    let mut vm = Background::start(busybox(&work, "sleep=120", &[]));
+    vm.wait_for_line("boot", BOOT);
+    let qemu = children_of(vm.child.id());
+    assert_eq!(qemu.len(), 1, "{qemu:?}");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(qemu[0] as i32), Signal::SIGKILL).unwrap();
+    let out = vm.finish(Duration::from_secs(15));
+    assert_eq!(out.code(), Some(1), "stderr:\n{}", out.stderr);
+    assert!(
+        out.stderr.contains("QEMU was killed by SIGKILL."),
+        "{}",
+        out.stderr
+    );
+    work.assert_no_leftovers();
+}
+
+#[test]
+fn guest_making_qemu_fail_is_an_error() {
+    let work = Workdir::new("qemu-fails", User::Tester);
+    let mut cmd = busybox(&work, "exit-code=3", &[]);
+    cmd.env(
+        "SYSTEMD_VMSPAWN_QEMU_EXTRA",
+        "-device isa-debug-exit,iobase=0xf4,iosize=0x04",
+    );
+    let out = run(cmd, BOOT);
+    assert!(out.has("exit-code-requested"), "{:?}", out.vmtest());
+    assert_eq!(out.code(), Some(1), "stderr:\n{}", out.stderr);
+    assert!(
+        out.stderr.contains("QEMU exited with status 7"),
+        "{}",
+        out.stderr
+    );
+    work.assert_no_leftovers();
+}
+
+#[test]
+fn qemu_does_not_outlive_a_killed_launcher() {
+    let work = Workdir::new("launcher-killed", User::Tester);
+    let mut vm = Background::start(busybox(&work, "sleep=120", &[]));
+    vm.wait_for_line("boot", BOOT);
+    let qemu = children_of(vm.child.id());
+    assert_eq!(qemu.len(), 1, "{qemu:?}");
+    vm.signal(Signal::SIGKILL);
+    let _ = vm.finish(Duration::from_secs(10));
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while process_exists(qemu[0]) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        !process_exists(qemu[0]),
+        "QEMU kept running after vmspawn was killed"
+    );
+}
+
+#[test]
+fn notifies_the_service_manager() {
+    let work = Workdir::new("notify", User::Tester);
+    let socket_path = work.file("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    std::fs::set_permissions(
+        &socket_path,
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut cmd = busybox(&work, "", &["--notify-ready=no"]);
+    cmd.env("NOTIFY_SOCKET", &socket_path);
+    let out = run(cmd, BOOT);
+    assert_eq!(out.code(), Some(0), "{}", out.stderr);
+    let mut buf = [0u8; 512];
+    let n = socket.recv(&mut buf).unwrap();
+    let first = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(
+        first.starts_with("STATUS=VM started.\nX_VMSPAWN_LEADER_PID="),
+        "{first}"
+    );
+    let n = socket.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"READY=1");
+}

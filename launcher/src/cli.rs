@@ -869,6 +869,12 @@ fn apply(matches: &ArgMatches, env: &ParseEnv) -> Result<Action> {
             .map_err(|e| Error::new(format!("Failed to parse $SYSTEMD_VMSPAWN_QEMU_EXTRA: {e}")))?;
     }
 
+    if let Some(value) = (env.var)("VMSPAWN_UNCONFINED").filter(|v| !v.is_empty()) {
+        let text = value.to_string_lossy();
+        c.unconfined = parse::parse_bool(&text)
+            .ok_or_else(|| Error::new(format!("Failed to parse $VMSPAWN_UNCONFINED: {text} (expected a boolean)")))?;
+    }
+
     if c.bind_user_shell.is_some() && c.bind_users.is_empty() {
         bail!("Cannot use --bind-user-shell= without --bind-user=");
     }
@@ -1273,6 +1279,75 @@ mod tests {
     fn credentials_unescape() {
         let c = config(&["--set-credential=foo:a\\nb\\x00c"]);
         assert_eq!(c.credentials[0].data, b"a\nb\0c");
+    }
+
+    #[test]
+    fn load_credential_sources() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("file.txt"), b"from-file").unwrap();
+        std::fs::create_dir(dir.path().join("creds")).unwrap();
+        std::fs::write(dir.path().join("creds/passed"), b"from-directory").unwrap();
+        let socket_path = dir.path().join("cred.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&socket_path).unwrap();
+        let server = std::thread::spawn(move || {
+            use std::io::Write;
+            let (mut stream, _) = listener.accept().unwrap();
+            stream.write_all(b"from-socket").unwrap();
+        });
+        let creds_dir = dir.path().join("creds");
+        let env = move |name: &str| {
+            (name == "CREDENTIALS_DIRECTORY").then(|| creds_dir.clone().into_os_string())
+        };
+        let args: Vec<OsString> = [
+            "--load-credential=a:./file.txt",
+            "--load-credential=b:passed",
+            "--load-credential=c:./cred.sock",
+        ]
+        .iter()
+        .map(OsString::from)
+        .collect();
+        let Ok(Action::Run(c)) = parse(
+            &args,
+            &ParseEnv {
+                cwd: dir.path(),
+                var: &env,
+            },
+        ) else {
+            panic!("parse failed")
+        };
+        server.join().unwrap();
+        let data: Vec<&[u8]> = c.credentials.iter().map(|c| c.data.as_slice()).collect();
+        assert_eq!(
+            data,
+            vec![&b"from-file"[..], b"from-directory", b"from-socket"]
+        );
+        // Without $CREDENTIALS_DIRECTORY a bare name cannot be resolved.
+        let none = |_: &str| None;
+        let err = parse(
+            &[OsString::from("--load-credential=b:passed")],
+            &ParseEnv {
+                cwd: dir.path(),
+                var: &none,
+            },
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "Credential not available (no credentials passed at all): passed"
+        );
+        let err = parse(
+            &[OsString::from("--load-credential=x:./missing")],
+            &ParseEnv {
+                cwd: dir.path(),
+                var: &none,
+            },
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("Failed to read credential 'x': No such file"),
+            "{err}"
+        );
     }
 
     #[test]

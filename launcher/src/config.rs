@@ -118,6 +118,8 @@ pub struct Config {
     pub qemu_extra: Vec<String>,
     /// `$SYSTEMD_VMSPAWN_NETWORK_MAC`.
     pub network_mac: Option<[u8; 6]>,
+    /// `$VMSPAWN_UNCONFINED`: run QEMU and the launcher without Landlock and seccomp (debugging).
+    pub unconfined: bool,
 }
 
 impl Default for Config {
@@ -166,6 +168,7 @@ impl Default for Config {
             kernel_cmdline_extra: Vec::new(),
             qemu_extra: Vec::new(),
             network_mac: None,
+            unconfined: false,
         }
     }
 }

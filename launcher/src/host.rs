@@ -223,6 +223,7 @@ pub fn discover(config: &Config, env: &HostEnv) -> Result<HostFacts> {
         runtime_dir: runtime_base(env).join(format!("vmspawn.{suffix}")),
         hostname: hostname(),
         vmgenid: random_bytes::<16>(),
+        display_paths: if config.console == crate::config::ConsoleMode::Gui { display_paths(env) } else { Vec::new() },
     })
 }
 
@@ -275,4 +276,18 @@ pub fn resolve_image(config: &mut Config, env: &HostEnv) -> Result<()> {
             .collect::<Vec<_>>()
             .join(", ")
     )))
+}
+
+/// Files a graphical QEMU needs to reach the display server.
+fn display_paths(env: &HostEnv) -> Vec<PathBuf> {
+    let mut paths = Vec::new();
+    if let Some(xauthority) = (env.var)("XAUTHORITY").filter(|v| !v.is_empty()) {
+        paths.push(PathBuf::from(xauthority));
+    } else if let Some(home) = (env.var)("HOME").filter(|v| !v.is_empty()) {
+        paths.push(PathBuf::from(home).join(".Xauthority"));
+    }
+    if let Some(runtime) = (env.var)("XDG_RUNTIME_DIR").filter(|v| !v.is_empty()) {
+        paths.push(PathBuf::from(runtime));
+    }
+    paths
 }

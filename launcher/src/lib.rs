@@ -17,3 +17,4 @@ pub mod parse;
 pub mod plan;
 pub mod qmp;
 pub mod runner;
+pub mod sandbox;

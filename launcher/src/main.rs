@@ -55,6 +55,7 @@ fn launch(mut config: Config) -> Result<i32> {
         &RunEnv {
             var: &var,
             shutdown_timeout: shutdown_timeout()?,
+            debug: debug_enabled(),
         },
     )
 }
@@ -82,6 +83,13 @@ fn main() {
             println!(
                 "Compatible with the systemd-vmspawn {} command line.",
                 cli::COMPAT_VERSION
+            );
+            println!("{}", vmspawn::sandbox::landlock_summary());
+            println!(
+                "seccomp: QEMU deny-list of {} system calls over QEMU's -sandbox {}; launcher allow-list of {} system calls",
+                vmspawn::sandbox::qemu_denied_syscalls().len(),
+                plan::QEMU_SANDBOX,
+                vmspawn::sandbox::launcher_allowed_syscalls().len()
             );
             0
         }

@@ -13,6 +13,7 @@ use crate::disk::{ImageFormat, RootKind, RootPartition};
 use crate::error::{Error, Result};
 use crate::firmware::Firmware;
 use crate::parse::{self, Tristate};
+use crate::sandbox::SandboxRules;
 
 /// The QMP control socket is handed to QEMU as this fd number.
 pub const QMP_FD: i32 = 3;
@@ -35,6 +36,9 @@ pub struct HostFacts {
     pub hostname: String,
     /// The VM generation ID for `-device vmgenid`.
     pub vmgenid: [u8; 16],
+    /// What a graphical console needs to reach the display server (X authority file, runtime
+    /// directory with the Wayland socket); only gathered for `--console=gui`.
+    pub display_paths: Vec<PathBuf>,
 }
 
 #[derive(Clone, Debug)]
@@ -96,6 +100,146 @@ pub struct Plan {
     pub quiet: bool,
     /// Send READY=1 to the service manager as soon as QEMU runs (--notify-ready=no).
     pub ready_at_start: bool,
+    /// Landlock and seccomp confinement; None with $VMSPAWN_UNCONFINED.
+    pub confinement: Option<Confinement>,
+}
+
+/// Who may touch what once the VM runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Confinement {
+    /// QEMU's Landlock domain (plus the seccomp deny-list and QEMU's own -sandbox).
+    pub qemu: SandboxRules,
+    /// The launcher's domain while it supervises (plus its seccomp allow-list).
+    pub launcher: SandboxRules,
+    /// Paths in $SYSTEMD_VMSPAWN_QEMU_EXTRA that QEMU will not be able to open.
+    pub warnings: Vec<String>,
+}
+
+/// QEMU's own seccomp sandbox, with every optional restriction on.
+pub const QEMU_SANDBOX: &str = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny";
+
+fn multiarch_triple(arch: &str) -> &'static str {
+    match arch {
+        "x86_64" => "x86_64-linux-gnu",
+        "aarch64" => "aarch64-linux-gnu",
+        "i386" => "i386-linux-gnu",
+        "arm" => "arm-linux-gnueabihf",
+        "riscv64" => "riscv64-linux-gnu",
+        "s390x" => "s390x-linux-gnu",
+        "ppc" => "powerpc64le-linux-gnu",
+        "loongarch64" => "loongarch64-linux-gnu",
+        _ => "unknown-linux-gnu",
+    }
+}
+
+fn push_unique(list: &mut Vec<PathBuf>, path: PathBuf) {
+    if !list.contains(&path) {
+        list.push(path);
+    }
+}
+
+/// Absolute paths mentioned in QEMU arguments: whole words, and `key=/path` values.
+fn mentioned_paths(args: &[String]) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for arg in args {
+        for part in arg.split(',') {
+            let value = part.split_once('=').map_or(part, |(_, v)| v);
+            if value.starts_with('/') {
+                push_unique(&mut out, PathBuf::from(value));
+            }
+        }
+    }
+    out
+}
+
+/// The confinement for this VM: QEMU gets read access to its installation and to exactly the
+/// files this VM reads, read-write access to the writable images and the runtime directory, the
+/// devices it uses, and nothing else; the launcher keeps only its runtime directory.
+fn confinement(config: &Config, host: &HostFacts, use_kvm: bool, gui: bool) -> Confinement {
+    let rd = &host.runtime_dir;
+    let mut q = SandboxRules {
+        allow_tcp_connect: config.network == Network::UserMode,
+        allow_tcp_bind: false,
+        scope_abstract_unix: !gui,
+        scope_signal: true,
+        ..SandboxRules::default()
+    };
+    // The QEMU installation: the binary, the shared libraries and QEMU's data files, under /usr
+    // and under the prefix QEMU lives in (e.g. /usr/local).
+    q.exec.push(host.qemu_binary.clone());
+    let triple = multiarch_triple(&host.qemu_arch);
+    let mut prefixes = vec![PathBuf::from("/usr")];
+    if let Some(prefix) = host.qemu_binary.parent().and_then(Path::parent) {
+        push_unique(&mut prefixes, prefix.to_path_buf());
+    }
+    for prefix in &prefixes {
+        push_unique(&mut q.exec, prefix.join("lib").join(triple));
+        push_unique(&mut q.exec, prefix.join("lib64"));
+        push_unique(&mut q.read, prefix.join("share/qemu"));
+    }
+    for lib in [format!("/lib/{triple}"), "/lib64".into()] {
+        push_unique(&mut q.exec, PathBuf::from(lib));
+    }
+    for data in ["/usr/share/seabios", "/usr/lib/ipxe", "/usr/share/ipxe", "/usr/lib/locale", "/etc/ld.so.cache"] {
+        push_unique(&mut q.read, PathBuf::from(data));
+    }
+    // Exactly the files this VM reads.
+    push_unique(&mut q.read, host.firmware.code.clone());
+    if let Some(kernel) = &config.linux {
+        push_unique(&mut q.read, kernel.clone());
+    }
+    if let [initrd] = config.initrds.as_slice() {
+        push_unique(&mut q.read, initrd.clone());
+    }
+    // The entropy source of the virtio-rng device.
+    push_unique(&mut q.read, PathBuf::from("/dev/urandom"));
+    // QEMU probes for OFD image locks by opening /dev/null.
+    q.devices.push(PathBuf::from("/dev/null"));
+    if gui {
+        for path in ["/usr", "/etc", "/tmp/.X11-unix"] {
+            push_unique(&mut q.read, PathBuf::from(path));
+        }
+        for path in &host.display_paths {
+            push_unique(&mut q.read, path.clone());
+        }
+    }
+    // Read-write: the runtime directory (NVRAM copy, credentials, merged initrd) and the disks.
+    q.write.push(rd.clone());
+    if let Some(image) = &config.image {
+        push_unique(&mut q.write, image.clone());
+    }
+    for drive in &config.extra_drives {
+        push_unique(&mut q.write, drive.clone());
+    }
+    if use_kvm {
+        q.devices.push(PathBuf::from("/dev/kvm"));
+    }
+
+    let warnings = mentioned_paths(&config.qemu_extra)
+        .into_iter()
+        .filter(|p| !q.allows_read(p))
+        .map(|p| {
+            format!(
+                "$SYSTEMD_VMSPAWN_QEMU_EXTRA refers to '{}', which QEMU cannot open: it runs confined and no \
+                 Landlock rule covers that path. Pass the file with a vmspawn option (--extra-drive=, --linux=, \
+                 --initrd=, --load-credential=), or set VMSPAWN_UNCONFINED=1 to debug without confinement.",
+                p.display()
+            )
+        })
+        .collect();
+
+    // The launcher, once QEMU runs, only removes its runtime directory; it must be able to
+    // signal QEMU, which lives in a different Landlock domain, so signals are not scoped.
+    let mut launcher = SandboxRules {
+        write: vec![rd.clone()],
+        scope_abstract_unix: true,
+        scope_signal: false,
+        ..SandboxRules::default()
+    };
+    if let Some(parent) = rd.parent() {
+        launcher.remove_dir.push(parent.to_path_buf());
+    }
+    Confinement { qemu: q, launcher, warnings }
 }
 
 fn os(s: impl AsRef<OsStr>) -> OsString {
@@ -227,6 +371,9 @@ pub fn plan(config: &Config, host: &HostFacts) -> Result<Plan> {
         Tristate::Auto => host.kvm_usable,
     };
     args.extend([os("-accel"), os(if use_kvm { "kvm" } else { "tcg" })]);
+    if !config.unconfined {
+        args.extend([os("-sandbox"), os(QEMU_SANDBOX)]);
+    }
     args.extend([
         os("-cpu"),
         os(if arch == "x86_64" {
@@ -509,6 +656,9 @@ pub fn plan(config: &Config, host: &HostFacts) -> Result<Plan> {
         }
     }
 
+    let confinement =
+        (!config.unconfined).then(|| confinement(config, host, use_kvm, config.console == ConsoleMode::Gui));
+
     Ok(Plan {
         machine,
         runtime_dir: rd.clone(),
@@ -522,6 +672,7 @@ pub fn plan(config: &Config, host: &HostFacts) -> Result<Plan> {
         banner,
         quiet: config.quiet,
         ready_at_start: !config.notify_ready,
+        confinement,
     })
 }
 

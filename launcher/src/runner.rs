@@ -24,11 +24,20 @@ use crate::error::{Error, Result};
 use crate::notify::notify;
 use crate::plan::{ConsolePlan, GrowImage, Plan, QMP_FD};
 use crate::qmp::Qmp;
+use crate::sandbox;
 
 /// How the runner reads the environment and how long it waits for a guest to power off.
 pub struct RunEnv<'a> {
     pub var: &'a dyn Fn(&str) -> Option<OsString>,
     pub shutdown_timeout: Duration,
+    /// Debug logging ($SYSTEMD_LOG_LEVEL=debug).
+    pub debug: bool,
+}
+
+/// QEMU's confinement, prepared in the parent so the child only makes system calls.
+struct QemuJail {
+    ruleset: Option<OwnedFd>,
+    filter: seccompiler::BpfProgram,
 }
 
 /// The private per-VM directory; removed with everything in it when dropped.
@@ -367,6 +376,7 @@ fn spawn_qemu(
     env: &RunEnv,
     stdio: Option<&OwnedFd>,
     qmp_child: OwnedFd,
+    jail: Option<QemuJail>,
 ) -> Result<Child> {
     let mut cmd = Command::new(&plan.qemu_binary);
     cmd.args(&plan.qemu_args);
@@ -385,8 +395,10 @@ fn spawn_qemu(
     // a Ctrl-C on the terminal reaches vmspawn, which turns it into a graceful power-off.
     let own_process_group = !matches!(plan.console, ConsolePlan::Native);
     let qmp_fd = qmp_child.as_raw_fd();
+    let ruleset_fd = jail.as_ref().and_then(|j| j.ruleset.as_ref().map(AsRawFd::as_raw_fd));
+    let filter = jail.as_ref().map(|j| j.filter.clone());
     // SAFETY: the closure runs in the forked child before exec and only makes async-signal-safe
-    // system calls (sigprocmask, setpgid, prctl, dup2, fcntl).
+    // system calls (sigprocmask, setpgid, prctl, dup2, fcntl, landlock, seccomp).
     unsafe {
         cmd.pre_exec(move || {
             let mut empty: libc::sigset_t = std::mem::zeroed();
@@ -403,6 +415,11 @@ fn spawn_qemu(
             } else if libc::dup2(qmp_fd, QMP_FD) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
+            // Confinement last, so nothing above needs to be allowed by it.
+            if let Some(filter) = &filter {
+                sandbox::enter_domain_in_child(ruleset_fd)?;
+                sandbox::apply_filter(filter)?;
+            }
             Ok(())
         });
     }
@@ -413,6 +430,7 @@ fn spawn_qemu(
         )
     })?;
     drop(qmp_child);
+    drop(jail);
     Ok(child)
 }
 
@@ -440,6 +458,17 @@ pub fn run(plan: &Plan, env: &RunEnv) -> Result<i32> {
     let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
         .map_err(|e| Error::io("Failed to create signalfd", e))?;
 
+    match &plan.confinement {
+        None => eprintln!(
+            "Warning: VMSPAWN_UNCONFINED is set: QEMU and vmspawn run without Landlock and seccomp \
+             confinement. Use this only to debug."
+        ),
+        Some(c) => {
+            for warning in &c.warnings {
+                eprintln!("Warning: {warning}");
+            }
+        }
+    }
     let runtime_dir = RuntimeDir::create(&plan.runtime_dir)?;
     write_files(plan)?;
     if let Some(grow) = &plan.grow_image {
@@ -448,6 +477,15 @@ pub fn run(plan: &Plan, env: &RunEnv) -> Result<i32> {
     for line in &plan.banner {
         eprintln!("{line}");
     }
+
+    // Rulesets are built once the paths they name exist (the runtime directory, its files).
+    let jails = match &plan.confinement {
+        Some(c) => Some((
+            QemuJail { ruleset: sandbox::ruleset_fd(&c.qemu)?, filter: sandbox::qemu_filter()? },
+            sandbox::launcher_filter()?,
+        )),
+        None => None,
+    };
 
     let (qmp_parent, qmp_child) =
         UnixStream::pair().map_err(|e| Error::io("Failed to create QMP socket pair", e))?;
@@ -487,8 +525,13 @@ pub fn run(plan: &Plan, env: &RunEnv) -> Result<i32> {
         pty_slave = Some(slave);
     }
 
-    let child = spawn_qemu(plan, env, pty_slave.as_ref(), qmp_child)?;
+    let (qemu_jail, launcher_filter) = match jails {
+        Some((q, l)) => (Some(q), Some(l)),
+        None => (None, None),
+    };
+    let child = spawn_qemu(plan, env, pty_slave.as_ref(), qmp_child, qemu_jail)?;
     drop(pty_slave);
+    let qmp = Qmp::new(qmp_parent).ok();
     let notify_socket = (env.var)("NOTIFY_SOCKET");
     notify(
         notify_socket.as_deref(),
@@ -498,11 +541,47 @@ pub fn run(plan: &Plan, env: &RunEnv) -> Result<i32> {
         notify(notify_socket.as_deref(), "READY=1");
     }
 
+    // From here on the launcher only supervises: confine it as well.
+    if let (Some(c), Some(filter)) = (&plan.confinement, &launcher_filter) {
+        // Ask the kernel about Landlock now: the filter below does not allow it later.
+        let summary = sandbox::landlock_summary();
+        let confined = sandbox::restrict_self(&c.launcher).and_then(|status| {
+            sandbox::apply_filter(filter)
+                .map_err(|e| Error::io("Failed to install the seccomp filter", e))?;
+            Ok(status)
+        });
+        match confined {
+            Ok(status) => {
+                if env.debug {
+                    eprintln!(
+                        "Confinement: {}; Landlock ruleset {status:?}; seccomp: QEMU deny-list of {} \
+                         calls over -sandbox {}, launcher allow-list of {} calls.",
+                        summary,
+                        sandbox::qemu_denied_syscalls().len(),
+                        crate::plan::QEMU_SANDBOX,
+                        sandbox::launcher_allowed_syscalls().len()
+                    );
+                    for rule in c.qemu.describe() {
+                        eprintln!("QEMU may access: {rule}");
+                    }
+                } else if status != landlock::RulesetStatus::FullyEnforced && !plan.quiet {
+                    eprintln!("Warning: {summary}");
+                }
+            }
+            Err(e) => {
+                let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
+                let mut child = child;
+                let _ = child.wait();
+                return Err(e);
+            }
+        }
+    }
+
     let mut sup = Supervisor {
         plan,
         env,
         child,
-        qmp: Qmp::new(qmp_parent).ok(),
+        qmp,
         stop_requested: false,
         forced: false,
         escaped: false,
@@ -545,6 +624,14 @@ pub fn run(plan: &Plan, env: &RunEnv) -> Result<i32> {
             eprintln!(
                 "QEMU exited with status {code}; the VM did not shut down cleanly (see QEMU's messages above)."
             );
+            if let Some(c) = &plan.confinement {
+                eprintln!(
+                    "QEMU runs confined (Landlock and seccomp). If it could not open a file or device, that \
+                     may be why: it may access only what this VM needs ({}). Set VMSPAWN_UNCONFINED=1 to \
+                     check whether confinement is the cause.",
+                    c.qemu.describe().join("; ")
+                );
+            }
             return Ok(1);
         }
         return Ok(0);

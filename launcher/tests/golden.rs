@@ -70,6 +70,7 @@ fn host_facts(switches: &[&str], extra_drives: &[PathBuf]) -> HostFacts {
         runtime_dir: PathBuf::from("/run/user/1000/systemd/vmspawn.0123456789abcdef"),
         hostname: "buildhost".into(),
         vmgenid: *b"\x11\x22\x33\x44\x55\x66\x47\x88\x99\xaa\xbb\xcc\xdd\xee\xff\x00",
+        display_paths: vec![PathBuf::from("/home/user/.Xauthority")],
     }
 }
 
@@ -141,6 +142,21 @@ fn render(header: &Header) -> String {
     }
     if plan.ready_at_start {
         writeln!(out, "ready-at-start").unwrap();
+    }
+    match &plan.confinement {
+        None => writeln!(out, "unconfined").unwrap(),
+        Some(c) => {
+            for rule in c.qemu.describe() {
+                writeln!(out, "qemu may access: {rule}").unwrap();
+            }
+            writeln!(out, "qemu scopes: abstract-unix={} signal={}", c.qemu.scope_abstract_unix, c.qemu.scope_signal).unwrap();
+            for rule in c.launcher.describe() {
+                writeln!(out, "launcher may access: {rule}").unwrap();
+            }
+            for warning in &c.warnings {
+                writeln!(out, "warning: {warning}").unwrap();
+            }
+        }
     }
     out
 }

@@ -123,7 +123,10 @@ fn busybox_guest_sees_every_option_as_unprivileged_user() {
 #[test]
 fn kvm_auto_falls_back_to_tcg_for_user_without_kvm_access() {
     let work = Workdir::new("kvm-auto", User::Tester);
-    make_gpt_image(&work.file("guest.raw"), 16, PARTUUID);
+    // The image is found by machine name (-M) in the user's machine image directory.
+    let machines = work.file("home/.local/state/machines");
+    std::fs::create_dir_all(&machines).unwrap();
+    make_gpt_image(&machines.join("guest.raw"), 16, PARTUUID);
     work.chown_all();
     // Precondition of this test: the test user cannot open /dev/kvm.
     let (uid, gid) = tester_ids();
@@ -145,9 +148,17 @@ fn kvm_auto_falls_back_to_tcg_for_user_without_kvm_access() {
             "--initrd={}",
             image("initrd-busybox.cpio.gz").display()
         ))
-        .args(["-i", "guest.raw", "--kvm=", "test.mode="]);
+        .args(["-M", "guest", "--kvm=", "test.mode="]);
     let out = run(cmd, BOOT);
     assert_eq!(out.code(), Some(0), "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&format!(
+            "Spawning VM guest on {}.",
+            machines.join("guest.raw").display()
+        )),
+        "{}",
+        out.stderr
+    );
     let executing = out
         .stderr
         .lines()

@@ -136,6 +136,13 @@ fn bad_input_gives_clear_errors_and_leaves_nothing() {
         "Failed to parse $SYSTEMD_VMSPAWN_QEMU_EXTRA",
     );
     fails(&work, &[], &[], "No disk image given");
+    // QEMU itself refuses to start.
+    fails(
+        &work,
+        &["--kvm=no", "-i", "guest.raw", &kernel, "root=/dev/vda"],
+        &[("SYSTEMD_VMSPAWN_QEMU_EXTRA", "-device no-such-device")],
+        "QEMU exited with status 1",
+    );
     fails(
         &work,
         &["-M", "nosuchmachine"],

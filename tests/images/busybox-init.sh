@@ -1,0 +1,186 @@
+#!/bin/busybox sh
+# /init of the vmspawn busybox test initrd (built by tests/images/build.sh).
+#
+# The integration tests parse the "VMTEST: " lines this prints, so the format is a contract;
+# see tests/images/README.md before changing anything here.
+
+/bin/busybox --install -s /bin
+export PATH=/bin
+
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mkdir -p /tmp
+
+say() { printf 'VMTEST: %s\n' "$*"; }
+
+# Load the modules in order (busybox insmod does not resolve dependencies). The console may
+# not work yet (console=hvc0 needs virtio_console), so failures are reported after the
+# redirection below.
+insmod_failed=""
+while read -r mod; do
+    [ -n "$mod" ] || continue
+    if ! insmod "/lib/modules/$mod" 2>/dev/null; then
+        name=${mod##*/}
+        insmod_failed="$insmod_failed ${name%.ko}"
+    fi
+done </lib/modules/order
+
+cmdline=$(cat /proc/cmdline)
+
+# With console=hvc0 the kernel has no usable /dev/console until virtio_console has found the
+# port, which happens asynchronously. Wait for it and talk to it directly.
+console=""
+case " $cmdline " in
+    *" console=hvc"*)
+        i=0
+        while [ ! -c /dev/hvc0 ] && [ "$i" -lt 50 ]; do
+            sleep 0.1
+            i=$((i + 1))
+        done
+        if [ -c /dev/hvc0 ]; then
+            console=/dev/hvc0
+        elif [ -c /dev/ttyS0 ]; then
+            console=/dev/ttyS0
+        fi
+        ;;
+esac
+if [ -n "$console" ]; then
+    exec <"$console" >"$console" 2>&1
+fi
+
+for name in $insmod_failed; do
+    say "insmod-failed $name"
+done
+
+say boot
+say "nproc=$(grep -c '^processor' /proc/cpuinfo)"
+say "memtotal_kb=$(awk '/^MemTotal:/ { print $2 }' /proc/meminfo)"
+say "cmdline=$cmdline"
+
+# SMBIOS type 11 (OEM strings): the formatted area's length is the byte at offset 1; the
+# strings follow it, each NUL-terminated, and an empty string ends the set.
+for entry in $(ls -d /sys/firmware/dmi/entries/11-* 2>/dev/null | sort -t- -k2 -n); do
+    raw=$entry/raw
+    [ -r "$raw" ] || continue
+    hlen=$(dd if="$raw" bs=1 skip=1 count=1 2>/dev/null | od -An -tu1 | tr -d ' \n')
+    [ -n "$hlen" ] || continue
+    dd if="$raw" bs=1 skip="$hlen" 2>/dev/null | tr '\0' '\n' | while IFS= read -r s; do
+        [ -n "$s" ] || break
+        say "smbios11=$s"
+    done
+done
+
+for blk in /sys/block/vd*; do
+    [ -e "$blk" ] || continue
+    serial=""
+    [ -r "$blk/serial" ] && serial=$(cat "$blk/serial" 2>/dev/null)
+    say "disk ${blk##*/} size=$(cat "$blk/size") serial=$serial"
+done
+
+for nic in /sys/class/net/*; do
+    [ -e "$nic/address" ] || continue
+    [ "${nic##*/}" = lo ] && continue
+    say "nic ${nic##*/} mac=$(cat "$nic/address")"
+done
+
+if [ -f /etc/vmtest-extra ]; then
+    say "extra-initrd=$(cat /etc/vmtest-extra)"
+fi
+
+# Blocks until an ACPI power-button press. The ACPI button driver (button.ko) registers an
+# input device named "Power Button"; evdev gives it a /dev/input/eventN node. The nodes are
+# opened *before* "waiting-for-powerbutton" is printed, so that a press sent right after that
+# line is queued in the evdev buffer and not lost.
+wait_for_powerbutton() {
+    fifo=/tmp/powerbutton.fifo
+    rm -f "$fifo"
+    mkfifo "$fifo"
+    fd=3
+    for dev in /sys/class/input/input*; do
+        [ "$(cat "$dev/name" 2>/dev/null)" = "Power Button" ] || continue
+        for ev in "$dev"/event*; do
+            [ -e "$ev" ] || continue
+            node=/dev/input/${ev##*/}
+            [ -c "$node" ] || continue
+            [ "$fd" -le 9 ] || continue
+            eval "exec $fd<$node" || continue
+            # One struct input_event is 24 bytes on x86-64; any event means a press.
+            eval "( dd bs=24 count=1 of=/dev/null <&$fd 2>/dev/null; echo '$node' >$fifo ) &"
+            fd=$((fd + 1))
+        done
+    done
+    if [ "$fd" -eq 3 ]; then
+        say "powerbutton-device-missing"
+    fi
+    say waiting-for-powerbutton
+    read -r _ <"$fifo"
+    say powerbutton-pressed
+    sync
+    poweroff -f
+    while :; do sleep 3600; done
+}
+
+modes=""
+set -f # no globbing of kernel command-line words
+for word in $cmdline; do
+    case "$word" in
+        test.mode=*) modes=${word#test.mode=} ;;
+    esac
+done
+modes=$(echo "$modes" | tr ',' ' ')
+set +f
+
+set -f
+for mode in $modes; do
+    set +f
+    case "$mode" in
+        shell)
+            say shell-ready
+            # A subshell is not a process-group leader, so setsid does not fork; -c makes
+            # the console the shell's controlling terminal (job control, Ctrl-C).
+            (setsid -c sh) || true
+            # The shell's exit hung up the terminal (it was the session leader), which
+            # invalidates our descriptors too: open the console again.
+            if [ -n "$console" ]; then
+                exec <"$console" >"$console" 2>&1
+            else
+                exec </dev/console >/dev/console 2>&1
+            fi
+            ;;
+        powerbutton)
+            wait_for_powerbutton
+            ;;
+        ignore-powerbutton)
+            say ignoring-powerbutton
+            while :; do sleep 3600; done
+            ;;
+        sleep=*)
+            sleep "${mode#sleep=}"
+            ;;
+        exit-code=*)
+            code=${mode#exit-code=}
+            say exit-code-requested
+            if [ -c /dev/port ]; then
+                printf "\\$(printf %o "$code")" | dd of=/dev/port bs=1 seek=244 count=1 conv=notrunc 2>/dev/null
+            else
+                # The cloud kernel has no CONFIG_DEVPORT; write the port with ioperm + outb.
+                /bin/vmtest-debug-exit "$code"
+            fi
+            # Only reached if QEMU has no isa-debug-exit device at port 0xf4.
+            ;;
+        panic)
+            sync
+            echo c >/proc/sysrq-trigger
+            ;;
+        "") ;;
+        *)
+            say "unknown-mode $mode"
+            ;;
+    esac
+done
+
+say done
+sync
+poweroff -f
+while :; do sleep 3600; done

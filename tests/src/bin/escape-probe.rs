@@ -1,0 +1,169 @@
+//! Stands in for `qemu-system-x86_64` (the tests put it first in $PATH), so it runs with exactly
+//! QEMU's confinement, and tries to break out. One line per attempt on stdout:
+//! `PROBE <name> blocked <errno>` or `PROBE <name> ESCAPED`. Positive controls — things QEMU must
+//! still be able to do — print `PROBE <name> ok` or `PROBE <name> FAILED <errno>`.
+//! Targets come from the environment (PROBE_*), set by the test.
+
+use std::ffi::CString;
+use std::io::Write;
+
+fn errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+fn errno_name(e: i32) -> String {
+    match e {
+        libc::EPERM => "EPERM".into(),
+        libc::EACCES => "EACCES".into(),
+        libc::ENOENT => "ENOENT".into(),
+        libc::ENOSYS => "ENOSYS".into(),
+        libc::EINVAL => "EINVAL".into(),
+        other => format!("errno{other}"),
+    }
+}
+
+fn report(name: &str, rc: i64) {
+    let line = if rc < 0 { format!("PROBE {name} blocked {}", errno_name(errno())) } else { format!("PROBE {name} ESCAPED") };
+    println!("{line}");
+}
+
+fn control(name: &str, rc: i64) {
+    let line = if rc < 0 { format!("PROBE {name} FAILED {}", errno_name(errno())) } else { format!("PROBE {name} ok") };
+    println!("{line}");
+}
+
+fn cstr(s: &str) -> CString {
+    CString::new(s).expect("no NUL in path")
+}
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} not set"))
+}
+
+fn open(path: &str, flags: i32) -> i64 {
+    // SAFETY: valid NUL-terminated path.
+    let fd = unsafe { libc::open(cstr(path).as_ptr(), flags | libc::O_CLOEXEC, 0o600) };
+    if fd >= 0 {
+        // SAFETY: closing the fd we just opened.
+        unsafe { libc::close(fd) };
+    }
+    fd as i64
+}
+
+/// The value of `key=` inside the QEMU option that follows `flag` and contains `needle`.
+fn qemu_option_value(args: &[String], needle: &str, key: &str) -> Option<String> {
+    args.iter().find(|a| a.contains(needle)).and_then(|a| {
+        a.split(',').find_map(|part| part.strip_prefix(key).map(str::to_string))
+    })
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+
+    // Positive controls: what QEMU needs keeps working.
+    let image = qemu_option_value(&args, "id=vmspawn,", "file=").expect("image drive in argv");
+    control("open-image-read-write", open(&image, libc::O_RDWR));
+    let vars = qemu_option_value(&args, "ovmf-vars.fd", "file=").expect("vars drive in argv");
+    let runtime_dir = std::path::Path::new(&vars).parent().unwrap().to_str().unwrap().to_string();
+    control("create-file-in-runtime-dir", open(&format!("{runtime_dir}/probe-scratch"), libc::O_CREAT | libc::O_WRONLY));
+    let kernel_index = args.iter().position(|a| a == "-kernel").expect("-kernel in argv");
+    control("read-kernel", open(&args[kernel_index + 1], libc::O_RDONLY));
+    control("read-dev-urandom", open("/dev/urandom", libc::O_RDONLY));
+
+    // Filesystem (Landlock).
+    report("read-home-canary", open(&env("PROBE_CANARY"), libc::O_RDONLY));
+    report("write-outside-runtime-dir", open(&format!("{}/escaped", env("PROBE_WRITE_DIR")), libc::O_CREAT | libc::O_WRONLY));
+    report("read-etc-passwd", open("/etc/passwd", libc::O_RDONLY));
+    report("open-dev-kvm", open("/dev/kvm", libc::O_RDWR));
+    report("open-dev-net-tun", open("/dev/net/tun", libc::O_RDWR));
+
+    // Executing anything but QEMU (Landlock Execute), in a child so we survive success.
+    // SAFETY: the child only calls execve and _exit.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        let sh = cstr("/bin/sh");
+        let argv = [sh.as_ptr(), std::ptr::null()];
+        // SAFETY: valid argv/envp arrays.
+        unsafe {
+            libc::execve(sh.as_ptr(), argv.as_ptr(), [std::ptr::null()].as_ptr());
+            libc::_exit(errno());
+        }
+    }
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    let exec_errno = libc::WEXITSTATUS(status);
+    println!(
+        "{}",
+        if libc::WIFEXITED(status) && exec_errno != 0 {
+            format!("PROBE exec-shell blocked {}", errno_name(exec_errno))
+        } else {
+            "PROBE exec-shell ESCAPED".to_string()
+        }
+    );
+
+    // IPC scopes (Landlock ABI 6): abstract sockets and signals outside the domain.
+    let name = env("PROBE_ABSTRACT");
+    // SAFETY: plain socket calls on a sockaddr_un we fill in.
+    let rc = unsafe {
+        let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        let mut addr: libc::sockaddr_un = std::mem::zeroed();
+        addr.sun_family = libc::AF_UNIX as u16;
+        for (i, b) in name.bytes().enumerate() {
+            addr.sun_path[i + 1] = b as libc::c_char;
+        }
+        let len = (std::mem::size_of::<libc::sa_family_t>() + 1 + name.len()) as u32;
+        libc::connect(fd, (&addr as *const libc::sockaddr_un).cast(), len) as i64
+    };
+    report("connect-host-abstract-socket", rc);
+    let target: i32 = env("PROBE_SIGNAL_PID").parse().unwrap();
+    // SAFETY: signal 0 only checks permission.
+    report("signal-process-outside-domain", unsafe { libc::kill(target, 0) } as i64);
+    // SAFETY: as above.
+    report("signal-launcher", unsafe { libc::kill(libc::getppid(), 0) } as i64);
+
+    // TCP (Landlock ABI 4).
+    let tcp = |connect_port: Option<u16>, bind_port: Option<u16>| -> i64 {
+        // SAFETY: plain socket calls on a sockaddr_in we fill in.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+            let mut addr: libc::sockaddr_in = std::mem::zeroed();
+            addr.sin_family = libc::AF_INET as u16;
+            addr.sin_addr.s_addr = u32::from_ne_bytes([127, 0, 0, 1]);
+            addr.sin_port = bind_port.or(connect_port).unwrap_or(0).to_be();
+            let ptr = (&addr as *const libc::sockaddr_in).cast();
+            let len = std::mem::size_of::<libc::sockaddr_in>() as u32;
+            let rc = if bind_port.is_some() { libc::bind(fd, ptr, len) } else { libc::connect(fd, ptr, len) };
+            let saved = errno();
+            libc::close(fd);
+            *libc::__errno_location() = saved;
+            rc as i64
+        }
+    };
+    report("bind-tcp-port", tcp(None, Some(47113)));
+    let port: u16 = env("PROBE_TCP_PORT").parse().unwrap();
+    report("connect-tcp-loopback", tcp(Some(port), None));
+
+    // System calls (seccomp deny-list).
+    // SAFETY (all below): the filter refuses these before any argument is used; if it did not,
+    // the arguments are harmless or invalid.
+    report("ptrace-launcher", unsafe { libc::ptrace(libc::PTRACE_ATTACH, libc::getppid(), 0, 0) });
+    report("process-vm-readv", unsafe { libc::syscall(libc::SYS_process_vm_readv, libc::getppid(), 0, 0, 0, 0, 0) });
+    report("load-kernel-module", unsafe { libc::syscall(libc::SYS_finit_module, -1, c"".as_ptr(), 0) });
+    report("mount-tmpfs", unsafe {
+        libc::mount(c"none".as_ptr(), c"/tmp".as_ptr(), c"tmpfs".as_ptr(), 0, std::ptr::null())
+    } as i64);
+    report("bpf", unsafe { libc::syscall(libc::SYS_bpf, 5 /* BPF_PROG_LOAD */, 0, 0) });
+    report("unshare-user-namespace", unsafe { libc::unshare(libc::CLONE_NEWUSER) } as i64);
+    report("keyctl", unsafe { libc::syscall(libc::SYS_keyctl, 0 /* KEYCTL_GET_KEYRING_ID */, -3, 0) });
+    report("perf-event-open", unsafe { libc::syscall(libc::SYS_perf_event_open, 0, 0, -1, -1, 0) });
+    report("userfaultfd", unsafe { libc::syscall(libc::SYS_userfaultfd, 0) });
+    report("kexec-load", unsafe { libc::syscall(libc::SYS_kexec_load, 0, 0, 0, 0) });
+
+    // How we are confined, as the kernel reports it.
+    // SAFETY: prctl queries.
+    let (nnp, seccomp) = unsafe { (libc::prctl(libc::PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0), libc::prctl(libc::PR_GET_SECCOMP, 0, 0, 0, 0)) };
+    println!("PROBE status no_new_privs={nnp} seccomp={seccomp}");
+    println!("PROBE end");
+    let _ = std::io::stdout().flush();
+}

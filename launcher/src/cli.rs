@@ -871,8 +871,11 @@ fn apply(matches: &ArgMatches, env: &ParseEnv) -> Result<Action> {
 
     if let Some(value) = (env.var)("VMSPAWN_UNCONFINED").filter(|v| !v.is_empty()) {
         let text = value.to_string_lossy();
-        c.unconfined = parse::parse_bool(&text)
-            .ok_or_else(|| Error::new(format!("Failed to parse $VMSPAWN_UNCONFINED: {text} (expected a boolean)")))?;
+        c.unconfined = parse::parse_bool(&text).ok_or_else(|| {
+            Error::new(format!(
+                "Failed to parse $VMSPAWN_UNCONFINED: {text} (expected a boolean)"
+            ))
+        })?;
     }
 
     if c.bind_user_shell.is_some() && c.bind_users.is_empty() {

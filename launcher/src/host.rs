@@ -223,7 +223,11 @@ pub fn discover(config: &Config, env: &HostEnv) -> Result<HostFacts> {
         runtime_dir: runtime_base(env).join(format!("vmspawn.{suffix}")),
         hostname: hostname(),
         vmgenid: random_bytes::<16>(),
-        display_paths: if config.console == crate::config::ConsoleMode::Gui { display_paths(env) } else { Vec::new() },
+        display_paths: if config.console == crate::config::ConsoleMode::Gui {
+            display_paths(env)
+        } else {
+            Vec::new()
+        },
     })
 }
 

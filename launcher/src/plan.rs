@@ -116,7 +116,8 @@ pub struct Confinement {
 }
 
 /// QEMU's own seccomp sandbox, with every optional restriction on.
-pub const QEMU_SANDBOX: &str = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny";
+pub const QEMU_SANDBOX: &str =
+    "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny";
 
 fn multiarch_triple(arch: &str) -> &'static str {
     match arch {
@@ -180,7 +181,13 @@ fn confinement(config: &Config, host: &HostFacts, use_kvm: bool, gui: bool) -> C
     for lib in [format!("/lib/{triple}"), "/lib64".into()] {
         push_unique(&mut q.exec, PathBuf::from(lib));
     }
-    for data in ["/usr/share/seabios", "/usr/lib/ipxe", "/usr/share/ipxe", "/usr/lib/locale", "/etc/ld.so.cache"] {
+    for data in [
+        "/usr/share/seabios",
+        "/usr/lib/ipxe",
+        "/usr/share/ipxe",
+        "/usr/lib/locale",
+        "/etc/ld.so.cache",
+    ] {
         push_unique(&mut q.read, PathBuf::from(data));
     }
     // Exactly the files this VM reads.
@@ -239,7 +246,11 @@ fn confinement(config: &Config, host: &HostFacts, use_kvm: bool, gui: bool) -> C
     if let Some(parent) = rd.parent() {
         launcher.remove_dir.push(parent.to_path_buf());
     }
-    Confinement { qemu: q, launcher, warnings }
+    Confinement {
+        qemu: q,
+        launcher,
+        warnings,
+    }
 }
 
 fn os(s: impl AsRef<OsStr>) -> OsString {
@@ -656,8 +667,8 @@ pub fn plan(config: &Config, host: &HostFacts) -> Result<Plan> {
         }
     }
 
-    let confinement =
-        (!config.unconfined).then(|| confinement(config, host, use_kvm, config.console == ConsoleMode::Gui));
+    let confinement = (!config.unconfined)
+        .then(|| confinement(config, host, use_kvm, config.console == ConsoleMode::Gui));
 
     Ok(Plan {
         machine,

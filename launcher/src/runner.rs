@@ -395,7 +395,9 @@ fn spawn_qemu(
     // a Ctrl-C on the terminal reaches vmspawn, which turns it into a graceful power-off.
     let own_process_group = !matches!(plan.console, ConsolePlan::Native);
     let qmp_fd = qmp_child.as_raw_fd();
-    let ruleset_fd = jail.as_ref().and_then(|j| j.ruleset.as_ref().map(AsRawFd::as_raw_fd));
+    let ruleset_fd = jail
+        .as_ref()
+        .and_then(|j| j.ruleset.as_ref().map(AsRawFd::as_raw_fd));
     let filter = jail.as_ref().map(|j| j.filter.clone());
     // SAFETY: the closure runs in the forked child before exec and only makes async-signal-safe
     // system calls (sigprocmask, setpgid, prctl, dup2, fcntl, landlock, seccomp).
@@ -481,7 +483,10 @@ pub fn run(plan: &Plan, env: &RunEnv) -> Result<i32> {
     // Rulesets are built once the paths they name exist (the runtime directory, its files).
     let jails = match &plan.confinement {
         Some(c) => Some((
-            QemuJail { ruleset: sandbox::ruleset_fd(&c.qemu)?, filter: sandbox::qemu_filter()? },
+            QemuJail {
+                ruleset: sandbox::ruleset_fd(&c.qemu)?,
+                filter: sandbox::qemu_filter()?,
+            },
             sandbox::launcher_filter()?,
         )),
         None => None,

@@ -13,11 +13,12 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use landlock::{
-    ABI, Access, AccessFs, AccessNet, BitFlags, Ruleset, RulesetAttr, RulesetCreated, RulesetCreatedAttr, RulesetStatus,
-    Scope, path_beneath_rules,
+    ABI, Access, AccessFs, AccessNet, BitFlags, Ruleset, RulesetAttr, RulesetCreated,
+    RulesetCreatedAttr, RulesetStatus, Scope, path_beneath_rules,
 };
 use seccompiler::{
-    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule,
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+    SeccompRule,
 };
 
 use crate::error::{Error, Result};
@@ -48,7 +49,13 @@ pub struct SandboxRules {
 impl SandboxRules {
     /// One line per rule, for logs and for error hints.
     pub fn describe(&self) -> Vec<String> {
-        let list = |paths: &[PathBuf]| paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ");
+        let list = |paths: &[PathBuf]| {
+            paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         let mut out = Vec::new();
         for (what, paths) in [
             ("read+execute", &self.exec),
@@ -63,15 +70,28 @@ impl SandboxRules {
         }
         out.push(format!(
             "TCP connect {}, TCP bind {}",
-            if self.allow_tcp_connect { "allowed" } else { "denied" },
-            if self.allow_tcp_bind { "allowed" } else { "denied" }
+            if self.allow_tcp_connect {
+                "allowed"
+            } else {
+                "denied"
+            },
+            if self.allow_tcp_bind {
+                "allowed"
+            } else {
+                "denied"
+            }
         ));
         out
     }
 
     /// Whether a path is covered by a rule that allows at least reading it.
     pub fn allows_read(&self, path: &Path) -> bool {
-        self.exec.iter().chain(&self.read).chain(&self.write).chain(&self.devices).any(|p| path.starts_with(p))
+        self.exec
+            .iter()
+            .chain(&self.read)
+            .chain(&self.write)
+            .chain(&self.devices)
+            .any(|p| path.starts_with(p))
     }
 }
 
@@ -93,7 +113,9 @@ pub fn landlock_abi() -> i32 {
 pub fn landlock_summary() -> String {
     match landlock_abi() {
         0 => "Landlock: not available on this kernel (no filesystem or network confinement)".into(),
-        abi if abi >= ABI_USED_NUMBER => format!("Landlock: ABI {abi}, fully enforced (filesystem, TCP, IPC scopes)"),
+        abi if abi >= ABI_USED_NUMBER => {
+            format!("Landlock: ABI {abi}, fully enforced (filesystem, TCP, IPC scopes)")
+        }
         abi => format!(
             "Landlock: ABI {abi}, partially enforced (this kernel lacks {})",
             match abi {
@@ -107,7 +129,9 @@ pub fn landlock_summary() -> String {
 }
 
 fn landlock_error(context: &str, e: impl std::fmt::Display) -> Error {
-    Error::new(format!("Failed to set up Landlock confinement ({context}): {e}"))
+    Error::new(format!(
+        "Failed to set up Landlock confinement ({context}): {e}"
+    ))
 }
 
 /// Builds a Landlock ruleset from the rules. Paths that do not exist are skipped.
@@ -123,7 +147,9 @@ pub fn build_ruleset(rules: &SandboxRules) -> Result<RulesetCreated> {
         net |= AccessNet::ConnectTcp;
     }
     if !net.is_empty() {
-        ruleset = ruleset.handle_access(net).map_err(|e| landlock_error("network rights", e))?;
+        ruleset = ruleset
+            .handle_access(net)
+            .map_err(|e| landlock_error("network rights", e))?;
     }
     let mut scopes: BitFlags<Scope> = BitFlags::empty();
     if rules.scope_abstract_unix {
@@ -133,16 +159,27 @@ pub fn build_ruleset(rules: &SandboxRules) -> Result<RulesetCreated> {
         scopes |= Scope::Signal;
     }
     if !scopes.is_empty() {
-        ruleset = ruleset.scope(scopes).map_err(|e| landlock_error("scopes", e))?;
+        ruleset = ruleset
+            .scope(scopes)
+            .map_err(|e| landlock_error("scopes", e))?;
     }
     let mut created = ruleset.create().map_err(|e| landlock_error("create", e))?;
-    let existing = |paths: &[PathBuf]| paths.iter().filter(|p| p.exists()).cloned().collect::<Vec<_>>();
+    let existing = |paths: &[PathBuf]| {
+        paths
+            .iter()
+            .filter(|p| p.exists())
+            .cloned()
+            .collect::<Vec<_>>()
+    };
     let read = AccessFs::ReadFile | AccessFs::ReadDir;
     let sets: [(&[PathBuf], BitFlags<AccessFs>); 5] = [
         (&rules.exec, read | AccessFs::Execute),
         (&rules.read, read),
         (&rules.write, AccessFs::from_all(ABI_USED)),
-        (&rules.devices, AccessFs::ReadFile | AccessFs::WriteFile | AccessFs::IoctlDev),
+        (
+            &rules.devices,
+            AccessFs::ReadFile | AccessFs::WriteFile | AccessFs::IoctlDev,
+        ),
         (&rules.remove_dir, AccessFs::RemoveDir.into()),
     ];
     for (paths, access) in sets {
@@ -155,7 +192,9 @@ pub fn build_ruleset(rules: &SandboxRules) -> Result<RulesetCreated> {
 
 /// Confines the calling process with `rules`; returns whether Landlock fully enforced them.
 pub fn restrict_self(rules: &SandboxRules) -> Result<RulesetStatus> {
-    let status = build_ruleset(rules)?.restrict_self().map_err(|e| landlock_error("restrict", e))?;
+    let status = build_ruleset(rules)?
+        .restrict_self()
+        .map_err(|e| landlock_error("restrict", e))?;
     Ok(status.ruleset)
 }
 
@@ -188,10 +227,15 @@ const ARCH: seccompiler::TargetArch = seccompiler::TargetArch::x86_64;
 #[cfg(target_arch = "aarch64")]
 const ARCH: seccompiler::TargetArch = seccompiler::TargetArch::aarch64;
 
-fn compile(rules: BTreeMap<i64, Vec<SeccompRule>>, mismatch: SeccompAction, matched: SeccompAction) -> Result<BpfProgram> {
+fn compile(
+    rules: BTreeMap<i64, Vec<SeccompRule>>,
+    mismatch: SeccompAction,
+    matched: SeccompAction,
+) -> Result<BpfProgram> {
     let filter = SeccompFilter::new(rules, mismatch, matched, ARCH)
         .map_err(|e| Error::new(format!("Failed to build seccomp filter: {e}")))?;
-    BpfProgram::try_from(filter).map_err(|e| Error::new(format!("Failed to compile seccomp filter: {e}")))
+    BpfProgram::try_from(filter)
+        .map_err(|e| Error::new(format!("Failed to compile seccomp filter: {e}")))
 }
 
 /// System calls QEMU never needs for a vmspawn VM; they fail with EPERM. This sits on top of
@@ -244,14 +288,25 @@ pub fn qemu_denied_syscalls() -> Vec<(&'static str, i64)> {
         ("fanotify_init", libc::SYS_fanotify_init),
     ];
     #[cfg(target_arch = "x86_64")]
-    list.extend([("iopl", libc::SYS_iopl), ("ioperm", libc::SYS_ioperm), ("uselib", libc::SYS_uselib)]);
+    list.extend([
+        ("iopl", libc::SYS_iopl),
+        ("ioperm", libc::SYS_ioperm),
+        ("uselib", libc::SYS_uselib),
+    ]);
     list
 }
 
 /// QEMU's deny-list filter: the listed calls return EPERM, everything else is allowed.
 pub fn qemu_filter() -> Result<BpfProgram> {
-    let rules = qemu_denied_syscalls().into_iter().map(|(_, nr)| (nr, Vec::new())).collect();
-    compile(rules, SeccompAction::Allow, SeccompAction::Errno(libc::EPERM as u32))
+    let rules = qemu_denied_syscalls()
+        .into_iter()
+        .map(|(_, nr)| (nr, Vec::new()))
+        .collect();
+    compile(
+        rules,
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::EPERM as u32),
+    )
 }
 
 fn cond(arg: u8, op: SeccompCmpOp, value: u64) -> SeccompCondition {
@@ -265,7 +320,9 @@ fn cond32(arg: u8, op: SeccompCmpOp, value: u64) -> SeccompCondition {
 fn one_of(arg: u8, values: &[u64]) -> Vec<SeccompRule> {
     values
         .iter()
-        .map(|&v| SeccompRule::new(vec![cond(arg, SeccompCmpOp::Eq, v)]).expect("valid seccomp rule"))
+        .map(|&v| {
+            SeccompRule::new(vec![cond(arg, SeccompCmpOp::Eq, v)]).expect("valid seccomp rule")
+        })
         .collect()
 }
 
@@ -275,14 +332,26 @@ fn one_of(arg: u8, values: &[u64]) -> Vec<SeccompRule> {
 pub fn launcher_allowed_syscalls() -> Vec<(&'static str, i64, Vec<SeccompRule>)> {
     let any = Vec::new;
     let no_exec_prot = || {
-        vec![SeccompRule::new(vec![cond(2, SeccompCmpOp::MaskedEq(libc::PROT_EXEC as u64), 0)]).expect("valid rule")]
+        vec![
+            SeccompRule::new(vec![cond(
+                2,
+                SeccompCmpOp::MaskedEq(libc::PROT_EXEC as u64),
+                0,
+            )])
+            .expect("valid rule"),
+        ]
     };
     // openat only to read (directories while removing the runtime directory): no write access
     // mode, no O_CREAT/O_TRUNC.
     let read_only_open = vec![
         SeccompRule::new(vec![cond32(
             2,
-            SeccompCmpOp::MaskedEq((libc::O_ACCMODE | libc::O_CREAT | libc::O_TRUNC | (libc::O_TMPFILE & !libc::O_DIRECTORY)) as u64),
+            SeccompCmpOp::MaskedEq(
+                (libc::O_ACCMODE
+                    | libc::O_CREAT
+                    | libc::O_TRUNC
+                    | (libc::O_TMPFILE & !libc::O_DIRECTORY)) as u64,
+            ),
             libc::O_RDONLY as u64,
         )])
         .expect("valid rule"),
@@ -301,7 +370,11 @@ pub fn launcher_allowed_syscalls() -> Vec<(&'static str, i64, Vec<SeccompRule>)>
         // Only to stop QEMU.
         ("kill", libc::SYS_kill, one_of(1, &[libc::SIGKILL as u64])),
         // Only for abort() on a fatal error.
-        ("tgkill", libc::SYS_tgkill, one_of(2, &[libc::SIGABRT as u64])),
+        (
+            "tgkill",
+            libc::SYS_tgkill,
+            one_of(2, &[libc::SIGABRT as u64]),
+        ),
         ("getpid", libc::SYS_getpid, any()),
         ("gettid", libc::SYS_gettid, any()),
         ("rt_sigprocmask", libc::SYS_rt_sigprocmask, any()),
@@ -327,10 +400,29 @@ pub fn launcher_allowed_syscalls() -> Vec<(&'static str, i64, Vec<SeccompRule>)>
             libc::SYS_ioctl,
             one_of(
                 1,
-                &[libc::TCGETS, libc::TCSETS, libc::TCSETSW, libc::TCSETSF, libc::TIOCGWINSZ, libc::TIOCSWINSZ].map(|r| r as u64),
+                &[
+                    libc::TCGETS,
+                    libc::TCSETS,
+                    libc::TCSETSW,
+                    libc::TCSETSF,
+                    libc::TIOCGWINSZ,
+                    libc::TIOCSWINSZ,
+                ],
             ),
         ),
-        ("fcntl", libc::SYS_fcntl, one_of(1, &[libc::F_GETFD as u64, libc::F_SETFD as u64, libc::F_GETFL as u64, libc::F_SETFL as u64])),
+        (
+            "fcntl",
+            libc::SYS_fcntl,
+            one_of(
+                1,
+                &[
+                    libc::F_GETFD as u64,
+                    libc::F_SETFD as u64,
+                    libc::F_GETFL as u64,
+                    libc::F_SETFL as u64,
+                ],
+            ),
+        ),
         // QMP read timeouts.
         (
             "setsockopt",
@@ -385,122 +477,150 @@ mod tests {
 
     /// Runs `body` in a forked child after installing `program`; returns how the child ended.
     fn in_child(program: &BpfProgram, body: impl FnOnce() -> i32) -> nix::sys::wait::WaitStatus {
-        // SAFETY: the child only makes raw system calls and exits with _exit.
+        // SAFETY: the child only makes raw system calls and leaves with _exit.
         match unsafe { nix::unistd::fork() }.unwrap() {
             nix::unistd::ForkResult::Child => {
-                if apply_filter(program).is_err() {
-                    // SAFETY: _exit is async-signal-safe.
-                    unsafe { libc::_exit(99) };
-                }
-                let code = body();
-                // SAFETY: as above.
+                let code = if apply_filter(program).is_ok() {
+                    body()
+                } else {
+                    99
+                };
+                // SAFETY: _exit is async-signal-safe and never returns.
                 unsafe { libc::_exit(code) }
             }
-            nix::unistd::ForkResult::Parent { child } => nix::sys::wait::waitpid(child, None).unwrap(),
+            nix::unistd::ForkResult::Parent { child } => {
+                nix::sys::wait::waitpid(child, None).unwrap()
+            }
         }
     }
 
     fn killed(status: nix::sys::wait::WaitStatus) -> bool {
-        matches!(status, nix::sys::wait::WaitStatus::Signaled(_, nix::sys::signal::Signal::SIGSYS, _))
+        matches!(
+            status,
+            nix::sys::wait::WaitStatus::Signaled(_, nix::sys::signal::Signal::SIGSYS, _)
+        )
     }
 
     fn exited(status: nix::sys::wait::WaitStatus, code: i32) -> bool {
         status == nix::sys::wait::WaitStatus::Exited(status.pid().unwrap(), code)
     }
 
+    /// A raw system call; the tests pass only pointers to live memory, or values the kernel
+    /// rejects before dereferencing anything.
+    fn sys(nr: i64, args: [i64; 6]) -> i64 {
+        // SAFETY: see above: every pointer argument points to live memory of the right size.
+        unsafe { libc::syscall(nr, args[0], args[1], args[2], args[3], args[4], args[5]) }
+    }
+
+    type Call = Box<dyn FnOnce() -> i32>;
+
+    /// A call whose result does not matter: only whether the filter lets it through.
+    fn call(nr: i64, args: [i64; 6]) -> Call {
+        Box::new(move || {
+            sys(nr, args);
+            0
+        })
+    }
+
+    /// A call that must succeed (exit status 1 if it fails).
+    fn succeeds(nr: i64, args: [i64; 6]) -> Call {
+        Box::new(move || i32::from(sys(nr, args) < 0))
+    }
+
     #[test]
     fn launcher_allow_list_rules() {
         let program = launcher_filter().unwrap();
-        // SAFETY (all closures below): raw system calls with valid arguments in a forked child.
-        let cases: Vec<(&str, Box<dyn FnOnce() -> i32>, Box<dyn FnOnce() -> i32>)> = vec![
+        let nobody = i64::from(i32::MAX - 1);
+        let rw = i64::from(libc::PROT_READ | libc::PROT_WRITE);
+        let rx = i64::from(libc::PROT_READ | libc::PROT_EXEC);
+        let anon = i64::from(libc::MAP_PRIVATE | libc::MAP_ANONYMOUS);
+        let tv = Box::leak(Box::new(libc::timeval {
+            tv_sec: 1,
+            tv_usec: 0,
+        })) as *mut libc::timeval as i64;
+        let winsize = Box::leak(Box::new([0u16; 4])).as_mut_ptr() as i64;
+        let root = c"/".as_ptr() as i64;
+        let scratch = c"/tmp/vmspawn-seccomp-test".as_ptr() as i64;
+        let read_dir = i64::from(libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC);
+        let create = i64::from(libc::O_RDWR | libc::O_CREAT);
+        let cwd = i64::from(libc::AT_FDCWD);
+        let sol = i64::from(libc::SOL_SOCKET);
+        let cases: Vec<(&str, Call, Call)> = vec![
             (
                 "kill",
-                Box::new(|| {
-                    unsafe { libc::kill(libc::getpid() + 1_000_000, libc::SIGKILL) };
-                    0
-                }),
-                Box::new(|| {
-                    unsafe { libc::kill(libc::getpid() + 1_000_000, libc::SIGTERM) };
-                    0
-                }),
+                call(libc::SYS_kill, [nobody, libc::SIGKILL.into(), 0, 0, 0, 0]),
+                call(libc::SYS_kill, [nobody, libc::SIGTERM.into(), 0, 0, 0, 0]),
             ),
             (
                 "ioctl",
-                Box::new(|| {
-                    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
-                    unsafe { libc::ioctl(0, libc::TIOCGWINSZ, &mut ws) };
-                    0
-                }),
-                Box::new(|| {
-                    unsafe { libc::ioctl(0, libc::TIOCSTI, c"x".as_ptr()) };
-                    0
-                }),
+                call(
+                    libc::SYS_ioctl,
+                    [0, libc::TIOCGWINSZ as i64, winsize, 0, 0, 0],
+                ),
+                call(libc::SYS_ioctl, [0, libc::TIOCSTI as i64, root, 0, 0, 0]),
             ),
             (
                 "mmap",
-                Box::new(|| {
-                    let p = unsafe {
-                        libc::mmap(std::ptr::null_mut(), 4096, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
-                    };
-                    if p == libc::MAP_FAILED { 1 } else { 0 }
-                }),
-                Box::new(|| {
-                    unsafe {
-                        libc::mmap(std::ptr::null_mut(), 4096, libc::PROT_READ | libc::PROT_EXEC, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
-                    };
-                    0
-                }),
+                succeeds(libc::SYS_mmap, [0, 4096, rw, anon, -1, 0]),
+                call(libc::SYS_mmap, [0, 4096, rx, anon, -1, 0]),
+            ),
+            (
+                "mprotect",
+                call(libc::SYS_mprotect, [0, 4096, rw, 0, 0, 0]),
+                call(libc::SYS_mprotect, [0, 4096, rx, 0, 0, 0]),
             ),
             (
                 "openat",
-                Box::new(|| {
-                    let fd = unsafe { libc::openat(libc::AT_FDCWD, c"/".as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) };
-                    if fd < 0 { 1 } else { 0 }
-                }),
-                Box::new(|| {
-                    unsafe { libc::openat(libc::AT_FDCWD, c"/tmp/vmspawn-seccomp-test".as_ptr(), libc::O_RDWR | libc::O_CREAT, 0o600) };
-                    0
-                }),
+                succeeds(libc::SYS_openat, [cwd, root, read_dir, 0, 0, 0]),
+                call(libc::SYS_openat, [cwd, scratch, create, 0o600, 0, 0]),
             ),
             (
                 "fcntl",
-                Box::new(|| if unsafe { libc::fcntl(0, libc::F_GETFD) } < -1 { 1 } else { 0 }),
-                Box::new(|| {
-                    unsafe { libc::fcntl(0, libc::F_DUPFD, 10) };
-                    0
-                }),
+                succeeds(libc::SYS_fcntl, [0, libc::F_GETFD.into(), 0, 0, 0, 0]),
+                call(libc::SYS_fcntl, [0, libc::F_DUPFD.into(), 10, 0, 0, 0]),
             ),
             (
                 "setsockopt",
-                Box::new(|| {
-                    let tv = libc::timeval { tv_sec: 1, tv_usec: 0 };
-                    unsafe {
-                        libc::setsockopt(-1, libc::SOL_SOCKET, libc::SO_RCVTIMEO, (&tv as *const libc::timeval).cast(), std::mem::size_of::<libc::timeval>() as u32)
-                    };
-                    0
-                }),
-                Box::new(|| {
-                    let one: libc::c_int = 1;
-                    unsafe {
-                        libc::setsockopt(-1, libc::SOL_SOCKET, libc::SO_REUSEADDR, (&one as *const libc::c_int).cast(), 4)
-                    };
-                    0
-                }),
+                call(
+                    libc::SYS_setsockopt,
+                    [-1, sol, libc::SO_RCVTIMEO.into(), tv, 16, 0],
+                ),
+                call(
+                    libc::SYS_setsockopt,
+                    [-1, sol, libc::SO_REUSEADDR.into(), tv, 4, 0],
+                ),
+            ),
+            (
+                "tgkill",
+                call(
+                    libc::SYS_tgkill,
+                    [nobody, nobody, libc::SIGABRT.into(), 0, 0, 0],
+                ),
+                call(
+                    libc::SYS_tgkill,
+                    [nobody, nobody, libc::SIGKILL.into(), 0, 0, 0],
+                ),
             ),
             (
                 "not listed",
-                Box::new(|| 0),
-                Box::new(|| {
-                    unsafe { libc::syscall(libc::SYS_socket, libc::AF_INET, libc::SOCK_STREAM, 0) };
-                    0
-                }),
+                succeeds(libc::SYS_getpid, [0; 6]),
+                call(
+                    libc::SYS_socket,
+                    [libc::AF_INET.into(), libc::SOCK_STREAM.into(), 0, 0, 0, 0],
+                ),
             ),
         ];
         for (name, allowed, perturbed) in cases {
             let status = in_child(&program, allowed);
-            assert!(exited(status, 0), "{name}: allowed call did not succeed: {status:?}");
+            assert!(
+                exited(status, 0),
+                "{name}: allowed call did not succeed: {status:?}"
+            );
             let status = in_child(&program, perturbed);
-            assert!(killed(status), "{name}: perturbed call was not killed: {status:?}");
+            assert!(
+                killed(status),
+                "{name}: perturbed call was not killed: {status:?}"
+            );
         }
     }
 
@@ -508,20 +628,21 @@ mod tests {
     fn qemu_deny_list_refuses_with_eperm_and_allows_the_rest() {
         let program = qemu_filter().unwrap();
         for (name, nr) in qemu_denied_syscalls() {
-            // Harmless arguments: every call fails anyway; the filter must answer EPERM first.
+            // Null pointers and an invalid fd: the filter must answer EPERM before the kernel
+            // looks at them.
             let status = in_child(&program, || {
-                // SAFETY: invalid pointers are never dereferenced because the filter refuses the call.
-                let rc = unsafe { libc::syscall(nr, -1i64, 0i64, 0i64, 0i64, 0i64, 0i64) };
+                let rc = sys(nr, [-1, 0, 0, 0, 0, 0]);
                 let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
-                if rc == -1 && errno == libc::EPERM { 0 } else { 1 }
+                i32::from(!(rc == -1 && errno == libc::EPERM))
             });
-            assert!(exited(status, 0), "{name} was not refused with EPERM: {status:?}");
+            assert!(
+                exited(status, 0),
+                "{name} was not refused with EPERM: {status:?}"
+            );
         }
         // Calls QEMU needs still work.
         let status = in_child(&program, || {
-            // SAFETY: plain system calls.
-            let ok = unsafe { libc::getpid() } > 0 && unsafe { libc::dup(0) } >= 0;
-            if ok { 0 } else { 1 }
+            i32::from(!(sys(libc::SYS_getpid, [0; 6]) > 0 && sys(libc::SYS_dup, [0; 6]) >= 0))
         });
         assert!(exited(status, 0), "{status:?}");
     }

@@ -149,7 +149,12 @@ fn render(header: &Header) -> String {
             for rule in c.qemu.describe() {
                 writeln!(out, "qemu may access: {rule}").unwrap();
             }
-            writeln!(out, "qemu scopes: abstract-unix={} signal={}", c.qemu.scope_abstract_unix, c.qemu.scope_signal).unwrap();
+            writeln!(
+                out,
+                "qemu scopes: abstract-unix={} signal={}",
+                c.qemu.scope_abstract_unix, c.qemu.scope_signal
+            )
+            .unwrap();
             for rule in c.launcher.describe() {
                 writeln!(out, "launcher may access: {rule}").unwrap();
             }

@@ -15,15 +15,31 @@ const BOOT: Duration = Duration::from_secs(150);
 
 /// Runs vmspawn with the escape probe as its QEMU and returns the probe's report lines.
 fn run_probe(user: User, unconfined: bool) -> (Finished, Vec<String>) {
-    let work = Workdir::new(if unconfined { "probe-unconfined" } else { "probe" }, user);
-    make_gpt_image(&work.file("guest.raw"), 8, "44444444-2222-4333-8444-555555555555");
+    let work = Workdir::new(
+        if unconfined {
+            "probe-unconfined"
+        } else {
+            "probe"
+        },
+        user,
+    );
+    make_gpt_image(
+        &work.file("guest.raw"),
+        8,
+        "44444444-2222-4333-8444-555555555555",
+    );
     std::fs::create_dir_all(work.file("bin")).unwrap();
-    std::fs::copy(env!("CARGO_BIN_EXE_escape-probe"), work.file("bin/qemu-system-x86_64")).unwrap();
+    std::fs::copy(
+        env!("CARGO_BIN_EXE_escape-probe"),
+        work.file("bin/qemu-system-x86_64"),
+    )
+    .unwrap();
     let canary = work.write("home/canary", b"secret");
     work.chown_all();
 
     let abstract_name = format!("vmspawn-probe-{}-{}", std::process::id(), unconfined);
-    let listener = UnixListener::bind_addr(&SocketAddr::from_abstract_name(&abstract_name).unwrap()).unwrap();
+    let listener =
+        UnixListener::bind_addr(&SocketAddr::from_abstract_name(&abstract_name).unwrap()).unwrap();
     let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
     // A process of the same user, outside vmspawn's domains.
     let mut target = std::process::Command::new("sleep");
@@ -35,15 +51,21 @@ fn run_probe(user: User, unconfined: bool) -> (Finished, Vec<String>) {
     let mut target = target.spawn().unwrap();
 
     let mut cmd = work.vmspawn();
-    cmd.env("PATH", format!("{}:/usr/bin:/bin", work.file("bin").display()))
-        .env("PROBE_CANARY", &canary)
-        .env("PROBE_WRITE_DIR", work.file("home"))
-        .env("PROBE_ABSTRACT", &abstract_name)
-        .env("PROBE_SIGNAL_PID", target.id().to_string())
-        .env("PROBE_TCP_PORT", tcp.local_addr().unwrap().port().to_string())
-        .args(tcg())
-        .arg(format!("--linux={}", image("vmlinuz").display()))
-        .args(["-i", "guest.raw", "--console=read-only"]);
+    cmd.env(
+        "PATH",
+        format!("{}:/usr/bin:/bin", work.file("bin").display()),
+    )
+    .env("PROBE_CANARY", &canary)
+    .env("PROBE_WRITE_DIR", work.file("home"))
+    .env("PROBE_ABSTRACT", &abstract_name)
+    .env("PROBE_SIGNAL_PID", target.id().to_string())
+    .env(
+        "PROBE_TCP_PORT",
+        tcp.local_addr().unwrap().port().to_string(),
+    )
+    .args(tcg())
+    .arg(format!("--linux={}", image("vmlinuz").display()))
+    .args(["-i", "guest.raw", "--console=read-only"]);
     if unconfined {
         cmd.env("VMSPAWN_UNCONFINED", "1");
     }
@@ -51,14 +73,31 @@ fn run_probe(user: User, unconfined: bool) -> (Finished, Vec<String>) {
     let _ = target.kill();
     let _ = target.wait();
     drop(listener);
-    assert_eq!(out.code(), Some(0), "stderr:\n{}\nstdout:\n{}", out.stderr, out.stdout);
+    assert_eq!(
+        out.code(),
+        Some(0),
+        "stderr:\n{}\nstdout:\n{}",
+        out.stderr,
+        out.stdout
+    );
     let lines: Vec<String> = out
         .stdout
         .lines()
-        .filter_map(|l| l.trim_end_matches('\r').strip_prefix("PROBE ").map(str::to_string))
+        .filter_map(|l| {
+            l.trim_end_matches('\r')
+                .strip_prefix("PROBE ")
+                .map(str::to_string)
+        })
         .collect();
-    assert!(lines.contains(&"end".to_string()), "probe did not finish: {}", out.stdout);
-    assert!(!work.file("home/escaped").exists() || unconfined, "a file was written outside the runtime directory");
+    assert!(
+        lines.contains(&"end".to_string()),
+        "probe did not finish: {}",
+        out.stdout
+    );
+    assert!(
+        !work.file("home/escaped").exists() || unconfined,
+        "a file was written outside the runtime directory"
+    );
     work.assert_no_leftovers();
     (out, lines)
 }
@@ -87,24 +126,47 @@ const ESCAPES: &[&str] = &[
     "kexec-load",
 ];
 
-const CONTROLS: &[&str] = &["open-image-read-write", "create-file-in-runtime-dir", "read-kernel", "read-dev-urandom"];
+const CONTROLS: &[&str] = &[
+    "open-image-read-write",
+    "create-file-in-runtime-dir",
+    "read-kernel",
+    "read-dev-urandom",
+];
 
 fn check_all_blocked(lines: &[String]) {
     for control in CONTROLS {
-        assert!(lines.contains(&format!("{control} ok")), "QEMU lost a right it needs: {control}: {lines:?}");
+        assert!(
+            lines.contains(&format!("{control} ok")),
+            "QEMU lost a right it needs: {control}: {lines:?}"
+        );
     }
     for escape in ESCAPES {
-        let line = lines.iter().find(|l| l.starts_with(&format!("{escape} "))).unwrap_or_else(|| panic!("no result for {escape}"));
+        let line = lines
+            .iter()
+            .find(|l| l.starts_with(&format!("{escape} ")))
+            .unwrap_or_else(|| panic!("no result for {escape}"));
         let verdict = &line[escape.len() + 1..];
         let expected: &[&str] = match *escape {
             // Landlock refuses file access and TCP with EACCES, IPC scopes with EPERM.
-            "read-home-canary" | "write-outside-runtime-dir" | "read-etc-passwd" | "open-dev-kvm" | "open-dev-net-tun"
-            | "exec-shell" | "bind-tcp-port" | "connect-tcp-loopback" => &["blocked EACCES"],
+            "read-home-canary"
+            | "write-outside-runtime-dir"
+            | "read-etc-passwd"
+            | "open-dev-kvm"
+            | "open-dev-net-tun"
+            | "exec-shell"
+            | "bind-tcp-port"
+            | "connect-tcp-loopback" => &["blocked EACCES"],
             _ => &["blocked EPERM"],
         };
-        assert!(expected.contains(&verdict), "{escape}: {verdict} (expected {expected:?})");
+        assert!(
+            expected.contains(&verdict),
+            "{escape}: {verdict} (expected {expected:?})"
+        );
     }
-    assert!(lines.contains(&"status no_new_privs=1 seccomp=2".to_string()), "{lines:?}");
+    assert!(
+        lines.contains(&"status no_new_privs=1 seccomp=2".to_string()),
+        "{lines:?}"
+    );
 }
 
 #[test]
@@ -124,40 +186,95 @@ fn escape_attempts_from_qemus_domain_are_blocked_as_root() {
 #[test]
 fn the_probe_detects_escapes_when_unconfined() {
     let (out, lines) = run_probe(User::Tester, true);
-    assert!(out.stderr.contains("VMSPAWN_UNCONFINED is set"), "{}", out.stderr);
-    for escape in ["read-home-canary", "open-dev-net-tun", "connect-host-abstract-socket", "signal-launcher", "bind-tcp-port"] {
-        assert!(lines.contains(&format!("{escape} ESCAPED")), "{escape}: {lines:?}");
+    assert!(
+        out.stderr.contains("VMSPAWN_UNCONFINED is set"),
+        "{}",
+        out.stderr
+    );
+    for escape in [
+        "read-home-canary",
+        "write-outside-runtime-dir",
+        "exec-shell",
+        "connect-host-abstract-socket",
+        "signal-launcher",
+        "bind-tcp-port",
+        "ptrace-launcher",
+        "unshare-user-namespace",
+    ] {
+        assert!(
+            lines.contains(&format!("{escape} ESCAPED")),
+            "{escape}: {lines:?}"
+        );
     }
-    assert!(lines.contains(&"status no_new_privs=0 seccomp=0".to_string()), "{lines:?}");
+    assert!(
+        lines.contains(&"status no_new_privs=0 seccomp=0".to_string()),
+        "{lines:?}"
+    );
 }
 
 #[test]
 fn real_qemu_cannot_open_a_file_outside_its_rules() {
     let work = Workdir::new("qemu-canary", User::Tester);
-    make_gpt_image(&work.file("guest.raw"), 8, "55555555-2222-4333-8444-555555555555");
+    make_gpt_image(
+        &work.file("guest.raw"),
+        8,
+        "55555555-2222-4333-8444-555555555555",
+    );
     let canary = work.write("home/canary.raw", &vec![0u8; 1 << 20]);
     work.chown_all();
     let mut cmd = work.vmspawn();
-    cmd.env("SYSTEMD_VMSPAWN_QEMU_EXTRA", format!("-drive file={},format=raw,if=none,id=canary", canary.display()))
-        .args(busybox_boot(false))
-        .args(["-i", "guest.raw", "test.mode="]);
+    cmd.env(
+        "SYSTEMD_VMSPAWN_QEMU_EXTRA",
+        format!(
+            "-drive file={},format=raw,if=none,id=canary",
+            canary.display()
+        ),
+    )
+    .args(busybox_boot(false))
+    .args(["-i", "guest.raw", "test.mode="]);
     let out = run(cmd, BOOT);
     assert_eq!(out.code(), Some(1), "{}", out.stderr);
     let path = canary.display().to_string();
-    assert!(out.stderr.contains(&format!("$SYSTEMD_VMSPAWN_QEMU_EXTRA refers to '{path}', which QEMU cannot open")), "{}", out.stderr);
-    assert!(out.stderr.contains(&format!("Could not open '{path}': Permission denied")), "{}", out.stderr);
-    assert!(out.stderr.contains("QEMU runs confined (Landlock and seccomp)"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&format!(
+            "$SYSTEMD_VMSPAWN_QEMU_EXTRA refers to '{path}', which QEMU cannot open"
+        )),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr
+            .contains(&format!("Could not open '{path}': Permission denied")),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr
+            .contains("QEMU runs confined (Landlock and seccomp)"),
+        "{}",
+        out.stderr
+    );
     work.assert_no_leftovers();
 }
 
 fn thread_status(pid: u32) -> Vec<(String, String, String)> {
     let mut out = Vec::new();
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+    {
         let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
         let field = |name: &str| {
-            status.lines().find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string())).unwrap_or_default()
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string()))
+                .unwrap_or_default()
         };
-        out.push((task.file_name().to_string_lossy().into_owned(), field("Seccomp:"), field("NoNewPrivs:")));
+        out.push((
+            task.file_name().to_string_lossy().into_owned(),
+            field("Seccomp:"),
+            field("NoNewPrivs:"),
+        ));
     }
     out
 }
@@ -165,10 +282,20 @@ fn thread_status(pid: u32) -> Vec<(String, String, String)> {
 #[test]
 fn every_thread_of_launcher_and_qemu_is_confined_during_a_boot() {
     let work = Workdir::new("threads", User::Tester);
-    make_gpt_image(&work.file("guest.raw"), 8, "66666666-2222-4333-8444-555555555555");
+    make_gpt_image(
+        &work.file("guest.raw"),
+        8,
+        "66666666-2222-4333-8444-555555555555",
+    );
     work.chown_all();
     let mut cmd = work.vmspawn();
-    cmd.args(busybox_boot(false)).args(["--cpus=2", "-i", "guest.raw", "--console=read-only", "test.mode=sleep=8"]);
+    cmd.args(busybox_boot(false)).args([
+        "--cpus=2",
+        "-i",
+        "guest.raw",
+        "--console=read-only",
+        "test.mode=sleep=8",
+    ]);
     let mut vm = Background::start(cmd);
     vm.wait_for_line("boot", BOOT);
     let launcher = vm.child.id();
@@ -176,9 +303,16 @@ fn every_thread_of_launcher_and_qemu_is_confined_during_a_boot() {
     assert_eq!(qemu.len(), 1, "{qemu:?}");
     let launcher_threads = thread_status(launcher);
     let qemu_threads = thread_status(qemu[0]);
-    assert!(qemu_threads.len() >= 3, "expected QEMU's vCPU and I/O threads: {qemu_threads:?}");
+    assert!(
+        qemu_threads.len() >= 3,
+        "expected QEMU's vCPU and I/O threads: {qemu_threads:?}"
+    );
     for (tid, seccomp, nnp) in launcher_threads.iter().chain(&qemu_threads) {
-        assert_eq!((seccomp.as_str(), nnp.as_str()), ("2", "1"), "thread {tid} is not confined");
+        assert_eq!(
+            (seccomp.as_str(), nnp.as_str()),
+            ("2", "1"),
+            "thread {tid} is not confined"
+        );
     }
     let exe = std::fs::read_link(format!("/proc/{}/exe", qemu[0])).unwrap();
     assert!(exe.starts_with(Path::new("/usr/bin")), "{}", exe.display());

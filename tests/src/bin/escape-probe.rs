@@ -23,13 +23,27 @@ fn errno_name(e: i32) -> String {
 }
 
 fn report(name: &str, rc: i64) {
-    let line = if rc < 0 { format!("PROBE {name} blocked {}", errno_name(errno())) } else { format!("PROBE {name} ESCAPED") };
+    let line = if rc < 0 {
+        format!("PROBE {name} blocked {}", errno_name(errno()))
+    } else {
+        format!("PROBE {name} ESCAPED")
+    };
     println!("{line}");
 }
 
 fn control(name: &str, rc: i64) {
-    let line = if rc < 0 { format!("PROBE {name} FAILED {}", errno_name(errno())) } else { format!("PROBE {name} ok") };
+    let line = if rc < 0 {
+        format!("PROBE {name} FAILED {}", errno_name(errno()))
+    } else {
+        format!("PROBE {name} ok")
+    };
     println!("{line}");
+}
+
+/// A raw system call with pointers to live memory or null/invalid values only.
+fn sys(nr: i64, args: [i64; 6]) -> i64 {
+    // SAFETY: callers pass only pointers to live, NUL-terminated strings or null/invalid values.
+    unsafe { libc::syscall(nr, args[0], args[1], args[2], args[3], args[4], args[5]) }
 }
 
 fn cstr(s: &str) -> CString {
@@ -53,7 +67,8 @@ fn open(path: &str, flags: i32) -> i64 {
 /// The value of `key=` inside the QEMU option that follows `flag` and contains `needle`.
 fn qemu_option_value(args: &[String], needle: &str, key: &str) -> Option<String> {
     args.iter().find(|a| a.contains(needle)).and_then(|a| {
-        a.split(',').find_map(|part| part.strip_prefix(key).map(str::to_string))
+        a.split(',')
+            .find_map(|part| part.strip_prefix(key).map(str::to_string))
     })
 }
 
@@ -64,15 +79,38 @@ fn main() {
     let image = qemu_option_value(&args, "id=vmspawn,", "file=").expect("image drive in argv");
     control("open-image-read-write", open(&image, libc::O_RDWR));
     let vars = qemu_option_value(&args, "ovmf-vars.fd", "file=").expect("vars drive in argv");
-    let runtime_dir = std::path::Path::new(&vars).parent().unwrap().to_str().unwrap().to_string();
-    control("create-file-in-runtime-dir", open(&format!("{runtime_dir}/probe-scratch"), libc::O_CREAT | libc::O_WRONLY));
-    let kernel_index = args.iter().position(|a| a == "-kernel").expect("-kernel in argv");
+    let runtime_dir = std::path::Path::new(&vars)
+        .parent()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    control(
+        "create-file-in-runtime-dir",
+        open(
+            &format!("{runtime_dir}/probe-scratch"),
+            libc::O_CREAT | libc::O_WRONLY,
+        ),
+    );
+    let kernel_index = args
+        .iter()
+        .position(|a| a == "-kernel")
+        .expect("-kernel in argv");
     control("read-kernel", open(&args[kernel_index + 1], libc::O_RDONLY));
     control("read-dev-urandom", open("/dev/urandom", libc::O_RDONLY));
 
     // Filesystem (Landlock).
-    report("read-home-canary", open(&env("PROBE_CANARY"), libc::O_RDONLY));
-    report("write-outside-runtime-dir", open(&format!("{}/escaped", env("PROBE_WRITE_DIR")), libc::O_CREAT | libc::O_WRONLY));
+    report(
+        "read-home-canary",
+        open(&env("PROBE_CANARY"), libc::O_RDONLY),
+    );
+    report(
+        "write-outside-runtime-dir",
+        open(
+            &format!("{}/escaped", env("PROBE_WRITE_DIR")),
+            libc::O_CREAT | libc::O_WRONLY,
+        ),
+    );
     report("read-etc-passwd", open("/etc/passwd", libc::O_RDONLY));
     report("open-dev-kvm", open("/dev/kvm", libc::O_RDWR));
     report("open-dev-net-tun", open("/dev/net/tun", libc::O_RDWR));
@@ -81,8 +119,13 @@ fn main() {
     // SAFETY: the child only calls execve and _exit.
     let pid = unsafe { libc::fork() };
     if pid == 0 {
-        let sh = cstr("/bin/sh");
-        let argv = [sh.as_ptr(), std::ptr::null()];
+        let (sh, dash_c, script) = (cstr("/bin/sh"), cstr("-c"), cstr("exit 0"));
+        let argv = [
+            sh.as_ptr(),
+            dash_c.as_ptr(),
+            script.as_ptr(),
+            std::ptr::null(),
+        ];
         // SAFETY: valid argv/envp arrays.
         unsafe {
             libc::execve(sh.as_ptr(), argv.as_ptr(), [std::ptr::null()].as_ptr());
@@ -118,9 +161,13 @@ fn main() {
     report("connect-host-abstract-socket", rc);
     let target: i32 = env("PROBE_SIGNAL_PID").parse().unwrap();
     // SAFETY: signal 0 only checks permission.
-    report("signal-process-outside-domain", unsafe { libc::kill(target, 0) } as i64);
+    report(
+        "signal-process-outside-domain",
+        unsafe { libc::kill(target, 0) } as i64,
+    );
     // SAFETY: as above.
-    report("signal-launcher", unsafe { libc::kill(libc::getppid(), 0) } as i64);
+    report("signal-launcher", unsafe { libc::kill(libc::getppid(), 0) }
+        as i64);
 
     // TCP (Landlock ABI 4).
     let tcp = |connect_port: Option<u16>, bind_port: Option<u16>| -> i64 {
@@ -133,7 +180,11 @@ fn main() {
             addr.sin_port = bind_port.or(connect_port).unwrap_or(0).to_be();
             let ptr = (&addr as *const libc::sockaddr_in).cast();
             let len = std::mem::size_of::<libc::sockaddr_in>() as u32;
-            let rc = if bind_port.is_some() { libc::bind(fd, ptr, len) } else { libc::connect(fd, ptr, len) };
+            let rc = if bind_port.is_some() {
+                libc::bind(fd, ptr, len)
+            } else {
+                libc::connect(fd, ptr, len)
+            };
             let saved = errno();
             libc::close(fd);
             *libc::__errno_location() = saved;
@@ -144,25 +195,75 @@ fn main() {
     let port: u16 = env("PROBE_TCP_PORT").parse().unwrap();
     report("connect-tcp-loopback", tcp(Some(port), None));
 
-    // System calls (seccomp deny-list).
-    // SAFETY (all below): the filter refuses these before any argument is used; if it did not,
-    // the arguments are harmless or invalid.
-    report("ptrace-launcher", unsafe { libc::ptrace(libc::PTRACE_ATTACH, libc::getppid(), 0, 0) });
-    report("process-vm-readv", unsafe { libc::syscall(libc::SYS_process_vm_readv, libc::getppid(), 0, 0, 0, 0, 0) });
-    report("load-kernel-module", unsafe { libc::syscall(libc::SYS_finit_module, -1, c"".as_ptr(), 0) });
-    report("mount-tmpfs", unsafe {
-        libc::mount(c"none".as_ptr(), c"/tmp".as_ptr(), c"tmpfs".as_ptr(), 0, std::ptr::null())
-    } as i64);
-    report("bpf", unsafe { libc::syscall(libc::SYS_bpf, 5 /* BPF_PROG_LOAD */, 0, 0) });
-    report("unshare-user-namespace", unsafe { libc::unshare(libc::CLONE_NEWUSER) } as i64);
-    report("keyctl", unsafe { libc::syscall(libc::SYS_keyctl, 0 /* KEYCTL_GET_KEYRING_ID */, -3, 0) });
-    report("perf-event-open", unsafe { libc::syscall(libc::SYS_perf_event_open, 0, 0, -1, -1, 0) });
-    report("userfaultfd", unsafe { libc::syscall(libc::SYS_userfaultfd, 0) });
-    report("kexec-load", unsafe { libc::syscall(libc::SYS_kexec_load, 0, 0, 0, 0) });
+    // System calls (seccomp deny-list). Arguments are null or invalid: if a call got through,
+    // it would fail on them rather than do anything.
+    let launcher = sys(libc::SYS_getppid, [0; 6]);
+    let attached = sys(
+        libc::SYS_ptrace,
+        [libc::PTRACE_ATTACH.into(), launcher, 0, 0, 0, 0],
+    );
+    report("ptrace-launcher", attached);
+    if attached == 0 {
+        // It worked (unconfined): let the launcher go again.
+        sys(libc::SYS_wait4, [launcher, 0, libc::__WALL.into(), 0, 0, 0]);
+        sys(
+            libc::SYS_ptrace,
+            [libc::PTRACE_DETACH.into(), launcher, 0, 0, 0, 0],
+        );
+    }
+    report(
+        "process-vm-readv",
+        sys(libc::SYS_process_vm_readv, [launcher, 0, 0, 0, 0, 0]),
+    );
+    report(
+        "load-kernel-module",
+        sys(
+            libc::SYS_finit_module,
+            [-1, c"".as_ptr() as i64, 0, 0, 0, 0],
+        ),
+    );
+    let (none, tmp, tmpfs) = (
+        c"none".as_ptr() as i64,
+        c"/tmp".as_ptr() as i64,
+        c"tmpfs".as_ptr() as i64,
+    );
+    report(
+        "mount-tmpfs",
+        sys(libc::SYS_mount, [none, tmp, tmpfs, 0, 0, 0]),
+    );
+    report(
+        "bpf",
+        sys(libc::SYS_bpf, [5 /* BPF_PROG_LOAD */, 0, 0, 0, 0, 0]),
+    );
+    report(
+        "unshare-user-namespace",
+        sys(
+            libc::SYS_unshare,
+            [libc::CLONE_NEWUSER.into(), 0, 0, 0, 0, 0],
+        ),
+    );
+    report(
+        "keyctl",
+        sys(
+            libc::SYS_keyctl,
+            [0 /* KEYCTL_GET_KEYRING_ID */, -3, 0, 0, 0, 0],
+        ),
+    );
+    report(
+        "perf-event-open",
+        sys(libc::SYS_perf_event_open, [0, 0, -1, -1, 0, 0]),
+    );
+    report("userfaultfd", sys(libc::SYS_userfaultfd, [0; 6]));
+    report("kexec-load", sys(libc::SYS_kexec_load, [0; 6]));
 
     // How we are confined, as the kernel reports it.
     // SAFETY: prctl queries.
-    let (nnp, seccomp) = unsafe { (libc::prctl(libc::PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0), libc::prctl(libc::PR_GET_SECCOMP, 0, 0, 0, 0)) };
+    let (nnp, seccomp) = unsafe {
+        (
+            libc::prctl(libc::PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0),
+            libc::prctl(libc::PR_GET_SECCOMP, 0, 0, 0, 0),
+        )
+    };
     println!("PROBE status no_new_privs={nnp} seccomp={seccomp}");
     println!("PROBE end");
     let _ = std::io::stdout().flush();

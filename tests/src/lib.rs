@@ -249,6 +249,17 @@ impl Finished {
     pub fn code(&self) -> Option<i32> {
         self.status.code()
     }
+
+    /// Fails the test, showing everything vmspawn printed, unless it exited with status 0.
+    pub fn assert_success(&self) {
+        assert_eq!(
+            self.code(),
+            Some(0),
+            "stderr:\n{}\nstdout:\n{}",
+            self.stderr,
+            self.stdout
+        );
+    }
 }
 
 /// The `VMTEST: ...` lines of guest output, without the prefix and trailing CR.

@@ -39,13 +39,7 @@ fn busybox_guest_sees_every_option_as_unprivileged_user() {
         .args(["test.mode=", "vmtest.extra=1", "quiet"]);
     let out = run(cmd, BOOT);
     let lines = out.vmtest();
-    assert_eq!(
-        out.code(),
-        Some(0),
-        "stderr:\n{}\nstdout:\n{}",
-        out.stderr,
-        out.stdout
-    );
+    out.assert_success();
     assert!(out.has("done"), "{lines:?}");
 
     assert_eq!(field(&lines, "nproc").as_deref(), Some("2"));
@@ -114,7 +108,7 @@ fn busybox_guest_sees_every_option_as_unprivileged_user() {
     cmd.args(busybox_boot(false))
         .args(["-q", "-i", "guest.raw", "-G", "10M", "test.mode="]);
     let out = run(cmd, BOOT);
-    assert_eq!(out.code(), Some(0), "{}", out.stderr);
+    out.assert_success();
     assert!(out.stderr.is_empty(), "--quiet run printed: {}", out.stderr);
     assert_eq!(std::fs::metadata(&disk).unwrap().len(), 100 << 20);
     work.assert_no_leftovers();
@@ -150,7 +144,7 @@ fn kvm_auto_falls_back_to_tcg_for_user_without_kvm_access() {
         ))
         .args(["-M", "guest", "--kvm=", "test.mode="]);
     let out = run(cmd, BOOT);
-    assert_eq!(out.code(), Some(0), "{}", out.stderr);
+    out.assert_success();
     assert!(
         out.stderr.contains(&format!(
             "Spawning VM guest on {}.",
@@ -194,7 +188,7 @@ fn qcow2_image_and_user_mode_network_as_root() {
             "test.mode=",
         ]);
     let out = run(cmd, BOOT);
-    assert_eq!(out.code(), Some(0), "{}", out.stderr);
+    out.assert_success();
     let lines = out.vmtest();
     // A qcow2 image reaches the guest with its virtual size (32 MiB), not the file size.
     assert!(
@@ -228,7 +222,7 @@ fn uefi_firmware_selection_explicit_descriptor() {
         .args(busybox_boot(false))
         .args(["-i", "guest.raw", "--firmware=./fw.json", "test.mode="]);
     let out = run(cmd, BOOT);
-    assert_eq!(out.code(), Some(0), "{}", out.stderr);
+    out.assert_success();
     let executing = out
         .stderr
         .lines()

@@ -73,13 +73,7 @@ fn run_probe(user: User, unconfined: bool) -> (Finished, Vec<String>) {
     let _ = target.kill();
     let _ = target.wait();
     drop(listener);
-    assert_eq!(
-        out.code(),
-        Some(0),
-        "stderr:\n{}\nstdout:\n{}",
-        out.stderr,
-        out.stdout
-    );
+    out.assert_success();
     let lines: Vec<String> = out
         .stdout
         .lines()
@@ -317,6 +311,6 @@ fn every_thread_of_launcher_and_qemu_is_confined_during_a_boot() {
     let exe = std::fs::read_link(format!("/proc/{}/exe", qemu[0])).unwrap();
     assert!(exe.starts_with(Path::new("/usr/bin")), "{}", exe.display());
     let out = vm.finish(BOOT);
-    assert_eq!(out.code(), Some(0), "{}", out.stderr);
+    out.assert_success();
     work.assert_no_leftovers();
 }

@@ -170,7 +170,7 @@ fn informational_commands() {
     let mut cmd = work.vmspawn();
     cmd.args(["--help", "--bogus-after-help"]);
     let out = run(cmd, Duration::from_secs(10));
-    assert_eq!(out.code(), Some(0), "{}", out.stderr);
+    out.assert_success();
     for option in [
         "--image",
         "--linux",

@@ -31,7 +31,7 @@ fn sigterm_powers_the_guest_off_gracefully() {
     vm.wait_for_line("waiting-for-powerbutton", BOOT);
     vm.signal(Signal::SIGTERM);
     let out = vm.finish(Duration::from_secs(60));
-    assert_eq!(out.code(), Some(0), "stderr:\n{}", out.stderr);
+    out.assert_success();
     assert!(out.has("powerbutton-pressed"), "{:?}", out.vmtest());
     assert!(
         out.stderr.contains("Asked the guest to power off"),
@@ -136,7 +136,7 @@ fn notifies_the_service_manager() {
     let mut cmd = busybox(&work, "", &["--notify-ready=no"]);
     cmd.env("NOTIFY_SOCKET", &socket_path);
     let out = run(cmd, BOOT);
-    assert_eq!(out.code(), Some(0), "{}", out.stderr);
+    out.assert_success();
     let mut buf = [0u8; 512];
     let n = socket.recv(&mut buf).unwrap();
     let first = String::from_utf8_lossy(&buf[..n]).into_owned();

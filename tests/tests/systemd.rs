@@ -8,13 +8,7 @@ use vmspawn_tests::*;
 const BOOT: Duration = Duration::from_secs(300);
 
 fn check(out: &Finished, credential: &str, word: &str) {
-    assert_eq!(
-        out.code(),
-        Some(0),
-        "stderr:\n{}\nstdout:\n{}",
-        out.stderr,
-        out.stdout
-    );
+    out.assert_success();
     let lines = out.vmtest();
     assert!(
         lines.contains(&format!("cred vmtest={credential}")),

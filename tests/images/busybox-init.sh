@@ -169,6 +169,22 @@ for mode in $modes; do
             fi
             # Only reached if QEMU has no isa-debug-exit device at port 0xf4.
             ;;
+        net=*)
+            # net=ADDRESS/PREFIX@PEER: configure eth0 and ping PEER until it answers (30 s).
+            spec=${mode#net=}
+            ip link set lo up
+            ip link set eth0 up
+            ip addr add "${spec%@*}" dev eth0
+            i=0
+            while ! ping -c 1 -W 1 "${spec#*@}" >/dev/null 2>&1; do
+                i=$((i + 1))
+                if [ "$i" -ge 30 ]; then
+                    say "net-failed ${spec#*@}"
+                    break
+                fi
+            done
+            [ "$i" -lt 30 ] && say "net-ok ${spec#*@}"
+            ;;
         panic)
             sync
             echo c >/proc/sysrq-trigger

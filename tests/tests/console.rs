@@ -93,3 +93,60 @@ fn read_only_console_ignores_input() {
     );
     work.assert_no_leftovers();
 }
+
+#[test]
+fn automatic_tint_follows_the_terminal_background() {
+    let work = Workdir::new("console-tint", User::Tester);
+    make_gpt_image(
+        &work.file("guest.raw"),
+        16,
+        "11111111-2222-4333-8444-555555555557",
+    );
+    work.chown_all();
+    let mut cmd = work.vmspawn();
+    cmd.env("TERM", "xterm")
+        .args(busybox_boot(false))
+        .args(["-i", "guest.raw", "test.mode="]);
+    let mut session = PtySession::start(cmd);
+    // vmspawn asks the terminal for its background colour (OSC 11); answer "black".
+    session.expect("\x1b]11;?\x1b\\", Duration::from_secs(10));
+    session.type_bytes(b"\x1b]11;rgb:0000/0000/0000\x1b\\");
+    session.expect("VMTEST: done", BOOT);
+    let status = session.finish(Duration::from_secs(30));
+    assert_eq!(status.code(), Some(0), "output:\n{}", session.output());
+    // Black turned into the green tint: value 20 %, saturation 75 %, hue 130°.
+    assert!(
+        session.output().contains("\x1b[48;2;13;51;19m"),
+        "no tint derived from the reply"
+    );
+    work.assert_no_leftovers();
+}
+
+#[test]
+fn native_console_gives_qemu_the_terminal() {
+    let work = Workdir::new("console-native", User::Tester);
+    make_gpt_image(
+        &work.file("guest.raw"),
+        16,
+        "11111111-2222-4333-8444-555555555558",
+    );
+    work.chown_all();
+    let mut cmd = work.vmspawn();
+    cmd.env("TERM", "xterm").args(busybox_boot(false)).args([
+        "-i",
+        "guest.raw",
+        "--console=native",
+        "test.mode=shell",
+    ]);
+    let mut session = PtySession::start(cmd);
+    session.expect("Press Ctrl-a x to kill VM.", BOOT);
+    session.expect("VMTEST: shell-ready", BOOT);
+    session.settle(Duration::from_millis(500));
+    session.type_bytes(b"echo $((6*7))-marker\r");
+    session.expect("42-marker", Duration::from_secs(30));
+    // QEMU's own escape: Ctrl-a x quits.
+    session.type_bytes(b"\x01x");
+    let status = session.finish(Duration::from_secs(20));
+    assert_eq!(status.code(), Some(0), "output:\n{}", session.output());
+    work.assert_no_leftovers();
+}

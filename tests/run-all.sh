@@ -28,11 +28,12 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 echo "== build"
-cargo build --release --locked -p vmspawn
+cargo build --release --locked -p vmspawn -p vmspawn-privhelper
 export VMSPAWN_BIN="$PWD/target/release/vmspawn"
+export VMSPAWN_PRIVHELPER_BIN="$PWD/target/release/vmspawn-privhelper"
 
-echo "== unit and golden tests"
-cargo test --locked -p vmspawn
+echo "== unit, golden and protocol tests"
+cargo test --locked -p vmspawn -p vmspawn-proto -p vmspawn-policy -p vmspawn-privhelper
 
 echo "== integration tests (real guests)"
 # One guest at a time: the machines have two cores and TCG guests are CPU-bound.

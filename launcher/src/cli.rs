@@ -906,12 +906,6 @@ fn reject_unimplemented(c: &Config) -> Result<()> {
             "Boot a disk image with --image= instead.",
         );
     }
-    if c.network == Network::Tap {
-        return unsupported(
-            "--network-tap (TAP networking)",
-            "Use --network-user-mode for outbound networking.",
-        );
-    }
     if c.vsock == Tristate::Yes {
         return unsupported(
             "--vsock=yes (VSOCK device)",
@@ -1185,7 +1179,10 @@ mod tests {
 
     #[test]
     fn network_order() {
-        assert!(error(&["-n", "--network-user-mode", "-n"]).contains("--network-tap"));
+        assert_eq!(
+            config(&["-n", "--network-user-mode", "-n"]).network,
+            Network::Tap
+        );
         assert_eq!(
             config(&["-n", "--network-user-mode"]).network,
             Network::UserMode
@@ -1254,8 +1251,7 @@ mod tests {
     #[test]
     fn unimplemented_features_fail_clearly() {
         for args in [
-            &["--network-tap"][..],
-            &["-D", "/"],
+            &["-D", "/"][..],
             &["--vsock=yes"],
             &["--tpm=yes"],
             &["--register=yes"],

@@ -10,8 +10,10 @@ use crate::config::Config;
 use crate::disk;
 use crate::error::{Error, Result};
 use crate::firmware;
+use crate::helper::{self, HelperClient};
+use crate::network;
 use crate::parse::Tristate;
-use crate::plan::{DriveInfo, HostFacts, ImageInfo};
+use crate::plan::{self, DriveInfo, HostFacts, ImageInfo, TapFacts};
 
 /// The environment discovery reads, passed in for testability.
 pub struct HostEnv<'a> {
@@ -152,7 +154,96 @@ fn check_readable(path: &Path, what: &str) -> Result<()> {
         .map_err(|e| Error::io(format!("Failed to open {what} '{}'", path.display()), e))
 }
 
-pub fn discover(config: &Config, env: &HostEnv) -> Result<HostFacts> {
+/// Descriptors obtained from the privileged helper, for QEMU.
+#[derive(Default)]
+pub struct Resources {
+    pub tap: Option<std::os::fd::OwnedFd>,
+    pub kvm: Option<std::os::fd::OwnedFd>,
+}
+
+/// Whether this process has CAP_NET_ADMIN in its effective set.
+fn has_net_admin() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:").map(|v| v.trim().to_string()))
+        })
+        .and_then(|hex| u64::from_str_radix(&hex, 16).ok())
+        .is_some_and(|caps| caps & (1 << 12/* CAP_NET_ADMIN */) != 0)
+}
+
+fn machine_id() -> Result<[u8; 16]> {
+    let text = std::fs::read_to_string("/etc/machine-id").map_err(|e| {
+        Error::io(
+            "Failed to read /etc/machine-id (needed for the TAP's MAC address)",
+            e,
+        )
+    })?;
+    crate::parse::parse_uuid(text.trim())
+        .ok_or_else(|| Error::new("/etc/machine-id is not a valid machine ID"))
+}
+
+fn helper_installed(env: &HostEnv) -> bool {
+    let socket = (env.var)("VMSPAWN_PRIVHELPER_SOCKET")
+        .map_or_else(|| PathBuf::from(helper::DEFAULT_SOCKET), PathBuf::from);
+    let binary = (env.var)("VMSPAWN_PRIVHELPER").map_or_else(
+        || PathBuf::from(helper::DEFAULT_SETUID_HELPER),
+        PathBuf::from,
+    );
+    socket.exists() || binary.exists()
+}
+
+/// Gets from the privileged helper what this user lacks: the TAP for `--network-tap` and, when
+/// KVM is wanted but /dev/kvm cannot be opened, an fd of it. Runs before any confinement.
+fn privileged_steps(config: &Config, env: &HostEnv, facts: &mut HostFacts) -> Result<Resources> {
+    let mut resources = Resources::default();
+    let mut client: Option<HelperClient> = None;
+    if config.network == crate::config::Network::Tap {
+        let machine = plan::machine_name(config, &facts.hostname)?;
+        if has_net_admin() {
+            facts.tap = Some(TapFacts::QemuCreates {
+                ifname: network::tap_ifname(&machine),
+                mac: network::tap_mac(&machine_id()?, &machine),
+            });
+        } else {
+            let helper = client.insert(HelperClient::connect(env.var, "--network-tap")?);
+            let (ifname, fd) = helper.create_tap(&machine)?;
+            facts.tap = Some(TapFacts::FromHelper { ifname });
+            resources.tap = Some(fd);
+        }
+    }
+    let want_kvm = match config.kvm {
+        Tristate::Yes => true,
+        Tristate::Auto => helper_installed(env),
+        Tristate::No => false,
+    };
+    if want_kvm && !facts.kvm_usable {
+        let helper = match client.as_mut() {
+            Some(helper) => Ok(helper),
+            None => HelperClient::connect(env.var, "--kvm=yes without access to /dev/kvm")
+                .map(|c| client.insert(c)),
+        };
+        match helper.and_then(HelperClient::open_kvm) {
+            Ok(fd) => {
+                resources.kvm = Some(fd);
+                facts.kvm_fd_from_helper = true;
+            }
+            // Auto falls back to software emulation; an explicit --kvm=yes must not.
+            Err(e) if config.kvm == Tristate::Yes => return Err(e),
+            Err(_) => {}
+        }
+    }
+    Ok(resources)
+}
+
+pub fn discover(config: &Config, env: &HostEnv) -> Result<(HostFacts, Resources)> {
+    let mut facts = discover_facts(config, env)?;
+    let resources = privileged_steps(config, env, &mut facts)?;
+    Ok((facts, resources))
+}
+
+fn discover_facts(config: &Config, env: &HostEnv) -> Result<HostFacts> {
     let arch = qemu_arch()?;
     let path_var = (env.var)("PATH");
 
@@ -213,7 +304,9 @@ pub fn discover(config: &Config, env: &HostEnv) -> Result<HostFacts> {
         qemu_arch: arch.to_string(),
         qemu_binary,
         firmware,
-        kvm_usable: config.kvm == Tristate::Auto && kvm_usable(),
+        kvm_usable: config.kvm != Tristate::No && kvm_usable(),
+        kvm_fd_from_helper: false,
+        tap: None,
         image: Some(ImageInfo {
             format: facts.format,
             is_block_device: facts.is_block_device,

@@ -42,7 +42,7 @@ fn launch(mut config: Config) -> Result<i32> {
         is_root: nix::unistd::geteuid().is_root(),
     };
     host::resolve_image(&mut config, &env)?;
-    let facts = host::discover(&config, &env)?;
+    let (facts, resources) = host::discover(&config, &env)?;
     let plan = plan::plan(&config, &facts)?;
     if debug_enabled() {
         eprintln!(
@@ -57,6 +57,7 @@ fn launch(mut config: Config) -> Result<i32> {
             shutdown_timeout: shutdown_timeout()?,
             debug: debug_enabled(),
         },
+        resources,
     )
 }
 

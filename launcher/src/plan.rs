@@ -17,6 +17,19 @@ use crate::sandbox::SandboxRules;
 
 /// The QMP control socket is handed to QEMU as this fd number.
 pub const QMP_FD: i32 = 3;
+/// A TAP fd from the privileged helper is handed to QEMU as this fd number.
+pub const TAP_FD: i32 = 4;
+/// A /dev/kvm fd from the privileged helper is handed to QEMU as this fd number.
+pub const KVM_FD: i32 = 5;
+
+/// How the VM gets its TAP device (`--network-tap`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TapFacts {
+    /// The launcher has CAP_NET_ADMIN: QEMU creates the TAP itself, named and addressed as 259 does.
+    QemuCreates { ifname: String, mac: [u8; 6] },
+    /// The privileged helper created `ifname`; its fd is passed to QEMU as TAP_FD.
+    FromHelper { ifname: String },
+}
 
 /// What the host looks like, as far as planning is concerned. Gathered by `host::discover`.
 #[derive(Clone, Debug)]
@@ -27,6 +40,10 @@ pub struct HostFacts {
     pub firmware: Firmware,
     /// /dev/kvm can be opened read-write by this process.
     pub kvm_usable: bool,
+    /// The privileged helper gave us an fd of /dev/kvm (passed to QEMU as KVM_FD).
+    pub kvm_fd_from_helper: bool,
+    /// Set for `--network-tap`.
+    pub tap: Option<TapFacts>,
     pub image: Option<ImageInfo>,
     /// One entry per `--extra-drive`, in order.
     pub extra_drives: Vec<DriveInfo>,
@@ -221,6 +238,10 @@ fn confinement(config: &Config, host: &HostFacts, use_kvm: bool, gui: bool) -> C
     if use_kvm {
         q.devices.push(PathBuf::from("/dev/kvm"));
     }
+    // With CAP_NET_ADMIN, QEMU creates the TAP itself.
+    if matches!(host.tap, Some(TapFacts::QemuCreates { .. })) {
+        q.devices.push(PathBuf::from("/dev/net/tun"));
+    }
 
     let warnings = mentioned_paths(&config.qemu_extra)
         .into_iter()
@@ -368,20 +389,48 @@ pub fn plan(config: &Config, host: &HostFacts) -> Result<Plan> {
             }
             args.extend([os("-nic"), os(nic)]);
         }
-        Network::Tap => {
-            return Err(Error::new(
-                "internal error: --network-tap reached the planner",
-            ));
-        }
+        Network::Tap => match &host.tap {
+            Some(TapFacts::QemuCreates { ifname, mac }) => {
+                let mac = config.network_mac.unwrap_or(*mac);
+                args.extend([
+                    os("-nic"),
+                    os(format!(
+                        "tap,ifname={ifname},script=no,downscript=no,model=virtio-net-pci,mac={}",
+                        parse::format_mac(&mac)
+                    )),
+                ]);
+            }
+            Some(TapFacts::FromHelper { .. }) => {
+                let mut nic = format!("tap,fd={TAP_FD},model=virtio-net-pci");
+                if let Some(mac) = &config.network_mac {
+                    nic.push_str(&format!(",mac={}", parse::format_mac(mac)));
+                }
+                args.extend([os("-nic"), os(nic)]);
+            }
+            None => {
+                return Err(Error::new(
+                    "internal error: TAP facts missing for --network-tap",
+                ));
+            }
+        },
     }
 
     // Accelerator.
     let use_kvm = match config.kvm {
         Tristate::Yes => true,
         Tristate::No => false,
-        Tristate::Auto => host.kvm_usable,
+        Tristate::Auto => host.kvm_usable || host.kvm_fd_from_helper,
     };
-    args.extend([os("-accel"), os(if use_kvm { "kvm" } else { "tcg" })]);
+    if use_kvm && host.kvm_fd_from_helper {
+        args.extend([
+            os("--add-fd"),
+            os(format!("fd={KVM_FD},set=1,opaque=/dev/kvm")),
+            os("-accel"),
+            os("kvm,device=/dev/fdset/1"),
+        ]);
+    } else {
+        args.extend([os("-accel"), os(if use_kvm { "kvm" } else { "tcg" })]);
+    }
     if !config.unconfined {
         args.extend([os("-sandbox"), os(QEMU_SANDBOX)]);
     }
@@ -667,8 +716,16 @@ pub fn plan(config: &Config, host: &HostFacts) -> Result<Plan> {
         }
     }
 
-    let confinement = (!config.unconfined)
-        .then(|| confinement(config, host, use_kvm, config.console == ConsoleMode::Gui));
+    // With an fd from the helper QEMU needs no path rule for /dev/kvm.
+    let kvm_by_path = use_kvm && !host.kvm_fd_from_helper;
+    let confinement = (!config.unconfined).then(|| {
+        confinement(
+            config,
+            host,
+            kvm_by_path,
+            config.console == ConsoleMode::Gui,
+        )
+    });
 
     Ok(Plan {
         machine,

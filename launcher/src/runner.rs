@@ -21,8 +21,9 @@ use nix::unistd::Pid;
 use crate::config::Background;
 use crate::console::{self, EscapeDetector, RawMode, Tinter};
 use crate::error::{Error, Result};
+use crate::host::Resources;
 use crate::notify::notify;
-use crate::plan::{ConsolePlan, GrowImage, Plan, QMP_FD};
+use crate::plan::{ConsolePlan, GrowImage, KVM_FD, Plan, QMP_FD, TAP_FD};
 use crate::qmp::Qmp;
 use crate::sandbox;
 
@@ -377,6 +378,7 @@ fn spawn_qemu(
     stdio: Option<&OwnedFd>,
     qmp_child: OwnedFd,
     jail: Option<QemuJail>,
+    resources: Resources,
 ) -> Result<Child> {
     let mut cmd = Command::new(&plan.qemu_binary);
     cmd.args(&plan.qemu_args);
@@ -395,6 +397,25 @@ fn spawn_qemu(
     // a Ctrl-C on the terminal reaches vmspawn, which turns it into a graceful power-off.
     let own_process_group = !matches!(plan.console, ConsolePlan::Native);
     let qmp_fd = qmp_child.as_raw_fd();
+    // Helper fds go to fixed numbers in QEMU; park them high first, so no dup2 below overwrites
+    // a source it still needs.
+    let park = |fd: OwnedFd| -> Result<OwnedFd> {
+        nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(100))
+            // SAFETY: F_DUPFD_CLOEXEC returned a new fd that nothing else owns.
+            .map(|raw| unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) })
+            .map_err(|e| Error::io("Failed to prepare an fd for QEMU", e))
+    };
+    let mut passed: Vec<(OwnedFd, i32)> = Vec::new();
+    if let Some(fd) = resources.tap {
+        passed.push((park(fd)?, TAP_FD));
+    }
+    if let Some(fd) = resources.kvm {
+        passed.push((park(fd)?, KVM_FD));
+    }
+    let passed_raw: Vec<(i32, i32)> = passed
+        .iter()
+        .map(|(fd, target)| (fd.as_raw_fd(), *target))
+        .collect();
     let ruleset_fd = jail
         .as_ref()
         .and_then(|j| j.ruleset.as_ref().map(AsRawFd::as_raw_fd));
@@ -417,6 +438,11 @@ fn spawn_qemu(
             } else if libc::dup2(qmp_fd, QMP_FD) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
+            for &(source, target) in &passed_raw {
+                if libc::dup2(source, target) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
             // Confinement last, so nothing above needs to be allowed by it.
             if let Some(filter) = &filter {
                 sandbox::enter_domain_in_child(ruleset_fd)?;
@@ -433,6 +459,7 @@ fn spawn_qemu(
     })?;
     drop(qmp_child);
     drop(jail);
+    drop(passed);
     Ok(child)
 }
 
@@ -443,7 +470,7 @@ fn signal_name(signal: i32) -> String {
 }
 
 /// Carries out the plan; returns the process exit status.
-pub fn run(plan: &Plan, env: &RunEnv) -> Result<i32> {
+pub fn run(plan: &Plan, env: &RunEnv, resources: Resources) -> Result<i32> {
     // Signals become events on a signalfd, blocked before any child exists.
     let mut mask = SigSet::empty();
     for s in [
@@ -534,7 +561,14 @@ pub fn run(plan: &Plan, env: &RunEnv) -> Result<i32> {
         Some((q, l)) => (Some(q), Some(l)),
         None => (None, None),
     };
-    let child = spawn_qemu(plan, env, pty_slave.as_ref(), qmp_child, qemu_jail)?;
+    let child = spawn_qemu(
+        plan,
+        env,
+        pty_slave.as_ref(),
+        qmp_child,
+        qemu_jail,
+        resources,
+    )?;
     drop(pty_slave);
     let qmp = Qmp::new(qmp_parent).ok();
     let notify_socket = (env.var)("NOTIFY_SOCKET");

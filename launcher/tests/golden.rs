@@ -35,6 +35,19 @@ fn host_facts(switches: &[&str], extra_drives: &[PathBuf]) -> HostFacts {
             secure_boot,
         },
         kvm_usable: has("kvm"),
+        kvm_fd_from_helper: has("kvm-from-helper"),
+        tap: if has("tap-from-helper") {
+            Some(plan::TapFacts::FromHelper {
+                ifname: "vt-0123abcd".into(),
+            })
+        } else if has("tap-by-qemu") {
+            Some(plan::TapFacts::QemuCreates {
+                ifname: "vt-d".into(),
+                mac: [0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc],
+            })
+        } else {
+            None
+        },
         image: Some(ImageInfo {
             format: if has("qcow2") {
                 ImageFormat::Qcow2

@@ -436,6 +436,26 @@ pub fn process_exists(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
 
+/// Waits until `pid` has exited (gone, or a zombie nobody reaped yet); false on timeout.
+pub fn wait_process_exit(pid: u32, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat
+            .rsplit(')')
+            .next()
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or("");
+        if stat.is_empty() || state == "Z" || state == "X" {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// vmspawn on a real pseudo-terminal: stdin, stdout and stderr are the pty's slave side and it
 /// is the session's controlling terminal, as in an interactive shell.
 pub struct PtySession {
@@ -617,5 +637,182 @@ impl PtySession {
     /// The master side, e.g. to inspect the terminal settings vmspawn left behind.
     pub fn master(&self) -> std::os::fd::BorrowedFd<'_> {
         std::os::fd::AsFd::as_fd(&self.master)
+    }
+}
+
+/// A network namespace for one test; deleted on drop.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(tag: &str) -> Netns {
+        let name = format!("vmsp-{}-{tag}", std::process::id());
+        let _ = Command::new("ip")
+            .args(["netns", "del", &name])
+            .stderr(Stdio::null())
+            .status();
+        let ok = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .expect("run ip")
+            .success();
+        assert!(ok, "ip netns add {name} failed");
+        let netns = Netns { name };
+        netns.ip(&["link", "set", "lo", "up"]);
+        netns
+    }
+
+    /// Runs `ip -n <netns> ARGS` and returns its stdout.
+    pub fn ip(&self, args: &[&str]) -> String {
+        let out = Command::new("ip")
+            .arg("-n")
+            .arg(&self.name)
+            .args(args)
+            .output()
+            .expect("run ip");
+        assert!(
+            out.status.success(),
+            "ip -n {} {args:?}: {}",
+            self.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The vmspawn TAP devices (`vt-*`) in the namespace.
+    pub fn taps(&self) -> Vec<String> {
+        self.ip(&["-o", "link", "show"])
+            .lines()
+            .filter_map(|l| {
+                l.split(':')
+                    .nth(1)
+                    .map(|n| n.trim().split('@').next().unwrap_or("").to_string())
+            })
+            .filter(|n| n.starts_with("vt-"))
+            .collect()
+    }
+
+    /// Waits until a TAP shows up and returns its name.
+    pub fn wait_for_tap(&self, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(tap) = self.taps().into_iter().next() {
+                return tap;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("no TAP device appeared in {} within {timeout:?}", self.name);
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// The vmspawn-privhelper binary that was built with the tests.
+pub fn privhelper_bin() -> PathBuf {
+    std::env::var_os("VMSPAWN_PRIVHELPER_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let release = workspace_root().join("target/release/vmspawn-privhelper");
+            if release.exists() {
+                release
+            } else {
+                workspace_root().join("target/debug/vmspawn-privhelper")
+            }
+        })
+}
+
+/// The helper running as a service (root, `--listen`) inside a network namespace, with its
+/// own policy file, in a root-owned directory; stopped and removed on drop.
+pub struct HelperService {
+    pub child: Child,
+    pub dir: PathBuf,
+    pub socket: PathBuf,
+}
+
+impl HelperService {
+    pub fn start(netns: &Netns, tag: &str, policy: &str) -> HelperService {
+        let dir = PathBuf::from(format!("/run/vmspawn-it-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let policy_path = dir.join("policy.toml");
+        std::fs::write(&policy_path, policy).unwrap();
+        std::fs::set_permissions(&policy_path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let socket = dir.join("privhelper.socket");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &netns.name])
+            .arg(privhelper_bin())
+            .arg("--listen")
+            .arg(&socket)
+            .arg("--policy")
+            .arg(&policy_path)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start vmspawn-privhelper");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !socket.exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(
+            socket.exists(),
+            "the helper did not create {}",
+            socket.display()
+        );
+        HelperService { child, dir, socket }
+    }
+
+    /// `Name: value` lines of /proc/<helper>/status.
+    pub fn status(&self, field: &str) -> String {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field).map(|v| v.trim().to_string()))
+            .unwrap_or_default()
+    }
+
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
+            .unwrap()
+            .count()
+    }
+}
+
+impl Drop for HelperService {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Workdir {
+    /// vmspawn as the test user inside a network namespace (via `ip netns exec` and setpriv).
+    pub fn vmspawn_in_netns(&self, netns: &Netns) -> Command {
+        assert_eq!(self.user, User::Tester);
+        let (uid, gid) = tester_ids();
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &netns.name, "setpriv"])
+            .arg(format!("--reuid={uid}"))
+            .arg(format!("--regid={gid}"))
+            .args(["--clear-groups", "--"])
+            .arg(vmspawn_bin())
+            .env_clear()
+            .env(
+                "PATH",
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            )
+            .env("HOME", self.path.join("home"))
+            .env("TMPDIR", self.tmp())
+            .env("LANG", "C.UTF-8")
+            .current_dir(&self.path)
+            .stdin(Stdio::null());
+        cmd
     }
 }

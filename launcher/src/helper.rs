@@ -1,0 +1,193 @@
+//! The client side of vmspawn-privhelper: privileges a regular user lacks (a TAP device, an
+//! fd of /dev/kvm) come from the helper, before the launcher confines itself. The service
+//! socket is tried first, then the setuid binary.
+
+use std::ffi::OsString;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, UnixAddr};
+use vmspawn_proto::{PROTOCOL_VERSION, Request, Response, wire};
+
+use crate::error::{Error, Result};
+
+pub const DEFAULT_SOCKET: &str = "/run/vmspawn/privhelper.socket";
+pub const DEFAULT_SETUID_HELPER: &str = "/usr/libexec/vmspawn/vmspawn-privhelper";
+
+/// The fd number the setuid helper gets its end of the socketpair on.
+const SETUID_SERVE_FD: i32 = 3;
+
+pub struct HelperClient {
+    sock: OwnedFd,
+    child: Option<Child>,
+    via: String,
+}
+
+fn install_hint(socket: &Path, binary: &Path) -> String {
+    format!(
+        "no helper service listens on {} and there is no setuid helper at {}. Ask an administrator \
+         to install vmspawn-privhelper (see the README, \"Installing the privileged helper\")",
+        socket.display(),
+        binary.display()
+    )
+}
+
+impl HelperClient {
+    /// Connects to the helper service, or starts the setuid helper; `why` names the feature
+    /// that needs it, for error messages.
+    pub fn connect(var: &dyn Fn(&str) -> Option<OsString>, why: &str) -> Result<Self> {
+        let socket_path = var("VMSPAWN_PRIVHELPER_SOCKET")
+            .filter(|v| !v.is_empty())
+            .map_or_else(|| PathBuf::from(DEFAULT_SOCKET), PathBuf::from);
+        let binary = var("VMSPAWN_PRIVHELPER")
+            .filter(|v| !v.is_empty())
+            .map_or_else(|| PathBuf::from(DEFAULT_SETUID_HELPER), PathBuf::from);
+        let mut client = if socket_path.exists() {
+            let sock = socket::socket(
+                AddressFamily::Unix,
+                SockType::SeqPacket,
+                SockFlag::SOCK_CLOEXEC,
+                None,
+            )
+            .map_err(|e| Error::io("Failed to create a socket for the privileged helper", e))?;
+            let address = UnixAddr::new(&socket_path).map_err(|e| {
+                Error::io(
+                    format!("Invalid helper socket path {}", socket_path.display()),
+                    e,
+                )
+            })?;
+            socket::connect(sock.as_raw_fd(), &address).map_err(|e| {
+                Error::new(format!(
+                    "{why} needs the privileged helper, but connecting to {} failed: {e}. Is the vmspawn-privhelper \
+                     service running?",
+                    socket_path.display()
+                ))
+            })?;
+            HelperClient {
+                sock,
+                child: None,
+                via: format!("the helper service at {}", socket_path.display()),
+            }
+        } else if std::fs::metadata(&binary)
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o4000 != 0)
+        {
+            let (ours, theirs) = socket::socketpair(
+                AddressFamily::Unix,
+                SockType::SeqPacket,
+                None,
+                SockFlag::SOCK_CLOEXEC,
+            )
+            .map_err(|e| {
+                Error::io(
+                    "Failed to create a socket pair for the privileged helper",
+                    e,
+                )
+            })?;
+            let theirs_fd = theirs.as_raw_fd();
+            let mut cmd = Command::new(&binary);
+            cmd.arg("--serve-fd")
+                .arg(SETUID_SERVE_FD.to_string())
+                .env_clear()
+                .stdin(Stdio::null());
+            // SAFETY: runs in the forked child before exec; dup2 and fcntl are async-signal-safe.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if theirs_fd == SETUID_SERVE_FD {
+                        let flags = libc::fcntl(theirs_fd, libc::F_GETFD);
+                        libc::fcntl(theirs_fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
+                    } else if libc::dup2(theirs_fd, SETUID_SERVE_FD) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+            let child = cmd.spawn().map_err(|e| {
+                Error::io(
+                    format!("Failed to start the setuid helper {}", binary.display()),
+                    e,
+                )
+            })?;
+            drop(theirs);
+            HelperClient {
+                sock: ours,
+                child: Some(child),
+                via: format!("the setuid helper {}", binary.display()),
+            }
+        } else {
+            return Err(Error::new(format!(
+                "{why} needs the privileged helper, but {}.",
+                install_hint(&socket_path, &binary)
+            )));
+        };
+        match client.call(&Request::Hello {
+            version: PROTOCOL_VERSION,
+        })? {
+            (Response::Hello { .. }, _) => Ok(client),
+            (other, _) => Err(client.refusal("say hello", other)),
+        }
+    }
+
+    fn call(&mut self, request: &Request) -> Result<(Response, Vec<OwnedFd>)> {
+        wire::send_message(self.sock.as_fd(), request, &[])
+            .map_err(|e| Error::new(format!("Failed to send a request to {}: {e}", self.via)))?;
+        wire::recv_message::<Response>(self.sock.as_fd())
+            .map_err(|e| Error::new(format!("Failed to read the answer of {}: {e}", self.via)))
+    }
+
+    fn refusal(&self, what: &str, response: Response) -> Error {
+        match response {
+            Response::Error(e) => Error::new(format!(
+                "The privileged helper refused to {what}: {}",
+                e.message
+            )),
+            other => Error::new(format!(
+                "Unexpected answer from {} to the request to {what}: {other:?}",
+                self.via
+            )),
+        }
+    }
+
+    fn one_fd(&self, what: &str, mut fds: Vec<OwnedFd>) -> Result<OwnedFd> {
+        match (fds.pop(), fds.is_empty()) {
+            (Some(fd), true) => Ok(fd),
+            _ => Err(Error::new(format!(
+                "{} answered the request to {what} without exactly one fd",
+                self.via
+            ))),
+        }
+    }
+
+    /// A TAP device for `machine`, owned by us; returns its name and fd.
+    pub fn create_tap(&mut self, machine: &str) -> Result<(String, OwnedFd)> {
+        let what = "create a TAP device";
+        match self.call(&Request::CreateTap {
+            machine: machine.to_string(),
+            bridge: None,
+        })? {
+            (Response::Tap { ifname }, fds) => Ok((ifname, self.one_fd(what, fds)?)),
+            (other, _) => Err(self.refusal(what, other)),
+        }
+    }
+
+    /// An fd of /dev/kvm.
+    pub fn open_kvm(&mut self) -> Result<OwnedFd> {
+        let what = "open /dev/kvm";
+        match self.call(&Request::OpenKvm)? {
+            (Response::Device, fds) => self.one_fd(what, fds),
+            (other, _) => Err(self.refusal(what, other)),
+        }
+    }
+}
+
+impl Drop for HelperClient {
+    fn drop(&mut self) {
+        // Closing our end ends the setuid helper; reap it.
+        let _ = socket::shutdown(self.sock.as_raw_fd(), socket::Shutdown::Both);
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.wait();
+        }
+    }
+}

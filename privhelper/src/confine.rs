@@ -1,0 +1,172 @@
+//! The helper confines itself once it is set up: a Landlock domain with only the device nodes
+//! it opens, the policy and user databases it reads and sysfs (for quotas); and a seccomp
+//! allow-list (default: kill) without execve, with ioctl limited to the TUN and interface
+//! requests it makes.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use landlock::{
+    ABI, Access, AccessFs, AccessNet, Ruleset, RulesetAttr, RulesetCreatedAttr, Scope,
+    path_beneath_rules,
+};
+use seccompiler::{
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+    SeccompRule,
+};
+
+fn landlock(policy: &Path) -> Result<(), String> {
+    let fail = |e: &dyn std::fmt::Display| format!("failed to set up Landlock: {e}");
+    let read = AccessFs::ReadFile | AccessFs::ReadDir;
+    let devices = AccessFs::ReadFile | AccessFs::WriteFile | AccessFs::IoctlDev;
+    let mut readable = vec![
+        "/etc/passwd",
+        "/etc/group",
+        "/etc/nsswitch.conf",
+        "/sys/class/net",
+        "/sys/devices/virtual/net",
+    ]
+    .into_iter()
+    .map(Path::new)
+    .filter(|p| p.exists())
+    .map(Path::to_path_buf)
+    .collect::<Vec<_>>();
+    readable.push(policy.parent().unwrap_or(policy).to_path_buf());
+    readable.retain(|p| p.exists());
+    let device_paths: Vec<_> = ["/dev/net/tun", "/dev/kvm", "/dev/vhost-vsock"]
+        .into_iter()
+        .filter(|p| Path::new(p).exists())
+        .collect();
+    Ruleset::default()
+        .handle_access(AccessFs::from_all(ABI::V6))
+        .and_then(|r| r.handle_access(AccessNet::BindTcp | AccessNet::ConnectTcp))
+        .and_then(|r| r.scope(Scope::AbstractUnixSocket | Scope::Signal))
+        .and_then(|r| r.create())
+        .and_then(|r| r.add_rules(path_beneath_rules(&readable, read)))
+        .and_then(|r| r.add_rules(path_beneath_rules(&device_paths, devices)))
+        .and_then(|r| r.restrict_self())
+        .map_err(|e| fail(&e))?;
+    Ok(())
+}
+
+fn rule(conditions: Vec<SeccompCondition>) -> SeccompRule {
+    SeccompRule::new(conditions).expect("non-empty seccomp rule")
+}
+
+fn arg_is(arg: u8, value: u64) -> SeccompCondition {
+    SeccompCondition::new(arg, SeccompCmpArgLen::Qword, SeccompCmpOp::Eq, value)
+        .expect("valid condition")
+}
+
+/// The system calls the helper makes after set-up; anything else kills it.
+pub fn allowed_syscalls() -> Vec<(&'static str, i64, Vec<SeccompRule>)> {
+    let any = Vec::new;
+    let one_of = |arg: u8, values: &[u64]| {
+        values
+            .iter()
+            .map(|&v| rule(vec![arg_is(arg, v)]))
+            .collect::<Vec<_>>()
+    };
+    let no_exec = || {
+        vec![rule(vec![
+            SeccompCondition::new(
+                2,
+                SeccompCmpArgLen::Qword,
+                SeccompCmpOp::MaskedEq(libc::PROT_EXEC as u64),
+                0,
+            )
+            .expect("valid condition"),
+        ])]
+    };
+    let mut list = vec![
+        ("read", libc::SYS_read, any()),
+        ("write", libc::SYS_write, any()),
+        ("recvmsg", libc::SYS_recvmsg, any()),
+        ("sendmsg", libc::SYS_sendmsg, any()),
+        ("accept4", libc::SYS_accept4, any()),
+        ("ppoll", libc::SYS_ppoll, any()),
+        ("close", libc::SYS_close, any()),
+        ("openat", libc::SYS_openat, any()),
+        ("newfstatat", libc::SYS_newfstatat, any()),
+        ("fstat", libc::SYS_fstat, any()),
+        ("statx", libc::SYS_statx, any()),
+        ("lseek", libc::SYS_lseek, any()),
+        ("getdents64", libc::SYS_getdents64, any()),
+        ("readlinkat", libc::SYS_readlinkat, any()),
+        ("fcntl", libc::SYS_fcntl, any()),
+        ("getsockopt", libc::SYS_getsockopt, any()),
+        // The control socket for interface ioctls, and NSS's local sockets.
+        (
+            "socket",
+            libc::SYS_socket,
+            one_of(0, &[libc::AF_INET as u64, libc::AF_UNIX as u64]),
+        ),
+        ("connect", libc::SYS_connect, any()),
+        (
+            "ioctl",
+            libc::SYS_ioctl,
+            one_of(
+                1,
+                &[
+                    libc::TUNSETIFF,
+                    libc::TUNSETOWNER,
+                    libc::TUNSETGROUP,
+                    libc::SIOCGIFINDEX,
+                    libc::SIOCGIFFLAGS,
+                    libc::SIOCSIFFLAGS,
+                    crate::sys::SIOCBRADDIF,
+                ],
+            ),
+        ),
+        // Raising and dropping CAP_NET_ADMIN around the TAP step.
+        ("capget", libc::SYS_capget, any()),
+        ("capset", libc::SYS_capset, any()),
+        ("brk", libc::SYS_brk, any()),
+        ("mmap", libc::SYS_mmap, no_exec()),
+        ("mprotect", libc::SYS_mprotect, no_exec()),
+        ("munmap", libc::SYS_munmap, any()),
+        ("mremap", libc::SYS_mremap, any()),
+        ("madvise", libc::SYS_madvise, any()),
+        ("futex", libc::SYS_futex, any()),
+        ("getrandom", libc::SYS_getrandom, any()),
+        ("clock_gettime", libc::SYS_clock_gettime, any()),
+        ("rt_sigreturn", libc::SYS_rt_sigreturn, any()),
+        // glibc's group lookups block signals around their locks.
+        ("rt_sigprocmask", libc::SYS_rt_sigprocmask, any()),
+        ("sigaltstack", libc::SYS_sigaltstack, any()),
+        ("getpid", libc::SYS_getpid, any()),
+        ("exit", libc::SYS_exit, any()),
+        ("exit_group", libc::SYS_exit_group, any()),
+    ];
+    #[cfg(target_arch = "x86_64")]
+    list.push(("poll", libc::SYS_poll, any()));
+    list
+}
+
+#[cfg(target_arch = "x86_64")]
+const ARCH: seccompiler::TargetArch = seccompiler::TargetArch::x86_64;
+#[cfg(target_arch = "aarch64")]
+const ARCH: seccompiler::TargetArch = seccompiler::TargetArch::aarch64;
+
+pub fn filter() -> Result<BpfProgram, String> {
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
+    for (_, nr, arg_rules) in allowed_syscalls() {
+        rules.entry(nr).or_default().extend(arg_rules);
+    }
+    let filter = SeccompFilter::new(
+        rules,
+        SeccompAction::KillProcess,
+        SeccompAction::Allow,
+        ARCH,
+    )
+    .map_err(|e| format!("failed to build the seccomp filter: {e}"))?;
+    BpfProgram::try_from(filter).map_err(|e| format!("failed to compile the seccomp filter: {e}"))
+}
+
+/// Landlock, then seccomp. The helper has a single thread, so both cover all of it.
+pub fn confine(policy: &Path) -> Result<(), String> {
+    landlock(policy)?;
+    let program = filter()?;
+    seccompiler::apply_filter(&program)
+        .map_err(|e| format!("failed to install the seccomp filter: {e}"))
+}

@@ -1,0 +1,305 @@
+//! One request handler for both modes: validate, check policy, do the one privileged step,
+//! answer. The caller's identity comes from the kernel (the socket), never from the message.
+
+use std::fs::OpenOptions;
+use std::hash::{Hash, Hasher};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use vmspawn_policy::{Caller, Operation, Policy};
+use vmspawn_proto::{ErrorKind, PROTOCOL_VERSION, ProtoError, Request, Response};
+
+use crate::privileges;
+use crate::sys;
+
+/// Who is asking, as the kernel told us.
+#[derive(Clone, Debug)]
+pub struct Peer {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+pub struct Handler {
+    pub policy_path: PathBuf,
+    /// In setuid mode the one caller, resolved before the helper confined itself.
+    pub fixed_caller: Option<Caller>,
+    /// In setuid mode /dev/net/tun, opened while the helper was still root (the device may be
+    /// root-only, and the helper keeps no CAP_DAC_OVERRIDE). Good for one TAP.
+    pub preopened_tun: std::cell::RefCell<Option<std::fs::File>>,
+    /// Where interfaces are listed (sysfs), for quotas.
+    pub net_class: PathBuf,
+}
+
+fn error(kind: ErrorKind, message: impl Into<String>) -> Response {
+    Response::Error(ProtoError {
+        kind,
+        message: message.into(),
+    })
+}
+
+/// The TAP name for a user's machine: `vt-` and 8 hex digits of a hash of both. Users cannot
+/// choose it, and it never names an interface the helper did not create (IFF_TUN_EXCL).
+pub fn tap_name(uid: u32, machine: &str) -> String {
+    // DefaultHasher::new() is SipHash with fixed keys: stable for a given uid and machine.
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    uid.hash(&mut hasher);
+    machine.hash(&mut hasher);
+    format!("vt-{:08x}", hasher.finish() as u32)
+}
+
+/// Resolves the caller's user and group names (for the policy) from the kernel-given uid.
+pub fn resolve_caller(peer: &Peer) -> Result<Caller, Response> {
+    let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(peer.uid))
+        .ok()
+        .flatten()
+        .ok_or_else(|| {
+            error(
+                ErrorKind::Denied,
+                format!("uid {} has no user name; the policy names users", peer.uid),
+            )
+        })?;
+    let name = std::ffi::CString::new(user.name.clone())
+        .map_err(|_| error(ErrorKind::Denied, "user name contains NUL"))?;
+    let gids =
+        nix::unistd::getgrouplist(&name, nix::unistd::Gid::from_raw(peer.gid)).unwrap_or_default();
+    let groups = gids
+        .into_iter()
+        .filter_map(|g| {
+            nix::unistd::Group::from_gid(g)
+                .ok()
+                .flatten()
+                .map(|g| g.name)
+        })
+        .collect();
+    Ok(Caller {
+        uid: peer.uid,
+        user: user.name,
+        groups,
+    })
+}
+
+/// How many of our TAPs exist in total, and how many belong to `uid`.
+fn count_taps(net_class: &Path, uid: u32) -> (u32, u32) {
+    let (mut total, mut mine) = (0, 0);
+    for entry in std::fs::read_dir(net_class).into_iter().flatten().flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if !name.starts_with("vt-") {
+            continue;
+        }
+        total += 1;
+        let owner = std::fs::read_to_string(entry.path().join("owner")).unwrap_or_default();
+        if owner.trim().parse::<u32>().ok() == Some(uid) {
+            mine += 1;
+        }
+    }
+    (total, mine)
+}
+
+impl Handler {
+    fn policy(&self) -> Result<Policy, Response> {
+        Policy::load(&self.policy_path)
+            .map_err(|e| error(ErrorKind::Denied, format!("policy unavailable: {e}")))
+    }
+
+    /// Checks the policy; returns the grant or the answer that refuses.
+    fn authorize(
+        &self,
+        peer: &Peer,
+        operation: Operation,
+        machine: Option<&str>,
+        bridge: Option<&str>,
+    ) -> Result<(vmspawn_policy::Grant, Policy), Response> {
+        let caller = match &self.fixed_caller {
+            Some(caller) => caller.clone(),
+            None => resolve_caller(peer)?,
+        };
+        let policy = self.policy()?;
+        let grant = policy
+            .check(
+                &caller,
+                &vmspawn_policy::Request {
+                    operation,
+                    machine,
+                    bridge,
+                },
+            )
+            .map_err(|denial| error(ErrorKind::Denied, denial.message))?;
+        if grant.polkit {
+            return Err(error(
+                ErrorKind::Unsupported,
+                format!(
+                    "{} asks for a polkit check, which this helper version cannot make yet; \
+                     an administrator can set polkit = \"no\" on that rule",
+                    grant.rule
+                ),
+            ));
+        }
+        Ok((grant, policy))
+    }
+
+    /// Answers one request. `fds` are the descriptors that came with it.
+    pub fn handle(
+        &self,
+        peer: &Peer,
+        request: Request,
+        fds: Vec<OwnedFd>,
+    ) -> (Response, Option<OwnedFd>) {
+        if !fds.is_empty() && !matches!(request, Request::RegisterMachine { .. }) {
+            return (
+                error(
+                    ErrorKind::InvalidRequest,
+                    "unexpected file descriptors with the request",
+                ),
+                None,
+            );
+        }
+        if let Err(e) = vmspawn_proto::validate(&request) {
+            return (Response::Error(e), None);
+        }
+        match request {
+            Request::Hello { version } if version == PROTOCOL_VERSION => {
+                (Response::Hello { version }, None)
+            }
+            Request::Hello { version } => (
+                error(
+                    ErrorKind::VersionMismatch,
+                    format!(
+                        "protocol version {version} is not supported (this helper speaks {PROTOCOL_VERSION})"
+                    ),
+                ),
+                None,
+            ),
+            Request::CreateTap { machine, bridge } => {
+                match self.create_tap(peer, &machine, bridge.as_deref()) {
+                    Ok((ifname, fd)) => (Response::Tap { ifname }, Some(fd)),
+                    Err(response) => (response, None),
+                }
+            }
+            Request::OpenKvm => {
+                self.open_device(peer, Operation::OpenKvm, "/dev/kvm", "the kvm module")
+            }
+            Request::OpenVhostVsock => self.open_device(
+                peer,
+                Operation::OpenVhostVsock,
+                "/dev/vhost-vsock",
+                "the vhost_vsock module",
+            ),
+            Request::RegisterMachine { .. } | Request::UnregisterMachine { .. } => (
+                error(
+                    ErrorKind::Unsupported,
+                    "machine registration is not supported yet by this helper version",
+                ),
+                None,
+            ),
+        }
+    }
+
+    fn open_device(
+        &self,
+        peer: &Peer,
+        operation: Operation,
+        path: &str,
+        module: &str,
+    ) -> (Response, Option<OwnedFd>) {
+        if let Err(response) = self.authorize(peer, operation, None, None) {
+            return (response, None);
+        }
+        match OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+            .open(path)
+        {
+            Ok(file) => (Response::Device, Some(OwnedFd::from(file))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (
+                error(
+                    ErrorKind::Failed,
+                    format!("{path} does not exist on this host; {module} is not loaded"),
+                ),
+                None,
+            ),
+            Err(e) => (
+                error(ErrorKind::Failed, format!("failed to open {path}: {e}")),
+                None,
+            ),
+        }
+    }
+
+    fn create_tap(
+        &self,
+        peer: &Peer,
+        machine: &str,
+        bridge: Option<&str>,
+    ) -> Result<(String, OwnedFd), Response> {
+        let (grant, policy) = self.authorize(peer, Operation::CreateTap, Some(machine), bridge)?;
+        let (total, mine) = count_taps(&self.net_class, peer.uid);
+        if mine >= grant.max_taps {
+            return Err(error(
+                ErrorKind::QuotaExceeded,
+                format!(
+                    "you already have {mine} TAP devices, the limit of {} ({})",
+                    grant.max_taps, grant.rule
+                ),
+            ));
+        }
+        if total >= policy.max_taps_total() {
+            return Err(error(
+                ErrorKind::QuotaExceeded,
+                format!(
+                    "the host already has {total} vmspawn TAP devices, the limit of {}",
+                    policy.max_taps_total()
+                ),
+            ));
+        }
+        let ifname = tap_name(peer.uid, machine);
+        let fd = privileges::with_net_admin(|| {
+            let tun = match self.preopened_tun.borrow_mut().take() {
+                Some(tun) => tun,
+                None => OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+                    .open("/dev/net/tun")
+                    .map_err(|e| format!("failed to open /dev/net/tun: {e}"))?,
+            };
+            sys::tun_create(tun.as_fd(), &ifname).map_err(|e| match e.raw_os_error() {
+                Some(libc::EBUSY) => format!("an interface named {ifname} already exists (is VM '{machine}' already running?)"),
+                _ => format!("failed to create TAP {ifname}: {e}"),
+            })?;
+            sys::tun_set_owner(tun.as_fd(), peer.uid, peer.gid).map_err(|e| format!("failed to set the owner of {ifname}: {e}"))?;
+            let sock = nix::sys::socket::socket(
+                nix::sys::socket::AddressFamily::Inet,
+                nix::sys::socket::SockType::Datagram,
+                nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+                None,
+            )
+            .map_err(|e| format!("failed to create a control socket: {e}"))?;
+            if let Some(bridge) = bridge {
+                let index = sys::if_index(sock.as_fd(), &ifname).map_err(|e| format!("failed to look up {ifname}: {e}"))?;
+                sys::bridge_add(sock.as_fd(), bridge, index)
+                    .map_err(|e| format!("failed to attach {ifname} to bridge {bridge}: {e}"))?;
+            }
+            sys::link_up(sock.as_fd(), &ifname).map_err(|e| format!("failed to bring {ifname} up: {e}"))?;
+            Ok(OwnedFd::from(tun))
+        })
+        .map_err(|message| error(ErrorKind::Failed, message))?;
+        Ok((ifname, fd))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tap_names_are_fixed_pattern_and_stable() {
+        let a = tap_name(1001, "debian");
+        assert_eq!(a.len(), 11);
+        assert!(a.starts_with("vt-") && a[3..].chars().all(|c| c.is_ascii_hexdigit()));
+        assert_eq!(a, tap_name(1001, "debian"));
+        assert_ne!(a, tap_name(1002, "debian"));
+        assert_ne!(a, tap_name(1001, "debian2"));
+    }
+}

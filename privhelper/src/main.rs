@@ -1,0 +1,391 @@
+//! vmspawn-privhelper: the only privileged part of vmspawn. For an unprivileged caller, after
+//! checking the admin's policy, it creates a TAP device owned by the caller, or hands over an fd
+//! of /dev/kvm or /dev/vhost-vsock. It never runs QEMU and never execs.
+//!
+//! Modes (one request handler):
+//! - service: `--listen PATH`, or socket activation (LISTEN_FDS); many clients;
+//! - setuid: `--serve-fd N`, started setuid-root by the launcher over a socketpair; serves that
+//!   one client (the real uid) and exits when the socket closes.
+
+mod confine;
+mod handler;
+mod privileges;
+mod sys;
+
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, UnixAddr};
+use vmspawn_proto::{ErrorKind, ProtoError, Request, Response, wire};
+
+use handler::{Handler, Peer};
+
+/// A connection that does not finish a request in this time is closed.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+const MAX_CONNECTIONS: usize = 256;
+const MAX_CONNECTIONS_PER_UID: usize = 32;
+
+fn usage() -> &'static str {
+    "usage: vmspawn-privhelper --listen PATH [--policy PATH]   (service mode)\n\
+     \x20      vmspawn-privhelper [--policy PATH]                 (socket activation)\n\
+     \x20      vmspawn-privhelper --serve-fd N                    (setuid mode, started by vmspawn)"
+}
+
+enum Mode {
+    Listen(PathBuf),
+    Activated(OwnedFd),
+    Setuid(OwnedFd),
+}
+
+struct Options {
+    mode: Mode,
+    policy: PathBuf,
+}
+
+/// LISTEN_FDS handed us exactly one socket (fd 3), and it is meant for us.
+fn activated_listener(listen_pid: Option<String>, listen_fds: Option<String>) -> Option<OwnedFd> {
+    let pid_ok = listen_pid.and_then(|p| p.parse::<u32>().ok()) == Some(std::process::id());
+    let one = listen_fds.as_deref() == Some("1");
+    (pid_ok && one).then(|| sys::inherited_fd(3))
+}
+
+fn parse_options(
+    args: &[String],
+    setuid: bool,
+    activated: Option<OwnedFd>,
+) -> Result<Options, String> {
+    let mut policy = PathBuf::from(vmspawn_policy::DEFAULT_POLICY_PATH);
+    let mut mode = None;
+    let mut i = 0;
+    while i < args.len() {
+        let value = |i: usize| {
+            args.get(i + 1)
+                .cloned()
+                .ok_or_else(|| format!("{} needs a value\n{}", args[i], usage()))
+        };
+        match args[i].as_str() {
+            "--listen" => mode = Some(Mode::Listen(PathBuf::from(value(i)?))),
+            "--serve-fd" => {
+                let fd: i32 = value(i)?
+                    .parse()
+                    .map_err(|_| format!("--serve-fd needs a number\n{}", usage()))?;
+                if fd < 3 {
+                    return Err("--serve-fd must be 3 or more".into());
+                }
+                let sock = sys::inherited_fd(fd);
+                let kind = socket::getsockopt(&sock, socket::sockopt::SockType)
+                    .map_err(|e| format!("--serve-fd {fd} is not a socket: {e}"))?;
+                if kind != SockType::SeqPacket {
+                    return Err(format!("--serve-fd {fd} must be a SOCK_SEQPACKET socket"));
+                }
+                mode = Some(Mode::Setuid(sock));
+            }
+            // The caller must never choose the policy: only honoured when not setuid.
+            "--policy" if setuid => return Err("--policy cannot be used by a setuid caller".into()),
+            "--policy" => policy = PathBuf::from(value(i)?),
+            "--help" | "-h" => return Err(usage().into()),
+            other => return Err(format!("unknown argument '{other}'\n{}", usage())),
+        }
+        i += 2;
+    }
+    let mode = match (mode, activated) {
+        (Some(Mode::Setuid(fd)), _) if setuid => Mode::Setuid(fd),
+        (Some(Mode::Setuid(_)), _) => {
+            return Err(
+                "--serve-fd is for the setuid mode: the binary must be installed setuid root"
+                    .into(),
+            );
+        }
+        (Some(_), _) if setuid => {
+            return Err("a setuid helper only serves its caller (--serve-fd)".into());
+        }
+        (Some(mode), _) => mode,
+        (None, Some(fd)) if !setuid => Mode::Activated(fd),
+        _ => return Err(usage().into()),
+    };
+    Ok(Options { mode, policy })
+}
+
+/// Binds the service socket at `path`. Refuses anything at that path that is not a socket
+/// (a symlink, a file), and a parent directory others could write to.
+fn bind_listener(path: &Path) -> Result<OwnedFd, String> {
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let meta = std::fs::symlink_metadata(parent)
+        .map_err(|e| format!("socket directory {}: {e}", parent.display()))?;
+    if !meta.is_dir() || meta.mode() & 0o022 != 0 || meta.uid() != nix::unistd::geteuid().as_raw() {
+        return Err(format!(
+            "socket directory {} must be a real directory owned by the helper's user and not writable by others",
+            parent.display()
+        ));
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => std::fs::remove_file(path)
+            .map_err(|e| format!("failed to remove stale socket {}: {e}", path.display()))?,
+        Ok(_) => {
+            return Err(format!(
+                "{} exists and is not a socket; refusing to replace it",
+                path.display()
+            ));
+        }
+        Err(_) => {}
+    }
+    let fd = socket::socket(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(|e| format!("failed to create the service socket: {e}"))?;
+    let address =
+        UnixAddr::new(path).map_err(|e| format!("bad socket path {}: {e}", path.display()))?;
+    socket::bind(fd.as_raw_fd(), &address)
+        .map_err(|e| format!("failed to bind {}: {e}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))
+        .map_err(|e| format!("failed to make {} connectable: {e}", path.display()))?;
+    socket::listen(
+        &fd,
+        socket::Backlog::new(64).unwrap_or(socket::Backlog::MAXCONN),
+    )
+    .map_err(|e| format!("failed to listen on {}: {e}", path.display()))?;
+    Ok(fd)
+}
+
+fn reply(sock: BorrowedFd<'_>, response: &Response, fd: Option<&OwnedFd>) -> bool {
+    let fds: Vec<BorrowedFd<'_>> = fd.map(AsFd::as_fd).into_iter().collect();
+    wire::send_message(sock, response, &fds).is_ok()
+}
+
+fn refuse(sock: BorrowedFd<'_>, kind: ErrorKind, message: String) {
+    let _ = wire::send_message(sock, &Response::Error(ProtoError { kind, message }), &[]);
+}
+
+/// One request from a connection. Returns false when the connection should be closed.
+fn serve_one(handler: &Handler, sock: BorrowedFd<'_>, peer: &Peer, greeted: &mut bool) -> bool {
+    let (request, fds) = match wire::recv_message::<Request>(sock) {
+        Ok(received) => received,
+        Err(wire::WireError::Closed) => return false,
+        Err(e) => {
+            refuse(
+                sock,
+                ErrorKind::InvalidRequest,
+                format!("malformed request: {e}"),
+            );
+            return false;
+        }
+    };
+    if !*greeted && !matches!(request, Request::Hello { .. }) {
+        refuse(
+            sock,
+            ErrorKind::InvalidRequest,
+            "the first request must be Hello".into(),
+        );
+        return false;
+    }
+    let (response, fd) = handler.handle(peer, request, fds);
+    if matches!(response, Response::Hello { .. }) {
+        *greeted = true;
+    }
+    let keep = !matches!(
+        &response,
+        Response::Error(ProtoError {
+            kind: ErrorKind::VersionMismatch,
+            ..
+        })
+    );
+    reply(sock, &response, fd.as_ref()) && keep
+}
+
+struct Connection {
+    sock: OwnedFd,
+    peer: Peer,
+    greeted: bool,
+    deadline: Instant,
+}
+
+fn serve_many(handler: &Handler, listener: OwnedFd) -> Result<(), String> {
+    let mut connections: Vec<Connection> = Vec::new();
+    loop {
+        let now = Instant::now();
+        connections.retain(|c| c.deadline > now);
+        let wait = connections
+            .iter()
+            .map(|c| c.deadline.saturating_duration_since(now))
+            .min();
+        let timeout = wait.map_or(PollTimeout::NONE, |d| {
+            PollTimeout::try_from(d.as_millis().min(60_000) as i32).unwrap_or(PollTimeout::ZERO)
+        });
+        let mut fds = vec![PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
+        fds.extend(
+            connections
+                .iter()
+                .map(|c| PollFd::new(c.sock.as_fd(), PollFlags::POLLIN)),
+        );
+        match poll(&mut fds, timeout) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(format!("poll failed: {e}")),
+        }
+        let ready: Vec<bool> = fds
+            .iter()
+            .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+            .collect();
+        drop(fds);
+        let mut closed = Vec::new();
+        for (index, connection) in connections.iter_mut().enumerate() {
+            if ready[index + 1] {
+                connection.deadline = Instant::now() + IDLE_TIMEOUT;
+                if !serve_one(
+                    handler,
+                    connection.sock.as_fd(),
+                    &connection.peer,
+                    &mut connection.greeted,
+                ) {
+                    closed.push(index);
+                }
+            }
+        }
+        for index in closed.into_iter().rev() {
+            connections.swap_remove(index);
+        }
+        if ready[0] {
+            let Ok(raw) = socket::accept4(
+                listener.as_raw_fd(),
+                SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+            ) else {
+                continue;
+            };
+            let sock = sys::inherited_fd(raw);
+            let Ok((uid, gid, _pid)) = wire::peer_credentials(sock.as_fd()) else {
+                continue;
+            };
+            let same_uid = connections.iter().filter(|c| c.peer.uid == uid).count();
+            if connections.len() >= MAX_CONNECTIONS || same_uid >= MAX_CONNECTIONS_PER_UID {
+                refuse(
+                    sock.as_fd(),
+                    ErrorKind::Denied,
+                    "too many connections to the helper; try again later".into(),
+                );
+                continue;
+            }
+            connections.push(Connection {
+                sock,
+                peer: Peer { uid, gid },
+                greeted: false,
+                deadline: Instant::now() + IDLE_TIMEOUT,
+            });
+        }
+    }
+}
+
+fn serve_caller(handler: &Handler, sock: OwnedFd, peer: Peer) {
+    let mut greeted = false;
+    loop {
+        let mut fds = [PollFd::new(sock.as_fd(), PollFlags::POLLIN)];
+        let timeout =
+            PollTimeout::try_from(IDLE_TIMEOUT.as_millis() as i32).unwrap_or(PollTimeout::NONE);
+        match poll(&mut fds, timeout) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return,
+        }
+        if !serve_one(handler, sock.as_fd(), &peer, &mut greeted) {
+            return;
+        }
+    }
+}
+
+fn run() -> Result<(), String> {
+    sys::ensure_stdio().map_err(|e| format!("failed to set up standard fds: {e}"))?;
+    let (real, effective) = (
+        nix::unistd::getuid().as_raw(),
+        nix::unistd::geteuid().as_raw(),
+    );
+    let (real_gid, _) = (nix::unistd::getgid().as_raw(), ());
+    let setuid = effective == 0 && real != 0;
+    let (listen_pid, listen_fds) = if setuid {
+        (None, None)
+    } else {
+        (
+            std::env::var("LISTEN_PID").ok(),
+            std::env::var("LISTEN_FDS").ok(),
+        )
+    };
+    // Nothing from the environment is used after this point.
+    sys::clear_environment();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let options = parse_options(&args, setuid, activated_listener(listen_pid, listen_fds))?;
+    if effective != 0 {
+        return Err(
+            "vmspawn-privhelper must run as root (a system service) or be installed setuid root"
+                .into(),
+        );
+    }
+
+    // Fail early on an unreadable or malformed policy.
+    vmspawn_policy::Policy::load(&options.policy).map_err(|e| e.to_string())?;
+    let mut handler = Handler {
+        policy_path: options.policy.clone(),
+        fixed_caller: None,
+        preopened_tun: std::cell::RefCell::new(None),
+        net_class: PathBuf::from("/sys/class/net"),
+    };
+    // Load the NSS modules now: after confinement they could not be mapped.
+    let _ = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(0));
+    let _ = nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(0));
+
+    match options.mode {
+        Mode::Setuid(sock) => {
+            // The one caller is known now: resolve its names before confinement.
+            let peer = Peer {
+                uid: real,
+                gid: real_gid,
+            };
+            handler.fixed_caller = handler::resolve_caller(&peer).ok();
+            *handler.preopened_tun.borrow_mut() = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+                .open("/dev/net/tun")
+                .ok();
+            privileges::drop_for_setuid(real, real_gid)?;
+            confine::confine(&options.policy)?;
+            serve_caller(
+                &handler,
+                sock,
+                Peer {
+                    uid: real,
+                    gid: real_gid,
+                },
+            );
+            Ok(())
+        }
+        Mode::Listen(path) => {
+            let listener = bind_listener(&path)?;
+            privileges::drop_for_service()?;
+            confine::confine(&options.policy)?;
+            serve_many(&handler, listener)
+        }
+        Mode::Activated(listener) => {
+            privileges::drop_for_service()?;
+            confine::confine(&options.policy)?;
+            serve_many(&handler, listener)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("vmspawn-privhelper: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,230 @@
+//! The privileged helper with real components: a guest of the unprivileged test user gets a
+//! TAP from the helper (service mode and setuid mode) inside a network namespace the test
+//! creates, reaches the host end, and the TAP goes away with the VM; policy denials and a
+//! missing helper give clear errors; the helper runs with no effective capability.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use vmspawn_tests::*;
+
+const BOOT: Duration = Duration::from_secs(150);
+
+fn policy_for(user: &str, max_taps: u32) -> String {
+    format!(
+        "[[allow]]\nusers = [\"{user}\"]\noperations = [\"create-tap\", \"open-kvm\"]\nmax-taps = {max_taps}\npolkit = \"no\"\n"
+    )
+}
+
+fn net_guest(work: &Workdir, netns: &Netns, helper_socket: &str) -> std::process::Command {
+    make_gpt_image(
+        &work.file("guest.raw"),
+        8,
+        "77777777-2222-4333-8444-555555555555",
+    );
+    work.chown_all();
+    let mut cmd = work.vmspawn_in_netns(netns);
+    cmd.env("VMSPAWN_PRIVHELPER_SOCKET", helper_socket)
+        .env("VMSPAWN_PRIVHELPER", "/nonexistent/vmspawn-privhelper")
+        .args(busybox_boot(false))
+        .args(["-i", "guest.raw", "--console=read-only", "-n"]);
+    cmd
+}
+
+fn wait_gone(netns: &Netns, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while !netns.taps().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        netns.taps().is_empty(),
+        "TAP devices left behind: {:?}",
+        netns.taps()
+    );
+}
+
+#[test]
+fn guest_reaches_the_host_through_a_tap_from_the_helper_service() {
+    let netns = Netns::new("svc");
+    let helper = HelperService::start(&netns, "svc", &policy_for(TEST_USER, 2));
+    // Between requests the helper holds no effective capability and is confined.
+    assert_eq!(helper.status("CapEff:"), "0000000000000000");
+    assert_eq!(
+        helper.status("CapPrm:"),
+        format!("{:016x}", 1u64 << 12),
+        "only CAP_NET_ADMIN may be permitted"
+    );
+    assert_eq!(helper.status("NoNewPrivs:"), "1");
+    assert_eq!(helper.status("Seccomp:"), "2");
+
+    let work = Workdir::new("tap-service", User::Tester);
+    let mut cmd = net_guest(&work, &netns, helper.socket.to_str().unwrap());
+    cmd.arg("test.mode=net=10.123.0.2/24@10.123.0.1");
+    let vm = Background::start(cmd);
+    let tap = netns.wait_for_tap(BOOT);
+    let details = netns.ip(&["-d", "link", "show", &tap]);
+    assert!(
+        details.contains(&format!("user {TEST_USER}")),
+        "TAP not owned by the caller: {details}"
+    );
+    assert!(
+        details.contains("persist off"),
+        "TAP must not be persistent: {details}"
+    );
+    netns.ip(&["addr", "add", "10.123.0.1/24", "dev", &tap]);
+    let out = vm.finish(BOOT);
+    out.assert_success();
+    assert!(out.has("net-ok 10.123.0.1"), "{:?}", out.vmtest());
+    assert_eq!(helper.status("CapEff:"), "0000000000000000");
+    wait_gone(&netns, Duration::from_secs(5));
+    work.assert_no_leftovers();
+}
+
+#[test]
+fn policy_denial_is_explained_and_creates_nothing() {
+    let netns = Netns::new("deny");
+    let helper = HelperService::start(&netns, "deny", &policy_for("someone-else", 2));
+    let work = Workdir::new("tap-denied", User::Tester);
+    let mut cmd = net_guest(&work, &netns, helper.socket.to_str().unwrap());
+    cmd.arg("test.mode=");
+    let out = run(cmd, Duration::from_secs(60));
+    assert_eq!(out.code(), Some(1), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("The privileged helper refused to create a TAP device"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains(&format!("'{TEST_USER}'")),
+        "the denial should name the user: {}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("create-tap"),
+        "the denial should name the operation: {}",
+        out.stderr
+    );
+    assert!(netns.taps().is_empty());
+    work.assert_no_leftovers();
+}
+
+#[test]
+fn quota_limits_taps_per_user() {
+    let netns = Netns::new("quota");
+    let helper = HelperService::start(&netns, "quota", &policy_for(TEST_USER, 1));
+    let work = Workdir::new("tap-quota", User::Tester);
+    let mut first = net_guest(&work, &netns, helper.socket.to_str().unwrap());
+    first.args(["-M", "first", "test.mode=sleep=60"]);
+    let vm = Background::start(first);
+    netns.wait_for_tap(BOOT);
+    let mut second = work.vmspawn_in_netns(&netns);
+    second
+        .env("VMSPAWN_PRIVHELPER_SOCKET", &helper.socket)
+        .args(busybox_boot(false))
+        .args([
+            "-i",
+            "guest.raw",
+            "-M",
+            "second",
+            "--console=read-only",
+            "-n",
+            "test.mode=",
+        ]);
+    let out = run(second, Duration::from_secs(60));
+    assert_eq!(out.code(), Some(1), "{}", out.stderr);
+    assert!(out.stderr.contains("the limit of 1"), "{}", out.stderr);
+    assert_eq!(netns.taps().len(), 1);
+    vm.signal(Signal::SIGKILL);
+    let _ = vm.finish(Duration::from_secs(20));
+    wait_gone(&netns, Duration::from_secs(10));
+}
+
+#[test]
+fn missing_helper_is_a_clear_error() {
+    let netns = Netns::new("none");
+    let work = Workdir::new("tap-no-helper", User::Tester);
+    let mut cmd = net_guest(&work, &netns, "/nonexistent/privhelper.socket");
+    cmd.arg("test.mode=");
+    let out = run(cmd, Duration::from_secs(60));
+    assert_eq!(out.code(), Some(1), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("--network-tap needs the privileged helper, but no helper service listens on /nonexistent/privhelper.socket"),
+        "{}",
+        out.stderr
+    );
+    work.assert_no_leftovers();
+}
+
+/// The helper installed setuid root in a temporary directory, and the fixed policy path.
+struct SetuidHelper {
+    dir: PathBuf,
+    binary: PathBuf,
+    saved_policy: Option<Vec<u8>>,
+}
+
+const POLICY_PATH: &str = "/etc/vmspawn/policy.toml";
+
+impl SetuidHelper {
+    fn install(policy: &str) -> SetuidHelper {
+        let dir = PathBuf::from(format!("/var/tmp/vmspawn-it-suid-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let binary = dir.join("vmspawn-privhelper");
+        std::fs::copy(privhelper_bin(), &binary).unwrap();
+        std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o4755)).unwrap();
+        let saved_policy = std::fs::read(POLICY_PATH).ok();
+        std::fs::create_dir_all("/etc/vmspawn").unwrap();
+        std::fs::write(POLICY_PATH, policy).unwrap();
+        std::fs::set_permissions(POLICY_PATH, std::fs::Permissions::from_mode(0o644)).unwrap();
+        SetuidHelper {
+            dir,
+            binary,
+            saved_policy,
+        }
+    }
+}
+
+impl Drop for SetuidHelper {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+        match &self.saved_policy {
+            Some(old) => {
+                let _ = std::fs::write(POLICY_PATH, old);
+            }
+            None => {
+                let _ = std::fs::remove_file(POLICY_PATH);
+            }
+        }
+    }
+}
+
+#[test]
+fn setuid_helper_tap_vanishes_when_the_launcher_is_killed() {
+    let netns = Netns::new("suid");
+    let helper = SetuidHelper::install(&policy_for(TEST_USER, 2));
+    let work = Workdir::new("tap-setuid", User::Tester);
+    let mut cmd = net_guest(&work, &netns, "/nonexistent/privhelper.socket");
+    // A poisoned environment must not reach or affect the setuid helper.
+    cmd.env("VMSPAWN_PRIVHELPER", &helper.binary)
+        .env("LD_PRELOAD", "/nonexistent/evil.so")
+        .env("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent/evil")
+        .arg("test.mode=sleep=60");
+    let mut vm = Background::start(cmd);
+    let tap = netns.wait_for_tap(BOOT);
+    let details = netns.ip(&["-d", "link", "show", &tap]);
+    assert!(details.contains(&format!("user {TEST_USER}")), "{details}");
+    vm.wait_for_line("boot", BOOT);
+    let qemu = children_of(vm.child.id());
+    vm.signal(Signal::SIGKILL);
+    let _ = vm.finish(Duration::from_secs(10));
+    // QEMU follows the launcher (parent-death signal), and the TAP goes with the last fd.
+    wait_gone(&netns, Duration::from_secs(10));
+    assert!(
+        qemu.iter()
+            .all(|&pid| wait_process_exit(pid, Duration::from_secs(10))),
+        "QEMU survived"
+    );
+}

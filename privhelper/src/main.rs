@@ -26,8 +26,8 @@ use handler::{Handler, Peer};
 
 /// A connection that does not finish a request in this time is closed.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
-const MAX_CONNECTIONS: usize = 256;
-const MAX_CONNECTIONS_PER_UID: usize = 32;
+const MAX_CONNECTIONS: usize = 512;
+const MAX_CONNECTIONS_PER_UID: usize = 128;
 
 fn usage() -> &'static str {
     "usage: vmspawn-privhelper --listen PATH [--policy PATH]   (service mode)\n\
@@ -69,6 +69,12 @@ fn parse_options(
         };
         match args[i].as_str() {
             "--listen" => mode = Some(Mode::Listen(PathBuf::from(value(i)?))),
+            "--serve-fd" if !setuid => {
+                return Err(
+                    "--serve-fd is for the setuid mode: the binary must be installed setuid root"
+                        .into(),
+                );
+            }
             "--serve-fd" => {
                 let fd: i32 = value(i)?
                     .parse()

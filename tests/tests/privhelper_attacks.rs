@@ -1,0 +1,502 @@
+//! Adversarial cases against a running vmspawn-privhelper: each one must be refused with its
+//! specific error, leave nothing behind (no TAP, no leaked fd), and leave the helper serving.
+//! (The protocol crate's and the policy crate's own tests add the decoder and ACL cases.)
+
+use std::io::IoSlice;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::socket::{
+    self, AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType, UnixAddr,
+};
+use vmspawn_proto::{ErrorKind, PROTOCOL_VERSION, Request, Response, codec, wire};
+use vmspawn_tests::*;
+
+const POLICY: &str = "[[allow]]\nusers = [\"root\"]\noperations = [\"create-tap\"]\nbridges = [\"abcdefghijklmno\"]\nmax-taps = 2\npolkit = \"no\"\n";
+
+fn connect(helper: &HelperService) -> OwnedFd {
+    let sock = socket::socket(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .unwrap();
+    socket::connect(sock.as_raw_fd(), &UnixAddr::new(&helper.socket).unwrap()).unwrap();
+    sock.as_fd();
+    sock
+}
+
+fn send_raw(sock: &OwnedFd, frame: &[u8], fds: &[i32]) {
+    let iov = [IoSlice::new(frame)];
+    let cmsg = [ControlMessage::ScmRights(fds)];
+    let cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &cmsg };
+    socket::sendmsg::<()>(sock.as_raw_fd(), &iov, cmsgs, MsgFlags::empty(), None).unwrap();
+}
+
+fn answer(sock: &OwnedFd) -> Result<(Response, Vec<OwnedFd>), wire::WireError> {
+    socket::setsockopt(
+        sock,
+        socket::sockopt::ReceiveTimeout,
+        &nix::sys::time::TimeVal::new(10, 0),
+    )
+    .unwrap();
+    wire::recv_message::<Response>(sock.as_fd())
+}
+
+fn hello(sock: &OwnedFd) {
+    send_raw(
+        sock,
+        &codec::encode(&Request::Hello {
+            version: PROTOCOL_VERSION,
+        })
+        .unwrap(),
+        &[],
+    );
+    assert!(matches!(answer(sock), Ok((Response::Hello { .. }, _))));
+}
+
+/// Expects an error answer of `kind` whose message contains `text`.
+fn expect_error(sock: &OwnedFd, kind: ErrorKind, text: &str) -> Result<(), String> {
+    match answer(sock) {
+        Ok((Response::Error(e), fds))
+            if e.kind == kind && e.message.contains(text) && fds.is_empty() =>
+        {
+            Ok(())
+        }
+        other => Err(format!(
+            "expected {kind:?} containing '{text}', got {other:?}"
+        )),
+    }
+}
+
+fn expect_closed(sock: &OwnedFd) -> Result<(), String> {
+    match answer(sock) {
+        Err(wire::WireError::Closed) => Ok(()),
+        other => Err(format!(
+            "expected the helper to close the connection, got {other:?}"
+        )),
+    }
+}
+
+fn create_tap(machine: &str, bridge: Option<&str>) -> Vec<u8> {
+    codec::encode(&Request::CreateTap {
+        machine: machine.into(),
+        bridge: bridge.map(str::to_string),
+    })
+    .unwrap()
+}
+
+type Check = Box<dyn Fn(&HelperService, &Netns) -> Result<(), String>>;
+type Case = (&'static str, Check);
+
+fn protocol_cases() -> Vec<Case> {
+    let invalid = |frame: Vec<u8>, text: &'static str| -> Check {
+        Box::new(move |h, _| {
+            let s = connect(h);
+            hello(&s);
+            send_raw(&s, &frame, &[]);
+            expect_error(&s, ErrorKind::InvalidRequest, text)
+        })
+    };
+    let mut trailing = codec::encode(&Request::Hello {
+        version: PROTOCOL_VERSION,
+    })
+    .unwrap();
+    trailing.extend_from_slice(&1001u32.to_le_bytes()); // a would-be uid field
+    let mut bad_tag = 1u32.to_le_bytes().to_vec();
+    bad_tag.extend_from_slice(&1u64.to_le_bytes());
+    bad_tag.push(b'a');
+    bad_tag.push(7); // Option tag 7
+    let mut huge = 1u32.to_le_bytes().to_vec();
+    huge.extend_from_slice(&u64::MAX.to_le_bytes());
+    vec![
+        (
+            "request-before-hello",
+            Box::new(|h, _| {
+                let s = connect(h);
+                send_raw(&s, &create_tap("vm", None), &[]);
+                expect_error(&s, ErrorKind::InvalidRequest, "first request must be Hello")?;
+                expect_closed(&s)
+            }),
+        ),
+        (
+            "hello-with-wrong-version",
+            Box::new(|h, _| {
+                let s = connect(h);
+                send_raw(
+                    &s,
+                    &codec::encode(&Request::Hello { version: 999 }).unwrap(),
+                    &[],
+                );
+                expect_error(&s, ErrorKind::VersionMismatch, "999")?;
+                expect_closed(&s)
+            }),
+        ),
+        (
+            "garbage-frame",
+            invalid(vec![0xff; 64], "malformed request"),
+        ),
+        (
+            "trailing-bytes-spoofing-a-uid",
+            invalid(trailing, "malformed request"),
+        ),
+        (
+            "unknown-variant",
+            invalid(99u32.to_le_bytes().to_vec(), "malformed request"),
+        ),
+        ("invalid-option-tag", invalid(bad_tag, "malformed request")),
+        ("huge-length-prefix", invalid(huge, "malformed request")),
+        (
+            "truncated-frame",
+            invalid(create_tap("vm", None)[..7].to_vec(), "malformed request"),
+        ),
+        (
+            "oversized-frame",
+            Box::new(|h, _| {
+                let s = connect(h);
+                hello(&s);
+                send_raw(&s, &vec![0u8; 8192], &[]);
+                expect_error(&s, ErrorKind::InvalidRequest, "malformed request")
+            }),
+        ),
+        (
+            "unexpected-fd",
+            Box::new(|h, _| {
+                let s = connect(h);
+                hello(&s);
+                let file = std::fs::File::open("/etc/hostname").unwrap();
+                send_raw(
+                    &s,
+                    &codec::encode(&Request::OpenKvm).unwrap(),
+                    &[file.as_raw_fd()],
+                );
+                expect_error(&s, ErrorKind::InvalidRequest, "unexpected file descriptors")
+            }),
+        ),
+        (
+            "fd-flood",
+            Box::new(|h, _| {
+                let before = h.open_fds();
+                let s = connect(h);
+                hello(&s);
+                let files: Vec<_> = (0..200)
+                    .map(|_| std::fs::File::open("/etc/hostname").unwrap())
+                    .collect();
+                let raw: Vec<i32> = files.iter().map(AsRawFd::as_raw_fd).collect();
+                send_raw(&s, &codec::encode(&Request::OpenKvm).unwrap(), &raw);
+                expect_error(&s, ErrorKind::InvalidRequest, "malformed request")?;
+                drop(s);
+                std::thread::sleep(Duration::from_millis(200));
+                let after = h.open_fds();
+                if after > before {
+                    Err(format!(
+                        "the helper kept fds: {before} before, {after} after"
+                    ))
+                } else {
+                    Ok(())
+                }
+            }),
+        ),
+        (
+            "empty-frame-is-a-hangup",
+            Box::new(|h, _| {
+                let s = connect(h);
+                hello(&s);
+                send_raw(&s, &[], &[]);
+                expect_closed(&s)
+            }),
+        ),
+    ]
+}
+
+fn request_cases() -> Vec<Case> {
+    let refused = |frame: Vec<u8>, kind: ErrorKind, text: &'static str| -> Check {
+        Box::new(move |h, netns| {
+            let s = connect(h);
+            hello(&s);
+            send_raw(&s, &frame, &[]);
+            expect_error(&s, kind, text)?;
+            if netns.taps().is_empty() {
+                Ok(())
+            } else {
+                Err(format!("a TAP was created: {:?}", netns.taps()))
+            }
+        })
+    };
+    use ErrorKind::{Denied, InvalidRequest};
+    vec![
+        (
+            "machine-name-empty",
+            refused(create_tap("", None), InvalidRequest, "machine"),
+        ),
+        (
+            "machine-name-slash",
+            refused(create_tap("a/b", None), InvalidRequest, "machine"),
+        ),
+        (
+            "machine-name-dotdot",
+            refused(create_tap("..", None), InvalidRequest, "machine"),
+        ),
+        (
+            "machine-name-nul",
+            refused(create_tap("a\0b", None), InvalidRequest, "machine"),
+        ),
+        (
+            "machine-name-whitespace",
+            refused(create_tap("a b", None), InvalidRequest, "machine"),
+        ),
+        (
+            "machine-name-overlong",
+            refused(create_tap(&"m".repeat(65), None), InvalidRequest, "machine"),
+        ),
+        (
+            "machine-name-non-ascii",
+            refused(create_tap("vm\u{202e}", None), InvalidRequest, "machine"),
+        ),
+        (
+            "bridge-name-16-bytes",
+            refused(
+                create_tap("vm", Some("abcdefghijklmnop")),
+                InvalidRequest,
+                "bridge",
+            ),
+        ),
+        (
+            "bridge-name-4096-bytes",
+            refused(
+                create_tap("vm", Some(&"b".repeat(3000))),
+                InvalidRequest,
+                "bridge",
+            ),
+        ),
+        (
+            "bridge-name-slash",
+            refused(create_tap("vm", Some("br/0")), InvalidRequest, "bridge"),
+        ),
+        (
+            "bridge-not-in-policy",
+            refused(create_tap("vm", Some("br9")), Denied, "br9"),
+        ),
+        (
+            "operation-not-in-policy",
+            refused(
+                codec::encode(&Request::OpenVhostVsock).unwrap(),
+                Denied,
+                "open-vhost-vsock",
+            ),
+        ),
+        (
+            "registration-not-supported-yet",
+            refused(
+                codec::encode(&Request::UnregisterMachine {
+                    machine: "vm".into(),
+                })
+                .unwrap(),
+                ErrorKind::Unsupported,
+                "not supported yet",
+            ),
+        ),
+        (
+            "tap-quota-and-duplicate-name",
+            Box::new(|h, netns| {
+                let s = connect(h);
+                hello(&s);
+                send_raw(&s, &create_tap("one", None), &[]);
+                let Ok((Response::Tap { .. }, first)) = answer(&s) else {
+                    return Err("first TAP refused".into());
+                };
+                send_raw(&s, &create_tap("one", None), &[]);
+                expect_error(&s, ErrorKind::Failed, "already exists")?;
+                send_raw(&s, &create_tap("two", None), &[]);
+                let Ok((Response::Tap { .. }, second)) = answer(&s) else {
+                    return Err("second TAP refused".into());
+                };
+                send_raw(&s, &create_tap("three", None), &[]);
+                expect_error(&s, ErrorKind::QuotaExceeded, "the limit of 2")?;
+                if netns.taps().len() != 2 {
+                    return Err(format!("expected exactly 2 TAPs, found {:?}", netns.taps()));
+                }
+                drop((first, second));
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while !netns.taps().is_empty() && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                if netns.taps().is_empty() {
+                    Ok(())
+                } else {
+                    Err("TAPs outlived their fds".into())
+                }
+            }),
+        ),
+        (
+            "slow-client-times-out",
+            Box::new(|h, _| {
+                let s = connect(h);
+                let start = Instant::now();
+                expect_closed(&s)?;
+                let waited = start.elapsed();
+                if waited < Duration::from_secs(4) {
+                    Err(format!("closed too early ({waited:?})"))
+                } else {
+                    Ok(())
+                }
+            }),
+        ),
+        (
+            "a-hundred-concurrent-clients",
+            Box::new(|h, _| {
+                let clients: Vec<OwnedFd> = (0..100).map(|_| connect(h)).collect();
+                for c in &clients {
+                    send_raw(
+                        c,
+                        &codec::encode(&Request::Hello {
+                            version: PROTOCOL_VERSION,
+                        })
+                        .unwrap(),
+                        &[],
+                    );
+                }
+                for c in &clients {
+                    if !matches!(answer(c), Ok((Response::Hello { .. }, _))) {
+                        return Err("a client got no answer".into());
+                    }
+                }
+                let hwm: u64 = h
+                    .status("VmHWM:")
+                    .trim_end_matches(" kB")
+                    .trim()
+                    .parse()
+                    .unwrap_or(u64::MAX);
+                if hwm > 20 * 1024 {
+                    Err(format!("helper peak RSS {hwm} kB > 20 MiB"))
+                } else {
+                    Ok(())
+                }
+            }),
+        ),
+    ]
+}
+
+#[test]
+fn running_helper_refuses_every_adversarial_request() {
+    let netns = Netns::new("attacks");
+    let helper = HelperService::start(&netns, "attacks", POLICY);
+    let mut failures = Vec::new();
+    let cases: Vec<Case> = protocol_cases()
+        .into_iter()
+        .chain(request_cases())
+        .collect();
+    assert!(cases.len() >= 28, "{}", cases.len());
+    for (name, case) in &cases {
+        match case(&helper, &netns) {
+            Ok(()) => println!("case {name}: refused as expected"),
+            Err(e) => failures.push(format!("{name}: {e}")),
+        }
+        // After every case the helper still serves, with no capability in effect.
+        let s = connect(&helper);
+        hello(&s);
+        assert_eq!(helper.status("CapEff:"), "0000000000000000", "after {name}");
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
+}
+
+fn start_helper(args: &[&str], dir: &Path) -> (Option<i32>, String) {
+    let out = Command::new(privhelper_bin())
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn helper_refuses_unsafe_setups() {
+    let dir = std::path::PathBuf::from(format!("/run/vmspawn-it-{}-setup", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("open")).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(dir.join("open"), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let policy = dir.join("policy.toml");
+    std::fs::write(&policy, POLICY).unwrap();
+    std::fs::set_permissions(&policy, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::os::unix::fs::symlink("/etc/hostname", dir.join("link.socket")).unwrap();
+    let p = policy.to_str().unwrap();
+
+    let cases: Vec<(&str, Vec<String>, &str)> = vec![
+        (
+            "socket-path-is-a-symlink",
+            vec![
+                "--listen".into(),
+                dir.join("link.socket").display().to_string(),
+                "--policy".into(),
+                p.into(),
+            ],
+            "is not a socket; refusing",
+        ),
+        (
+            "socket-dir-writable-by-others",
+            vec![
+                "--listen".into(),
+                dir.join("open/s").display().to_string(),
+                "--policy".into(),
+                p.into(),
+            ],
+            "not writable by others",
+        ),
+        (
+            "serve-fd-without-setuid",
+            vec!["--serve-fd".into(), "3".into()],
+            "setuid",
+        ),
+        (
+            "missing-policy",
+            vec![
+                "--listen".into(),
+                dir.join("s").display().to_string(),
+                "--policy".into(),
+                dir.join("none.toml").display().to_string(),
+            ],
+            "none.toml",
+        ),
+        (
+            "unknown-argument",
+            vec!["--bogus".into()],
+            "unknown argument '--bogus'",
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (name, args, text) in &cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (code, stderr) = start_helper(&args, &dir);
+        if code != Some(1) || !stderr.contains(text) {
+            failures.push(format!("{name}: exit {code:?}, stderr: {stderr}"));
+        }
+    }
+    // A policy file others can write is not trusted.
+    std::fs::set_permissions(&policy, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let (code, stderr) = start_helper(
+        &["--listen", dir.join("s").to_str().unwrap(), "--policy", p],
+        &dir,
+    );
+    if code != Some(1) || !stderr.contains("writable") {
+        failures.push(format!(
+            "world-writable-policy: exit {code:?}, stderr: {stderr}"
+        ));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

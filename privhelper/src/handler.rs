@@ -24,9 +24,10 @@ pub struct Handler {
     pub policy_path: PathBuf,
     /// In setuid mode the one caller, resolved before the helper confined itself.
     pub fixed_caller: Option<Caller>,
-    /// In setuid mode /dev/net/tun, opened while the helper was still root (the device may be
-    /// root-only, and the helper keeps no CAP_DAC_OVERRIDE). Good for one TAP.
-    pub preopened_tun: std::cell::RefCell<Option<std::fs::File>>,
+    /// In setuid mode the device nodes, opened while the helper was still root (they may be
+    /// root-only, and the helper keeps no CAP_DAC_OVERRIDE). Each is good for one request, and
+    /// is handed out only after the policy allowed it.
+    pub preopened: std::cell::RefCell<Vec<(&'static str, std::fs::File)>>,
     /// Where interfaces are listed (sysfs), for quotas.
     pub net_class: PathBuf,
 }
@@ -196,6 +197,12 @@ impl Handler {
         }
     }
 
+    fn take_preopened(&self, path: &str) -> Option<std::fs::File> {
+        let mut preopened = self.preopened.borrow_mut();
+        let index = preopened.iter().position(|(p, _)| *p == path)?;
+        Some(preopened.swap_remove(index).1)
+    }
+
     fn open_device(
         &self,
         peer: &Peer,
@@ -205,6 +212,9 @@ impl Handler {
     ) -> (Response, Option<OwnedFd>) {
         if let Err(response) = self.authorize(peer, operation, None, None) {
             return (response, None);
+        }
+        if let Some(file) = self.take_preopened(path) {
+            return (Response::Device, Some(OwnedFd::from(file)));
         }
         match OpenOptions::new()
             .read(true)
@@ -255,7 +265,7 @@ impl Handler {
         }
         let ifname = tap_name(peer.uid, machine);
         let fd = privileges::with_net_admin(|| {
-            let tun = match self.preopened_tun.borrow_mut().take() {
+            let tun = match self.take_preopened("/dev/net/tun") {
                 Some(tun) => tun,
                 None => OpenOptions::new()
                     .read(true)

@@ -339,7 +339,7 @@ fn run() -> Result<(), String> {
     let mut handler = Handler {
         policy_path: options.policy.clone(),
         fixed_caller: None,
-        preopened_tun: std::cell::RefCell::new(None),
+        preopened: std::cell::RefCell::new(Vec::new()),
         net_class: PathBuf::from("/sys/class/net"),
     };
     // Load the NSS modules now: after confinement they could not be mapped.
@@ -354,12 +354,16 @@ fn run() -> Result<(), String> {
                 gid: real_gid,
             };
             handler.fixed_caller = handler::resolve_caller(&peer).ok();
-            *handler.preopened_tun.borrow_mut() = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
-                .open("/dev/net/tun")
-                .ok();
+            for device in ["/dev/net/tun", "/dev/kvm", "/dev/vhost-vsock"] {
+                let opened = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+                    .open(device);
+                if let Ok(file) = opened {
+                    handler.preopened.borrow_mut().push((device, file));
+                }
+            }
             privileges::drop_for_setuid(real, real_gid)?;
             confine::confine(&options.policy)?;
             serve_caller(

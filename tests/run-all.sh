@@ -35,6 +35,9 @@ export VMSPAWN_PRIVHELPER_BIN="$PWD/target/release/vmspawn-privhelper"
 echo "== unit, golden and protocol tests"
 cargo test --locked -p vmspawn -p vmspawn-proto -p vmspawn-policy -p vmspawn-privhelper
 
+echo "== packaging"
+bash tests/check-packaging.sh
+
 echo "== integration tests (real guests)"
 # One guest at a time: the machines have two cores and TCG guests are CPU-bound.
 cargo test --locked -p vmspawn-tests -- --test-threads=1

@@ -40,4 +40,4 @@ bash tests/check-packaging.sh
 
 echo "== integration tests (real guests)"
 # One guest at a time: the machines have two cores and TCG guests are CPU-bound.
-cargo test --locked -p vmspawn-tests -- --test-threads=1
+cargo test --locked --no-fail-fast -p vmspawn-tests -- --test-threads=1

@@ -186,16 +186,7 @@ impl Workdir {
     /// A vmspawn command for this test: clean environment, run as the test's user.
     pub fn vmspawn(&self) -> Command {
         let mut cmd = Command::new(vmspawn_bin());
-        cmd.env_clear()
-            .env(
-                "PATH",
-                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            )
-            .env("HOME", self.path.join("home"))
-            .env("TMPDIR", self.tmp())
-            .env("LANG", "C.UTF-8")
-            .current_dir(&self.path)
-            .stdin(Stdio::null());
+        self.clean_environment(&mut cmd);
         if self.user == User::Tester {
             let (uid, gid) = tester_ids();
             cmd.uid(uid).gid(gid);
@@ -802,8 +793,15 @@ impl Workdir {
             .arg(format!("--reuid={uid}"))
             .arg(format!("--regid={gid}"))
             .args(["--clear-groups", "--"])
-            .arg(vmspawn_bin())
-            .env_clear()
+            .arg(vmspawn_bin());
+        self.clean_environment(&mut cmd);
+        cmd
+    }
+
+    /// The environment every vmspawn run of a test gets: nothing inherited, a private HOME and
+    /// TMPDIR, no stdin.
+    fn clean_environment(&self, cmd: &mut Command) {
+        cmd.env_clear()
             .env(
                 "PATH",
                 "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -813,6 +811,5 @@ impl Workdir {
             .env("LANG", "C.UTF-8")
             .current_dir(&self.path)
             .stdin(Stdio::null());
-        cmd
     }
 }

@@ -101,8 +101,14 @@ fn bad_input_gives_clear_errors_and_leaves_nothing() {
     fails(
         &work,
         &["-i", "guest.raw", "--network-tap"],
-        &[],
-        "--network-tap (TAP networking) is not supported yet",
+        &[
+            (
+                "VMSPAWN_PRIVHELPER_SOCKET",
+                "/nonexistent/privhelper.socket",
+            ),
+            ("VMSPAWN_PRIVHELPER", "/nonexistent/vmspawn-privhelper"),
+        ],
+        "--network-tap needs the privileged helper, but no helper service listens on /nonexistent/privhelper.socket",
     );
     fails(
         &work,

@@ -25,7 +25,7 @@ SRC
 fi
 
 stamp=/var/lib/vmspawn-test-setup.stamp
-want="v3"
+want="v4"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     apt-get update -q
     apt-get install -y -q --no-install-recommends \
@@ -34,7 +34,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
         ovmf busybox-static linux-image-cloud-amd64 debootstrap \
         dosfstools mtools fdisk cpio zstd gzip strace iputils-ping binutils e2fsprogs \
         python3 util-linux procps iproute2 ca-certificates \
-        libcap-ng-dev libseccomp-dev pkg-config
+        libcap-ng-dev libseccomp-dev pkg-config dbus polkitd
     echo "$want" > "$stamp"
 fi
 

@@ -15,7 +15,7 @@ use seccompiler::{
     SeccompRule,
 };
 
-fn landlock(policy: &Path) -> Result<(), String> {
+pub fn landlock(policy: &Path) -> Result<(), String> {
     let fail = |e: &dyn std::fmt::Display| format!("failed to set up Landlock: {e}");
     let read = AccessFs::ReadFile | AccessFs::ReadDir;
     let devices = AccessFs::ReadFile | AccessFs::WriteFile | AccessFs::IoctlDev;
@@ -25,6 +25,8 @@ fn landlock(policy: &Path) -> Result<(), String> {
         "/etc/nsswitch.conf",
         "/sys/class/net",
         "/sys/devices/virtual/net",
+        // Callers' start times, for polkit.
+        "/proc",
     ]
     .into_iter()
     .map(Path::new)
@@ -51,6 +53,17 @@ fn landlock(policy: &Path) -> Result<(), String> {
 
 fn rule(conditions: Vec<SeccompCondition>) -> SeccompRule {
     SeccompRule::new(conditions).expect("non-empty seccomp rule")
+}
+
+/// The bits of `mask` are all set in argument `arg`.
+fn masked(arg: u8, mask: u64) -> SeccompCondition {
+    SeccompCondition::new(
+        arg,
+        SeccompCmpArgLen::Qword,
+        SeccompCmpOp::MaskedEq(mask),
+        mask,
+    )
+    .expect("valid condition")
 }
 
 fn arg_is(arg: u8, value: u64) -> SeccompCondition {
@@ -135,11 +148,43 @@ pub fn allowed_syscalls() -> Vec<(&'static str, i64, Vec<SeccompRule>)> {
         ("rt_sigprocmask", libc::SYS_rt_sigprocmask, any()),
         ("sigaltstack", libc::SYS_sigaltstack, any()),
         ("getpid", libc::SYS_getpid, any()),
+        ("gettid", libc::SYS_gettid, any()),
+        // The D-Bus connection to polkit (zbus): its threads, event loop and authentication.
+        (
+            "clone",
+            libc::SYS_clone,
+            vec![rule(vec![masked(0, libc::CLONE_THREAD as u64)])],
+        ),
+        // Allowed here but refused with ENOSYS by the first filter, so glibc uses clone, whose
+        // flags can be checked.
+        ("clone3", libc::SYS_clone3, any()),
+        ("set_robust_list", libc::SYS_set_robust_list, any()),
+        ("rseq", libc::SYS_rseq, any()),
+        (
+            "prctl",
+            libc::SYS_prctl,
+            one_of(0, &[libc::PR_SET_NAME as u64]),
+        ),
+        ("sched_getaffinity", libc::SYS_sched_getaffinity, any()),
+        ("sched_yield", libc::SYS_sched_yield, any()),
+        ("rt_sigaction", libc::SYS_rt_sigaction, any()),
+        ("epoll_create1", libc::SYS_epoll_create1, any()),
+        ("epoll_ctl", libc::SYS_epoll_ctl, any()),
+        ("epoll_pwait", libc::SYS_epoll_pwait, any()),
+        ("eventfd2", libc::SYS_eventfd2, any()),
+        ("timerfd_create", libc::SYS_timerfd_create, any()),
+        ("timerfd_settime", libc::SYS_timerfd_settime, any()),
+        ("clock_nanosleep", libc::SYS_clock_nanosleep, any()),
+        ("getuid", libc::SYS_getuid, any()),
+        ("geteuid", libc::SYS_geteuid, any()),
         ("exit", libc::SYS_exit, any()),
         ("exit_group", libc::SYS_exit_group, any()),
     ];
     #[cfg(target_arch = "x86_64")]
-    list.push(("poll", libc::SYS_poll, any()));
+    list.extend([
+        ("poll", libc::SYS_poll, any()),
+        ("epoll_wait", libc::SYS_epoll_wait, any()),
+    ]);
     list
 }
 
@@ -163,10 +208,22 @@ pub fn filter() -> Result<BpfProgram, String> {
     BpfProgram::try_from(filter).map_err(|e| format!("failed to compile the seccomp filter: {e}"))
 }
 
-/// Landlock, then seccomp. The helper has a single thread, so both cover all of it.
-pub fn confine(policy: &Path) -> Result<(), String> {
-    landlock(policy)?;
+/// The seccomp filter, on every thread: the D-Bus connection to polkit has threads of its own,
+/// started after Landlock (so they inherit that) and before this.
+pub fn seccomp() -> Result<(), String> {
+    let mut clone3: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
+    clone3.insert(libc::SYS_clone3, Vec::new());
+    let no_clone3 = SeccompFilter::new(
+        clone3,
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::ENOSYS as u32),
+        ARCH,
+    )
+    .and_then(BpfProgram::try_from)
+    .map_err(|e| format!("failed to build the clone3 filter: {e}"))?;
+    seccompiler::apply_filter_all_threads(&no_clone3)
+        .map_err(|e| format!("failed to install the seccomp filter: {e}"))?;
     let program = filter()?;
-    seccompiler::apply_filter(&program)
+    seccompiler::apply_filter_all_threads(&program)
         .map_err(|e| format!("failed to install the seccomp filter: {e}"))
 }

@@ -18,10 +18,15 @@ use crate::sys;
 pub struct Peer {
     pub uid: u32,
     pub gid: u32,
+    pub pid: u32,
+    /// The caller's start time when it connected, for polkit's pid-reuse check.
+    pub start_time: Option<u64>,
 }
 
 pub struct Handler {
     pub policy_path: PathBuf,
+    /// The system bus connection to polkit (service mode, when the bus is there).
+    pub polkit: Option<crate::polkit::Polkit>,
     /// In setuid mode the one caller, resolved before the helper confined itself.
     pub fixed_caller: Option<Caller>,
     /// In setuid mode the device nodes, opened while the helper was still root (they may be
@@ -99,6 +104,61 @@ fn count_taps(net_class: &Path, uid: u32) -> (u32, u32) {
 }
 
 impl Handler {
+    /// Asks polkit about each action the request needs (a bridge needs attach-bridge too).
+    fn polkit_check(
+        &self,
+        peer: &Peer,
+        operation: Operation,
+        bridge: bool,
+        rule: &str,
+    ) -> Result<(), Response> {
+        let Some(polkit) = &self.polkit else {
+            return Err(error(
+                ErrorKind::Denied,
+                format!(
+                    "{rule} requires polkit, but this helper has no connection to it (polkit needs the helper \
+                     service and a system bus)"
+                ),
+            ));
+        };
+        let Some(start_time) = peer.start_time else {
+            return Err(error(
+                ErrorKind::Denied,
+                "the caller's process could not be identified for polkit",
+            ));
+        };
+        let subject = crate::polkit::Subject {
+            pid: peer.pid,
+            start_time,
+            uid: peer.uid,
+        };
+        let mut actions = vec![format!("org.vmspawn.privhelper.{}", operation.name())];
+        if bridge {
+            actions.push("org.vmspawn.privhelper.attach-bridge".into());
+        }
+        for action in actions {
+            match polkit.check(&action, subject) {
+                Ok(true) => {}
+                Ok(false) => {
+                    return Err(error(
+                        ErrorKind::Denied,
+                        format!(
+                            "polkit did not authorize {action} for uid {} ({rule} requires polkit)",
+                            peer.uid
+                        ),
+                    ));
+                }
+                Err(e) => {
+                    return Err(error(
+                        ErrorKind::Denied,
+                        format!("{e} ({rule} requires polkit)"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn policy(&self) -> Result<Policy, Response> {
         Policy::load(&self.policy_path)
             .map_err(|e| error(ErrorKind::Denied, format!("policy unavailable: {e}")))
@@ -128,14 +188,7 @@ impl Handler {
             )
             .map_err(|denial| error(ErrorKind::Denied, denial.message))?;
         if grant.polkit {
-            return Err(error(
-                ErrorKind::Unsupported,
-                format!(
-                    "{} asks for a polkit check, which this helper version cannot make yet; \
-                     an administrator can set polkit = \"no\" on that rule",
-                    grant.rule
-                ),
-            ));
+            self.polkit_check(peer, operation, bridge.is_some(), &grant.rule)?;
         }
         Ok((grant, policy))
     }

@@ -9,6 +9,7 @@
 
 mod confine;
 mod handler;
+mod polkit;
 mod privileges;
 mod sys;
 
@@ -267,9 +268,10 @@ fn serve_many(handler: &Handler, listener: OwnedFd) -> Result<(), String> {
                 continue;
             };
             let sock = sys::inherited_fd(raw);
-            let Ok((uid, gid, _pid)) = wire::peer_credentials(sock.as_fd()) else {
+            let Ok((uid, gid, pid)) = wire::peer_credentials(sock.as_fd()) else {
                 continue;
             };
+            let pid = u32::try_from(pid).unwrap_or(0);
             let same_uid = connections.iter().filter(|c| c.peer.uid == uid).count();
             if connections.len() >= MAX_CONNECTIONS || same_uid >= MAX_CONNECTIONS_PER_UID {
                 refuse(
@@ -281,7 +283,12 @@ fn serve_many(handler: &Handler, listener: OwnedFd) -> Result<(), String> {
             }
             connections.push(Connection {
                 sock,
-                peer: Peer { uid, gid },
+                peer: Peer {
+                    uid,
+                    gid,
+                    pid,
+                    start_time: polkit::start_time(pid),
+                },
                 greeted: false,
                 deadline: Instant::now() + IDLE_TIMEOUT,
             });
@@ -307,20 +314,37 @@ fn serve_caller(handler: &Handler, sock: OwnedFd, peer: Peer) {
     }
 }
 
+/// Landlock, then the connection to polkit (its threads inherit the domain), then seccomp on
+/// all threads. Without a system bus, rules that need polkit deny, with a message.
+fn confine_service(handler: &mut Handler, policy: &Path, bus: &str) -> Result<(), String> {
+    confine::landlock(policy)?;
+    match polkit::Polkit::connect(bus) {
+        Ok(polkit) => handler.polkit = Some(polkit),
+        Err(e) => eprintln!(
+            "vmspawn-privhelper: polkit unavailable, rules that require it will deny: {e}"
+        ),
+    }
+    confine::seccomp()
+}
+
 fn run() -> Result<(), String> {
     sys::ensure_stdio().map_err(|e| format!("failed to set up standard fds: {e}"))?;
     let (real, effective) = (
         nix::unistd::getuid().as_raw(),
         nix::unistd::geteuid().as_raw(),
     );
-    let (real_gid, _) = (nix::unistd::getgid().as_raw(), ());
+    let real_gid = nix::unistd::getgid().as_raw();
     let setuid = effective == 0 && real != 0;
-    let (listen_pid, listen_fds) = if setuid {
-        (None, None)
+    // A setuid helper reads nothing from its (the caller's) environment, in particular no bus
+    // address; the service takes these from its service manager.
+    let (listen_pid, listen_fds, bus) = if setuid {
+        (None, None, String::new())
     } else {
         (
             std::env::var("LISTEN_PID").ok(),
             std::env::var("LISTEN_FDS").ok(),
+            std::env::var("DBUS_SYSTEM_BUS_ADDRESS")
+                .unwrap_or_else(|_| "unix:path=/run/dbus/system_bus_socket".into()),
         )
     };
     // Nothing from the environment is used after this point.
@@ -338,6 +362,7 @@ fn run() -> Result<(), String> {
     vmspawn_policy::Policy::load(&options.policy).map_err(|e| e.to_string())?;
     let mut handler = Handler {
         policy_path: options.policy.clone(),
+        polkit: None,
         fixed_caller: None,
         preopened: std::cell::RefCell::new(Vec::new()),
         net_class: PathBuf::from("/sys/class/net"),
@@ -348,11 +373,15 @@ fn run() -> Result<(), String> {
 
     match options.mode {
         Mode::Setuid(sock) => {
-            // The one caller is known now: resolve its names before confinement.
+            let pid = wire::peer_credentials(sock.as_fd())
+                .map_or(0, |(_, _, pid)| u32::try_from(pid).unwrap_or(0));
             let peer = Peer {
                 uid: real,
                 gid: real_gid,
+                pid,
+                start_time: polkit::start_time(pid),
             };
+            // The one caller is known now: resolve its names before confinement.
             handler.fixed_caller = handler::resolve_caller(&peer).ok();
             for device in ["/dev/net/tun", "/dev/kvm", "/dev/vhost-vsock"] {
                 let opened = std::fs::OpenOptions::new()
@@ -365,26 +394,20 @@ fn run() -> Result<(), String> {
                 }
             }
             privileges::drop_for_setuid(real, real_gid)?;
-            confine::confine(&options.policy)?;
-            serve_caller(
-                &handler,
-                sock,
-                Peer {
-                    uid: real,
-                    gid: real_gid,
-                },
-            );
+            confine::landlock(&options.policy)?;
+            confine::seccomp()?;
+            serve_caller(&handler, sock, peer);
             Ok(())
         }
         Mode::Listen(path) => {
             let listener = bind_listener(&path)?;
             privileges::drop_for_service()?;
-            confine::confine(&options.policy)?;
+            confine_service(&mut handler, &options.policy, &bus)?;
             serve_many(&handler, listener)
         }
         Mode::Activated(listener) => {
             privileges::drop_for_service()?;
-            confine::confine(&options.policy)?;
+            confine_service(&mut handler, &options.policy, &bus)?;
             serve_many(&handler, listener)
         }
     }

@@ -729,6 +729,15 @@ pub struct HelperService {
 
 impl HelperService {
     pub fn start(netns: &Netns, tag: &str, policy: &str) -> HelperService {
+        Self::start_with_env(netns, tag, policy, &[])
+    }
+
+    pub fn start_with_env(
+        netns: &Netns,
+        tag: &str,
+        policy: &str,
+        env: &[(&str, &str)],
+    ) -> HelperService {
         let dir = PathBuf::from(format!("/run/vmspawn-it-{}-{tag}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -744,6 +753,7 @@ impl HelperService {
             .arg(&socket)
             .arg("--policy")
             .arg(&policy_path)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .spawn()
             .expect("start vmspawn-privhelper");

@@ -1,0 +1,91 @@
+//! polkit, for policy rules that ask for it: CheckAuthorization on the system bus with the
+//! caller as a `unix-process` subject: pid and start time as the kernel reported them when the
+//! caller connected, uid as a signed 32-bit integer (polkit ignores a wrongly typed uid and
+//! falls back to a racy lookup). polkit < 124 has no pidfd subjects, so none is sent.
+
+use std::collections::HashMap;
+
+use zbus::zvariant::Value;
+
+pub struct Polkit {
+    connection: zbus::blocking::Connection,
+}
+
+/// The caller as polkit identifies it.
+#[derive(Clone, Copy, Debug)]
+pub struct Subject {
+    pub pid: u32,
+    pub start_time: u64,
+    pub uid: u32,
+}
+
+/// The start time of `pid` (field 22 of /proc/PID/stat), which polkit compares to detect a
+/// reused pid.
+pub fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces; the fields after it are plain.
+    let rest = stat.rsplit_once(')')?.1;
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// The `unix-process` subject's details: polkit reads `uid` only as an int32.
+fn subject_details(pid: u32, start_time: u64, uid: i32) -> HashMap<&'static str, Value<'static>> {
+    HashMap::from([
+        ("pid", Value::U32(pid)),
+        ("start-time", Value::U64(start_time)),
+        ("uid", Value::I32(uid)),
+    ])
+}
+
+impl Polkit {
+    pub fn connect(address: &str) -> Result<Polkit, String> {
+        let connection = zbus::blocking::connection::Builder::address(address)
+            .and_then(|b| b.build())
+            .map_err(|e| format!("failed to connect to the system bus at {address}: {e}"))?;
+        Ok(Polkit { connection })
+    }
+
+    /// Whether polkit authorizes `action` for `subject` (never interactively).
+    pub fn check(&self, action: &str, subject: Subject) -> Result<bool, String> {
+        let Ok(uid) = i32::try_from(subject.uid) else {
+            return Err(format!("uid {} does not fit polkit's int32", subject.uid));
+        };
+        let details = subject_details(subject.pid, subject.start_time, uid);
+        let no_details: HashMap<&str, &str> = HashMap::new();
+        let reply = self
+            .connection
+            .call_method(
+                Some("org.freedesktop.PolicyKit1"),
+                "/org/freedesktop/PolicyKit1/Authority",
+                Some("org.freedesktop.PolicyKit1.Authority"),
+                "CheckAuthorization",
+                &(("unix-process", details), action, no_details, 0u32, ""),
+            )
+            .map_err(|e| format!("polkit CheckAuthorization failed: {e}"))?;
+        let (authorized, _challenge, _details): (bool, bool, HashMap<String, String>) = reply
+            .body()
+            .deserialize()
+            .map_err(|e| format!("unexpected answer from polkit: {e}"))?;
+        Ok(authorized)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subject_types_are_what_polkit_reads() {
+        // A uid of another type is silently ignored by polkit (CVE-2026-78422 class).
+        let details = subject_details(42, 7, 1001);
+        assert_eq!(details["uid"].value_signature().to_string(), "i");
+        assert_eq!(details["pid"].value_signature().to_string(), "u");
+        assert_eq!(details["start-time"].value_signature().to_string(), "t");
+    }
+
+    #[test]
+    fn start_time_of_ourselves() {
+        assert!(start_time(std::process::id()).is_some_and(|t| t > 0));
+        assert_eq!(start_time(u32::MAX), None);
+    }
+}

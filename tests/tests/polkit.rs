@@ -1,0 +1,181 @@
+//! polkit with real components: a private system bus, a real polkitd with rules that allow and
+//! that deny, and the helper service consulting it for a policy rule that says `polkit = "yes"`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use vmspawn_tests::*;
+
+const ACTIONS: &str = "/usr/share/polkit-1/actions/org.vmspawn.privhelper.policy";
+const RULES: &str = "/etc/polkit-1/rules.d/49-vmspawn-test.rules";
+
+/// dbus-daemon (system bus, private socket) + polkitd + our actions + a rules file; all
+/// removed on drop.
+struct PolkitBus {
+    dir: PathBuf,
+    bus: Child,
+    polkitd: Child,
+}
+
+impl PolkitBus {
+    fn start() -> PolkitBus {
+        let dir = PathBuf::from(format!("/run/vmspawn-it-{}-bus", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let socket = dir.join("system_bus_socket");
+        std::fs::write(
+            dir.join("system.conf"),
+            format!(
+                "<!DOCTYPE busconfig PUBLIC \"-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN\" \
+                 \"http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd\">\n<busconfig><type>system</type>\
+                 <listen>unix:path={}</listen><auth>EXTERNAL</auth><policy context=\"default\"><allow user=\"*\"/>\
+                 <allow own=\"*\"/><allow send_destination=\"*\" eavesdrop=\"true\"/><allow receive_sender=\"*\"/>\
+                 <allow send_type=\"method_call\"/></policy></busconfig>\n",
+                socket.display()
+            ),
+        )
+        .unwrap();
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        std::fs::copy(
+            root.join("packaging/polkit/org.vmspawn.privhelper.policy"),
+            ACTIONS,
+        )
+        .unwrap();
+        let bus = Command::new("dbus-daemon")
+            .arg(format!(
+                "--config-file={}",
+                dir.join("system.conf").display()
+            ))
+            .arg("--nofork")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start dbus-daemon");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !socket.exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let polkitd = Command::new("/usr/lib/polkit-1/polkitd")
+            .arg("--no-debug")
+            .env(
+                "DBUS_SYSTEM_BUS_ADDRESS",
+                format!("unix:path={}", socket.display()),
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start polkitd");
+        let bus = PolkitBus { dir, bus, polkitd };
+        // polkitd is ready once it owns its name.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !bus.polkit_ready() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(
+            bus.polkit_ready(),
+            "polkitd did not come up on the private bus"
+        );
+        bus
+    }
+
+    fn address(&self) -> String {
+        format!("unix:path={}", self.dir.join("system_bus_socket").display())
+    }
+
+    fn polkit_ready(&self) -> bool {
+        Command::new("busctl")
+            .args(["--system", "status", "org.freedesktop.PolicyKit1"])
+            .env("DBUS_SYSTEM_BUS_ADDRESS", self.address())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// Installs a rule answering `result` (YES/NO) for the test user's create-tap, and waits
+    /// for polkitd to pick it up (it watches the directory).
+    fn rule(&self, result: &str) {
+        std::fs::write(
+            RULES,
+            format!(
+                "polkit.addRule(function(action, subject) {{\n  if (action.id == \"org.vmspawn.privhelper.create-tap\" \
+                 && subject.user == \"{TEST_USER}\") {{ return polkit.Result.{result}; }}\n}});\n"
+            ),
+        )
+        .unwrap();
+        std::thread::sleep(Duration::from_secs(2));
+    }
+}
+
+impl Drop for PolkitBus {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(RULES);
+        let _ = std::fs::remove_file(ACTIONS);
+        for child in [&mut self.polkitd, &mut self.bus] {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn polkit_rules_allow_and_deny_tap_creation() {
+    let polkit = PolkitBus::start();
+    let netns = Netns::new("polkit");
+    let policy = format!(
+        "[[allow]]\nusers = [\"{TEST_USER}\"]\noperations = [\"create-tap\"]\nmax-taps = 2\npolkit = \"yes\"\n"
+    );
+    let helper = HelperService::start_with_env(
+        &netns,
+        "polkit",
+        &policy,
+        &[("DBUS_SYSTEM_BUS_ADDRESS", &polkit.address())],
+    );
+    let work = Workdir::new("polkit", User::Tester);
+    make_gpt_image(
+        &work.file("guest.raw"),
+        8,
+        "88888888-2222-4333-8444-555555555555",
+    );
+    work.chown_all();
+    let guest = || {
+        let mut cmd = work.vmspawn_in_netns(&netns);
+        cmd.env("VMSPAWN_PRIVHELPER_SOCKET", &helper.socket)
+            .args(busybox_boot(false))
+            .args(["-i", "guest.raw", "--console=read-only", "-n", "test.mode="]);
+        cmd
+    };
+
+    polkit.rule("YES");
+    let out = run(guest(), Duration::from_secs(150));
+    out.assert_success();
+    assert!(
+        out.vmtest().iter().any(|l| l.starts_with("nic eth0")),
+        "{:?}",
+        out.vmtest()
+    );
+
+    polkit.rule("NO");
+    let out = run(guest(), Duration::from_secs(60));
+    assert_eq!(out.code(), Some(1), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("polkit did not authorize org.vmspawn.privhelper.create-tap"),
+        "{}",
+        out.stderr
+    );
+    assert!(netns.taps().is_empty());
+    // The helper's D-Bus threads are confined too.
+    for task in std::fs::read_dir(format!("/proc/{}/task", helper.child.id()))
+        .unwrap()
+        .flatten()
+    {
+        let status = std::fs::read_to_string(task.path().join("status")).unwrap();
+        assert!(
+            status.contains("Seccomp:\t2") && status.contains("NoNewPrivs:\t1"),
+            "{status}"
+        );
+    }
+    work.assert_no_leftovers();
+}

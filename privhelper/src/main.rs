@@ -271,7 +271,17 @@ fn serve_many(handler: &Handler, listener: OwnedFd) -> Result<(), String> {
             let Ok((uid, gid, pid)) = wire::peer_credentials(sock.as_fd()) else {
                 continue;
             };
-            let pid = u32::try_from(pid).unwrap_or(0);
+            // Identity from the kernel: the uid from SO_PEERCRED, the process through its pidfd
+            // (SO_PEERPIDFD), so a pid reused after the caller exited is never taken for it.
+            let (pid, start_time) = match wire::peer_pidfd(sock.as_fd()) {
+                Ok(pidfd) => {
+                    polkit::identify(pidfd.as_fd()).map_or((0, None), |(p, t)| (p, Some(t)))
+                }
+                Err(_) => {
+                    let pid = u32::try_from(pid).unwrap_or(0);
+                    (pid, polkit::start_time(pid))
+                }
+            };
             let same_uid = connections.iter().filter(|c| c.peer.uid == uid).count();
             if connections.len() >= MAX_CONNECTIONS || same_uid >= MAX_CONNECTIONS_PER_UID {
                 refuse(
@@ -287,7 +297,7 @@ fn serve_many(handler: &Handler, listener: OwnedFd) -> Result<(), String> {
                     uid,
                     gid,
                     pid,
-                    start_time: polkit::start_time(pid),
+                    start_time,
                 },
                 greeted: false,
                 deadline: Instant::now() + IDLE_TIMEOUT,

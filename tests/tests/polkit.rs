@@ -156,6 +156,44 @@ fn polkit_rules_allow_and_deny_tap_creation() {
         out.vmtest()
     );
 
+    // A caller whose process is gone by the time it asks (its connection handed to another
+    // process) is not identified by a stale or reused pid: polkit's YES does not apply.
+    let script = format!(
+        r#"
+import os, socket, struct
+parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+pid = os.fork()
+if pid == 0:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    s.connect("{socket}")
+    socket.send_fds(child, [b"x"], [s.fileno()])
+    os._exit(0)
+os.waitpid(pid, 0)
+_, fds, _, _ = socket.recv_fds(parent, 1, 1)
+s = socket.socket(fileno=fds[0])
+s.send(struct.pack("<II", 0, 1)); s.recv(64)
+name = b"gone"
+s.send(struct.pack("<IQ", 1, len(name)) + name + b"\0")
+print(s.recv(512))
+"#,
+        socket = helper.socket.display()
+    );
+    let (uid, gid) = tester_ids();
+    let out = Command::new("ip")
+        .args(["netns", "exec", &netns.name, "setpriv"])
+        .arg(format!("--reuid={uid}"))
+        .arg(format!("--regid={gid}"))
+        .args(["--clear-groups", "--", "/usr/bin/python3", "-c", &script])
+        .output()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        answer.contains("could not be identified") || answer.contains("polkit did not authorize"),
+        "an exited caller got: {answer} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(netns.taps().is_empty());
+
     polkit.rule("NO");
     let out = run(guest(), Duration::from_secs(60));
     assert_eq!(out.code(), Some(1), "{}", out.stderr);

@@ -173,8 +173,12 @@ pub struct ImageFacts {
 }
 
 pub fn inspect(path: &Path) -> Result<(ImageFacts, File)> {
-    use std::os::unix::fs::FileTypeExt;
-    let mut file = File::open(path)
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    // O_NONBLOCK: opening a FIFO must not hang before the type check below refuses it.
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
         .map_err(|e| Error::io(format!("Failed to open image '{}'", path.display()), e))?;
     let meta = file
         .metadata()

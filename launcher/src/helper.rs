@@ -20,6 +20,27 @@ pub const DEFAULT_SETUID_HELPER: &str = "/usr/libexec/vmspawn/vmspawn-privhelper
 /// The fd number the setuid helper gets its end of the socketpair on.
 const SETUID_SERVE_FD: i32 = 3;
 
+/// Where the helper service socket and the setuid helper are: the defaults, or
+/// `$VMSPAWN_PRIVHELPER_SOCKET` / `$VMSPAWN_PRIVHELPER` (the launcher is unprivileged, so these
+/// only choose which helper it talks to).
+pub fn locations(var: &dyn Fn(&str) -> Option<OsString>) -> (PathBuf, PathBuf) {
+    let path = |name: &str, default: &str| {
+        var(name)
+            .filter(|v| !v.is_empty())
+            .map_or_else(|| PathBuf::from(default), PathBuf::from)
+    };
+    (
+        path("VMSPAWN_PRIVHELPER_SOCKET", DEFAULT_SOCKET),
+        path("VMSPAWN_PRIVHELPER", DEFAULT_SETUID_HELPER),
+    )
+}
+
+/// Whether a helper is installed at all (service socket or setuid binary).
+pub fn installed(var: &dyn Fn(&str) -> Option<OsString>) -> bool {
+    let (socket, binary) = locations(var);
+    socket.exists() || binary.exists()
+}
+
 pub struct HelperClient {
     sock: OwnedFd,
     child: Option<Child>,
@@ -39,12 +60,7 @@ impl HelperClient {
     /// Connects to the helper service, or starts the setuid helper; `why` names the feature
     /// that needs it, for error messages.
     pub fn connect(var: &dyn Fn(&str) -> Option<OsString>, why: &str) -> Result<Self> {
-        let socket_path = var("VMSPAWN_PRIVHELPER_SOCKET")
-            .filter(|v| !v.is_empty())
-            .map_or_else(|| PathBuf::from(DEFAULT_SOCKET), PathBuf::from);
-        let binary = var("VMSPAWN_PRIVHELPER")
-            .filter(|v| !v.is_empty())
-            .map_or_else(|| PathBuf::from(DEFAULT_SETUID_HELPER), PathBuf::from);
+        let (socket_path, binary) = locations(var);
         let mut client = if socket_path.exists() {
             let sock = socket::socket(
                 AddressFamily::Unix,

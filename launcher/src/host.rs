@@ -3,7 +3,7 @@
 
 use std::ffi::OsString;
 use std::fs::OpenOptions;
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::config::Config;
@@ -184,16 +184,6 @@ fn machine_id() -> Result<[u8; 16]> {
         .ok_or_else(|| Error::new("/etc/machine-id is not a valid machine ID"))
 }
 
-fn helper_installed(env: &HostEnv) -> bool {
-    let socket = (env.var)("VMSPAWN_PRIVHELPER_SOCKET")
-        .map_or_else(|| PathBuf::from(helper::DEFAULT_SOCKET), PathBuf::from);
-    let binary = (env.var)("VMSPAWN_PRIVHELPER").map_or_else(
-        || PathBuf::from(helper::DEFAULT_SETUID_HELPER),
-        PathBuf::from,
-    );
-    socket.exists() || binary.exists()
-}
-
 /// Gets from the privileged helper what this user lacks: the TAP for `--network-tap` and, when
 /// KVM is wanted but /dev/kvm cannot be opened, an fd of it. Runs before any confinement.
 fn privileged_steps(config: &Config, env: &HostEnv, facts: &mut HostFacts) -> Result<Resources> {
@@ -215,7 +205,7 @@ fn privileged_steps(config: &Config, env: &HostEnv, facts: &mut HostFacts) -> Re
     }
     let want_kvm = match config.kvm {
         Tristate::Yes => true,
-        Tristate::Auto => helper_installed(env),
+        Tristate::Auto => helper::installed(env.var),
         Tristate::No => false,
     };
     if want_kvm && !facts.kvm_usable {
@@ -278,14 +268,8 @@ fn discover_facts(config: &Config, env: &HostEnv) -> Result<HostFacts> {
 
     let mut extra_drives = Vec::new();
     for path in &config.extra_drives {
-        let meta = std::fs::metadata(path)
+        std::fs::metadata(path)
             .map_err(|e| Error::io(format!("Failed to stat '{}'", path.display()), e))?;
-        if !meta.is_file() && !meta.file_type().is_block_device() {
-            return Err(Error::new(format!(
-                "Expected regular file or block device, not '{}'.",
-                path.display()
-            )));
-        }
         let (facts, _) = disk::inspect(path)?;
         extra_drives.push(DriveInfo {
             format: facts.format,

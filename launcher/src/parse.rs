@@ -356,10 +356,6 @@ pub fn split_credential(value: &str) -> Option<(String, &str)> {
     None
 }
 
-pub fn os_to_bytes(value: &OsStr) -> &[u8] {
-    value.as_bytes()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -286,11 +286,6 @@ fn query_tint(var: &dyn Fn(&str) -> Option<OsString>) -> Option<String> {
     None
 }
 
-/// How the VM ended, before it is turned into an exit status.
-enum Ending {
-    Exited(std::process::ExitStatus),
-}
-
 struct Supervisor<'a> {
     plan: &'a Plan,
     env: &'a RunEnv<'a>,
@@ -638,7 +633,7 @@ pub fn run(plan: &Plan, env: &RunEnv, resources: Resources) -> Result<i32> {
         let _ = kill(sup.pid(), Signal::SIGKILL);
     }
     let status = match result {
-        Ok(Ending::Exited(status)) => status,
+        Ok(status) => status,
         Err(e) => {
             let _ = sup.child.wait();
             drop(raw_mode);
@@ -691,7 +686,7 @@ fn supervise(
     master: Option<&OwnedFd>,
     mut read_input: bool,
     tinter: &mut Option<Tinter>,
-) -> Result<Ending> {
+) -> Result<std::process::ExitStatus> {
     let mut escape = EscapeDetector::new();
     let mut to_guest: Vec<u8> = Vec::new();
     let mut master_open = master.is_some();
@@ -733,7 +728,7 @@ fn supervise(
                 let _ = std::io::stdout().write_all(if plain_newline { b"\n" } else { b"\r\n" });
             }
             let _ = std::io::stdout().flush();
-            return Ok(Ending::Exited(status));
+            return Ok(status);
         }
 
         let mut fds = vec![PollFd::new(signals.as_fd(), PollFlags::POLLIN)];

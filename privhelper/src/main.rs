@@ -100,13 +100,7 @@ fn parse_options(
         i += 2;
     }
     let mode = match (mode, activated) {
-        (Some(Mode::Setuid(fd)), _) if setuid => Mode::Setuid(fd),
-        (Some(Mode::Setuid(_)), _) => {
-            return Err(
-                "--serve-fd is for the setuid mode: the binary must be installed setuid root"
-                    .into(),
-            );
-        }
+        (Some(Mode::Setuid(fd)), _) => Mode::Setuid(fd),
         (Some(_), _) if setuid => {
             return Err("a setuid helper only serves its caller (--serve-fd)".into());
         }

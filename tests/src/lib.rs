@@ -53,20 +53,32 @@ pub fn image(name: &str) -> PathBuf {
     path
 }
 
+/// A binary of this workspace: `$VAR` if set, else the release build, else the debug build.
+fn built_binary(var: &str, name: &str) -> PathBuf {
+    std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| {
+        let release = workspace_root().join("target/release").join(name);
+        if release.exists() {
+            release
+        } else {
+            workspace_root().join("target/debug").join(name)
+        }
+    })
+}
+
+/// Waits until `path` exists; false on timeout.
+pub fn wait_for_path(path: &Path, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while !path.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    path.exists()
+}
+
 /// The vmspawn binary, copied to a place every user can execute it from.
 pub fn vmspawn_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        let source = std::env::var_os("VMSPAWN_BIN")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                let release = workspace_root().join("target/release/vmspawn");
-                if release.exists() {
-                    release
-                } else {
-                    workspace_root().join("target/debug/vmspawn")
-                }
-            });
+        let source = built_binary("VMSPAWN_BIN", "vmspawn");
         assert!(
             source.exists(),
             "vmspawn binary not found at {} (build it first)",
@@ -707,16 +719,7 @@ impl Drop for Netns {
 
 /// The vmspawn-privhelper binary that was built with the tests.
 pub fn privhelper_bin() -> PathBuf {
-    std::env::var_os("VMSPAWN_PRIVHELPER_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let release = workspace_root().join("target/release/vmspawn-privhelper");
-            if release.exists() {
-                release
-            } else {
-                workspace_root().join("target/debug/vmspawn-privhelper")
-            }
-        })
+    built_binary("VMSPAWN_PRIVHELPER_BIN", "vmspawn-privhelper")
 }
 
 /// The helper running as a service (root, `--listen`) inside a network namespace, with its
@@ -757,12 +760,8 @@ impl HelperService {
             .stdin(Stdio::null())
             .spawn()
             .expect("start vmspawn-privhelper");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !socket.exists() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
         assert!(
-            socket.exists(),
+            wait_for_path(&socket, Duration::from_secs(10)),
             "the helper did not create {}",
             socket.display()
         );

@@ -30,6 +30,14 @@ fn bad_input_gives_clear_errors_and_leaves_nothing() {
         "33333333-2222-4333-8444-555555555555",
     );
     work.write("blank.raw", &vec![0u8; 1 << 20]);
+    // A FIFO must be refused, not block vmspawn while it opens it.
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(work.file("pipe.raw"))
+            .status()
+            .unwrap()
+            .success()
+    );
     work.chown_all();
     let kernel = format!("--linux={}", image("vmlinuz").display());
     let initrd = format!("--initrd={}", image("initrd-busybox.cpio.gz").display());
@@ -140,6 +148,12 @@ fn bad_input_gives_clear_errors_and_leaves_nothing() {
         &["-i", "guest.raw"],
         &[("SYSTEMD_VMSPAWN_QEMU_EXTRA", "'unterminated")],
         "Failed to parse $SYSTEMD_VMSPAWN_QEMU_EXTRA",
+    );
+    fails(
+        &work,
+        &["--kvm=no", "-i", "pipe.raw"],
+        &[],
+        "Expected regular file or block device, not '",
     );
     fails(&work, &[], &[], "No disk image given");
     // QEMU itself refuses to start.

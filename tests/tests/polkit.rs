@@ -51,10 +51,10 @@ impl PolkitBus {
             .stdout(Stdio::null())
             .spawn()
             .expect("start dbus-daemon");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !socket.exists() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        assert!(
+            wait_for_path(&socket, Duration::from_secs(10)),
+            "dbus-daemon did not start"
+        );
         let polkitd = Command::new("/usr/lib/polkit-1/polkitd")
             .arg("--no-debug")
             .env(

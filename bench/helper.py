@@ -22,7 +22,7 @@ import subprocess
 import tempfile
 import time
 
-HELLO = struct.pack("<II", 0, 1)
+HELLO = struct.pack("<IIB", 0, 1, 0)  # Hello { version: 1, interactive_auth: false }
 OPEN_KVM = struct.pack("<I", 2)
 
 

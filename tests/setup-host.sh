@@ -25,7 +25,7 @@ SRC
 fi
 
 stamp=/var/lib/vmspawn-test-setup.stamp
-want="v4"
+want="v5"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     apt-get update -q
     apt-get install -y -q --no-install-recommends \
@@ -35,6 +35,10 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
         dosfstools mtools fdisk cpio zstd gzip strace iputils-ping binutils e2fsprogs \
         python3 util-linux procps iproute2 ca-certificates \
         libcap-ng-dev libseccomp-dev pkg-config dbus polkitd
+    # systemd-nspawn and systemd-machined, for the registration tests; the same version as
+    # the installed systemd (bookworm's or the backport).
+    apt-get install -y -q --no-install-recommends \
+        "systemd-container=$(dpkg-query -W -f='${Version}' systemd)"
     echo "$want" > "$stamp"
 fi
 

@@ -927,12 +927,6 @@ fn reject_unimplemented(c: &Config) -> Result<()> {
             "Leave --tpm-state= unset.",
         );
     }
-    if c.register == Some(true) {
-        return unsupported(
-            "--register=yes (registration with systemd-machined)",
-            "Use --register=no or leave it unset.",
-        );
-    }
     if c.slice.is_some() || !c.properties.is_empty() {
         return unsupported(
             "--slice=/--property= (scope unit allocation)",
@@ -1254,7 +1248,6 @@ mod tests {
             &["-D", "/"][..],
             &["--vsock=yes"],
             &["--tpm=yes"],
-            &["--register=yes"],
             &["--pass-ssh-key=yes"],
             &["--forward-journal=/tmp/j"],
             &["--slice=foo"],
@@ -1266,6 +1259,7 @@ mod tests {
         // Defaults and explicit "off" are fine.
         config(&[
             "--register=no",
+            "--register=yes",
             "--tpm=no",
             "--vsock=auto",
             "--pass-ssh-key=no",

@@ -3,7 +3,7 @@
 //! socket is tried first, then the setuid binary.
 
 use std::ffi::OsString;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -58,8 +58,13 @@ fn install_hint(socket: &Path, binary: &Path) -> String {
 
 impl HelperClient {
     /// Connects to the helper service, or starts the setuid helper; `why` names the feature
-    /// that needs it, for error messages.
-    pub fn connect(var: &dyn Fn(&str) -> Option<OsString>, why: &str) -> Result<Self> {
+    /// that needs it, for error messages. `interactive_auth`: polkit may ask the user to
+    /// authenticate.
+    pub fn connect(
+        var: &dyn Fn(&str) -> Option<OsString>,
+        why: &str,
+        interactive_auth: bool,
+    ) -> Result<Self> {
         let (socket_path, binary) = locations(var);
         let mut client = if socket_path.exists() {
             let sock = socket::socket(
@@ -140,6 +145,7 @@ impl HelperClient {
         };
         match client.call(&Request::Hello {
             version: PROTOCOL_VERSION,
+            interactive_auth,
         })? {
             (Response::Hello { .. }, _) => Ok(client),
             (other, _) => Err(client.refusal("say hello", other)),
@@ -147,7 +153,16 @@ impl HelperClient {
     }
 
     fn call(&mut self, request: &Request) -> Result<(Response, Vec<OwnedFd>)> {
-        wire::send_message(self.sock.as_fd(), request, &[])
+        self.call_with_fd(request, None)
+    }
+
+    fn call_with_fd(
+        &mut self,
+        request: &Request,
+        fd: Option<BorrowedFd<'_>>,
+    ) -> Result<(Response, Vec<OwnedFd>)> {
+        let fds: Vec<BorrowedFd<'_>> = fd.into_iter().collect();
+        wire::send_message(self.sock.as_fd(), request, &fds)
             .map_err(|e| Error::new(format!("Failed to send a request to {}: {e}", self.via)))?;
         wire::recv_message::<Response>(self.sock.as_fd())
             .map_err(|e| Error::new(format!("Failed to read the answer of {}: {e}", self.via)))
@@ -184,6 +199,43 @@ impl HelperClient {
             bridge: None,
         })? {
             (Response::Tap { ifname }, fds) => Ok((ifname, self.one_fd(what, fds)?)),
+            (other, _) => Err(self.refusal(what, other)),
+        }
+    }
+
+    /// Registers `machine` with the system's machined, led by our child `leader` (a pidfd).
+    /// The registration lasts until [`Self::unregister_machine`] or until this connection
+    /// closes.
+    pub fn register_machine(
+        &mut self,
+        machine: &str,
+        uuid: Option<[u8; 16]>,
+        leader: BorrowedFd<'_>,
+    ) -> std::result::Result<(), vmspawn_proto::ProtoError> {
+        let request = Request::RegisterMachine {
+            machine: machine.to_string(),
+            uuid,
+        };
+        let failed = |message: String| {
+            vmspawn_proto::ProtoError::new(vmspawn_proto::ErrorKind::Failed, message)
+        };
+        match self.call_with_fd(&request, Some(leader)) {
+            Ok((Response::Registered, _)) => Ok(()),
+            Ok((Response::Error(e), _)) => Err(e),
+            Ok((other, _)) => Err(failed(format!(
+                "unexpected answer from {}: {other:?}",
+                self.via
+            ))),
+            Err(e) => Err(failed(e.to_string())),
+        }
+    }
+
+    pub fn unregister_machine(&mut self, machine: &str) -> Result<()> {
+        let what = "unregister the machine";
+        match self.call(&Request::UnregisterMachine {
+            machine: machine.to_string(),
+        })? {
+            (Response::Unregistered, _) => Ok(()),
             (other, _) => Err(self.refusal(what, other)),
         }
     }

@@ -14,6 +14,7 @@ use crate::helper::{self, HelperClient};
 use crate::network;
 use crate::parse::Tristate;
 use crate::plan::{self, DriveInfo, HostFacts, ImageInfo, TapFacts};
+use crate::register::{self, Registrar};
 
 /// The environment discovery reads, passed in for testability.
 pub struct HostEnv<'a> {
@@ -154,11 +155,13 @@ fn check_readable(path: &Path, what: &str) -> Result<()> {
         .map_err(|e| Error::io(format!("Failed to open {what} '{}'", path.display()), e))
 }
 
-/// Descriptors obtained from the privileged helper, for QEMU.
+/// Descriptors obtained from the privileged helper, for QEMU, and the connection that will
+/// register the VM with machined once QEMU runs.
 #[derive(Default)]
 pub struct Resources {
     pub tap: Option<std::os::fd::OwnedFd>,
     pub kvm: Option<std::os::fd::OwnedFd>,
+    pub registration: Option<register::Connection>,
 }
 
 /// Whether this process has CAP_NET_ADMIN in its effective set.
@@ -189,6 +192,7 @@ fn machine_id() -> Result<[u8; 16]> {
 fn privileged_steps(config: &Config, env: &HostEnv, facts: &mut HostFacts) -> Result<Resources> {
     let mut resources = Resources::default();
     let mut client: Option<HelperClient> = None;
+    let interactive = facts.stdin_is_tty && !config.no_ask_password;
     if config.network == crate::config::Network::Tap {
         let machine = plan::machine_name(config, &facts.hostname)?;
         if has_net_admin() {
@@ -197,7 +201,11 @@ fn privileged_steps(config: &Config, env: &HostEnv, facts: &mut HostFacts) -> Re
                 mac: network::tap_mac(&machine_id()?, &machine),
             });
         } else {
-            let helper = client.insert(HelperClient::connect(env.var, "--network-tap")?);
+            let helper = client.insert(HelperClient::connect(
+                env.var,
+                "--network-tap",
+                interactive,
+            )?);
             let (ifname, fd) = helper.create_tap(&machine)?;
             facts.tap = Some(TapFacts::FromHelper { ifname });
             resources.tap = Some(fd);
@@ -211,8 +219,10 @@ fn privileged_steps(config: &Config, env: &HostEnv, facts: &mut HostFacts) -> Re
     if want_kvm && !facts.kvm_usable {
         let helper = match client.as_mut() {
             Some(helper) => Ok(helper),
-            None => HelperClient::connect(env.var, "--kvm=yes without access to /dev/kvm")
-                .map(|c| client.insert(c)),
+            None => {
+                HelperClient::connect(env.var, "--kvm=yes without access to /dev/kvm", interactive)
+                    .map(|c| client.insert(c))
+            }
         };
         match helper.and_then(HelperClient::open_kvm) {
             Ok(fd) => {
@@ -222,6 +232,37 @@ fn privileged_steps(config: &Config, env: &HostEnv, facts: &mut HostFacts) -> Re
             // Auto falls back to software emulation; an explicit --kvm=yes must not.
             Err(e) if config.kvm == Tristate::Yes => return Err(e),
             Err(_) => {}
+        }
+    }
+    // Connect now, while the launcher may still start the setuid helper; the registration
+    // itself needs QEMU's pid and happens once it runs.
+    if config.register != Some(false) {
+        let required = config.register == Some(true);
+        let registrar = register::choose(env.var, env.is_root, &|p: &Path| p.exists());
+        let connection = match &registrar {
+            None if required => {
+                return Err(register::nothing_to_register_with(env.is_root, env.var));
+            }
+            None => None,
+            Some(Registrar::Varlink(path)) => {
+                Some(register::Varlink::connect(path).map(register::Connection::Varlink))
+            }
+            Some(Registrar::Helper) => Some(
+                match client.take() {
+                    Some(helper) => Ok(helper),
+                    None => HelperClient::connect(env.var, "--register=yes", interactive),
+                }
+                .map(register::Connection::Helper),
+            ),
+        };
+        match connection {
+            Some(Ok(connection)) => {
+                facts.registrar = registrar;
+                resources.registration = Some(connection);
+            }
+            Some(Err(e)) if required => return Err(e),
+            // Unset --register=: run unregistered.
+            Some(Err(_)) | None => {}
         }
     }
     Ok(resources)
@@ -305,6 +346,8 @@ fn discover_facts(config: &Config, env: &HostEnv) -> Result<HostFacts> {
         } else {
             Vec::new()
         },
+        registrar: None,
+        stdin_is_tty: nix::unistd::isatty(libc::STDIN_FILENO).unwrap_or(false),
     })
 }
 

@@ -18,5 +18,6 @@ pub mod notify;
 pub mod parse;
 pub mod plan;
 pub mod qmp;
+pub mod register;
 pub mod runner;
 pub mod sandbox;

@@ -13,6 +13,7 @@ use crate::disk::{ImageFormat, RootKind, RootPartition};
 use crate::error::{Error, Result};
 use crate::firmware::Firmware;
 use crate::parse::{self, Tristate};
+use crate::register::Registrar;
 use crate::sandbox::SandboxRules;
 
 /// The QMP control socket is handed to QEMU as this fd number.
@@ -56,6 +57,20 @@ pub struct HostFacts {
     /// What a graphical console needs to reach the display server (X authority file, runtime
     /// directory with the Wayland socket); only gathered for `--console=gui`.
     pub display_paths: Vec<PathBuf>,
+    /// The machined to register with, when one can be reached (`register::choose`).
+    pub registrar: Option<Registrar>,
+    /// Standard input is a terminal: polkit may ask for a password there.
+    pub stdin_is_tty: bool,
+}
+
+/// Registration with systemd-machined, once QEMU runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegistrationPlan {
+    pub via: Registrar,
+    pub request: crate::register::Request,
+    /// `--register=yes`: failing to register is fatal. Unset: failures are reported and the
+    /// VM runs unregistered.
+    pub required: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -119,6 +134,7 @@ pub struct Plan {
     pub ready_at_start: bool,
     /// Landlock and seccomp confinement; None with $VMSPAWN_UNCONFINED.
     pub confinement: Option<Confinement>,
+    pub registration: Option<RegistrationPlan>,
 }
 
 /// Who may touch what once the VM runs.
@@ -727,6 +743,25 @@ pub fn plan(config: &Config, host: &HostFacts) -> Result<Plan> {
         )
     });
 
+    let registration = match (config.register, &host.registrar) {
+        (Some(false), _) | (None, None) => None,
+        (Some(true), None) => {
+            return Err(Error::new(
+                "--register=yes: no systemd-machined can be reached to register the VM with. Use \
+                 --register=no to run without registration.",
+            ));
+        }
+        (required, Some(via)) => Some(RegistrationPlan {
+            via: via.clone(),
+            request: crate::register::Request {
+                machine: machine.clone(),
+                uuid: config.uuid,
+                allocate_unit: !config.keep_unit,
+                interactive_auth: host.stdin_is_tty && !config.no_ask_password,
+            },
+            required: required == Some(true),
+        }),
+    };
     Ok(Plan {
         machine,
         runtime_dir: rd.clone(),
@@ -741,6 +776,7 @@ pub fn plan(config: &Config, host: &HostFacts) -> Result<Plan> {
         quiet: config.quiet,
         ready_at_start: !config.notify_ready,
         confinement,
+        registration,
     })
 }
 

@@ -25,6 +25,7 @@ use crate::host::Resources;
 use crate::notify::notify;
 use crate::plan::{ConsolePlan, GrowImage, KVM_FD, Plan, QMP_FD, TAP_FD};
 use crate::qmp::Qmp;
+use crate::register;
 use crate::sandbox;
 
 /// How the runner reads the environment and how long it waits for a guest to power off.
@@ -464,6 +465,53 @@ fn signal_name(signal: i32) -> String {
         .unwrap_or_else(|_| format!("signal {signal}"))
 }
 
+/// Registers the VM led by QEMU (`leader`) as the plan says. Returns the connection to
+/// unregister through later; a failure is fatal only with `--register=yes`.
+fn register_vm(
+    plan: &Plan,
+    env: &RunEnv,
+    connection: Option<register::Connection>,
+    leader: u32,
+) -> Result<Option<register::Connection>> {
+    let (Some(registration), Some(mut connection)) = (&plan.registration, connection) else {
+        return Ok(None);
+    };
+    match connection.register(&registration.request, leader) {
+        Ok(()) => {
+            if env.debug {
+                eprintln!(
+                    "Registered machine '{}' with {}.",
+                    registration.request.machine,
+                    connection.describe()
+                );
+            }
+            Ok(Some(connection))
+        }
+        Err(e) if registration.required => Err(e),
+        Err(e) => {
+            if env.debug {
+                eprintln!(
+                    "Not registered with {} (--register= is unset, so the VM runs anyway): {e}",
+                    connection.describe()
+                );
+            }
+            Ok(None)
+        }
+    }
+}
+
+fn unregister_vm(plan: &Plan, env: &RunEnv, connection: Option<register::Connection>) {
+    let Some(mut connection) = connection else {
+        return;
+    };
+    // As in 259, a failure to unregister is not an error of the VM.
+    if let Err(e) = connection.unregister(&plan.machine) {
+        if env.debug {
+            eprintln!("{e}");
+        }
+    }
+}
+
 /// Carries out the plan; returns the process exit status.
 pub fn run(plan: &Plan, env: &RunEnv, resources: Resources) -> Result<i32> {
     // Signals become events on a signalfd, blocked before any child exists.
@@ -556,6 +604,8 @@ pub fn run(plan: &Plan, env: &RunEnv, resources: Resources) -> Result<i32> {
         Some((q, l)) => (Some(q), Some(l)),
         None => (None, None),
     };
+    let mut resources = resources;
+    let registration = resources.registration.take();
     let child = spawn_qemu(
         plan,
         env,
@@ -565,6 +615,16 @@ pub fn run(plan: &Plan, env: &RunEnv, resources: Resources) -> Result<i32> {
         resources,
     )?;
     drop(pty_slave);
+    // Register once QEMU runs (it is the leader), before the launcher confines itself.
+    let registered = match register_vm(plan, env, registration, child.id()) {
+        Ok(registered) => registered,
+        Err(e) => {
+            let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
+            let mut child = child;
+            let _ = child.wait();
+            return Err(e);
+        }
+    };
     let qmp = Qmp::new(qmp_parent).ok();
     let notify_socket = (env.var)("NOTIFY_SOCKET");
     notify(
@@ -638,6 +698,7 @@ pub fn run(plan: &Plan, env: &RunEnv, resources: Resources) -> Result<i32> {
             let _ = sup.child.wait();
             drop(raw_mode);
             drop(runtime_dir);
+            unregister_vm(plan, env, registered);
             return Err(e);
         }
     };
@@ -645,6 +706,7 @@ pub fn run(plan: &Plan, env: &RunEnv, resources: Resources) -> Result<i32> {
     // Restore the terminal before we print our verdict.
     drop(raw_mode);
     drop(runtime_dir);
+    unregister_vm(plan, env, registered);
 
     if sup.escaped {
         return Ok(0);

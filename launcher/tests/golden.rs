@@ -84,6 +84,16 @@ fn host_facts(switches: &[&str], extra_drives: &[PathBuf]) -> HostFacts {
         hostname: "buildhost".into(),
         vmgenid: *b"\x11\x22\x33\x44\x55\x66\x47\x88\x99\xaa\xbb\xcc\xdd\xee\xff\x00",
         display_paths: vec![PathBuf::from("/home/user/.Xauthority")],
+        registrar: if has("registrar-helper") {
+            Some(vmspawn::register::Registrar::Helper)
+        } else if has("registrar-user") {
+            Some(vmspawn::register::Registrar::Varlink(PathBuf::from(
+                "/run/user/1000/systemd/machine/io.systemd.Machine",
+            )))
+        } else {
+            None
+        },
+        stdin_is_tty: has("tty"),
     }
 }
 
@@ -152,6 +162,18 @@ fn render(header: &Header) -> String {
     writeln!(out, "console: {:?}", plan.console).unwrap();
     for line in &plan.banner {
         writeln!(out, "banner: {line}").unwrap();
+    }
+    if let Some(r) = &plan.registration {
+        writeln!(
+            out,
+            "register: {:?} via {:?}, required {}, allocate-unit {}, interactive-auth {}",
+            r.request.machine,
+            r.via,
+            r.required,
+            r.request.allocate_unit,
+            r.request.interactive_auth
+        )
+        .unwrap();
     }
     if plan.ready_at_start {
         writeln!(out, "ready-at-start").unwrap();

@@ -106,6 +106,8 @@ pub fn allowed_syscalls() -> Vec<(&'static str, i64, Vec<SeccompRule>)> {
         ("lseek", libc::SYS_lseek, any()),
         ("getdents64", libc::SYS_getdents64, any()),
         ("readlinkat", libc::SYS_readlinkat, any()),
+        // Whether a leader fd is a pidfd (/proc/self/fd/N).
+        ("readlink", libc::SYS_readlink, any()),
         ("fcntl", libc::SYS_fcntl, any()),
         ("getsockopt", libc::SYS_getsockopt, any()),
         // The control socket for interface ioctls, and NSS's local sockets.

@@ -6,6 +6,7 @@ use std::hash::{Hash, Hasher};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use vmspawn_policy::{Caller, Operation, Policy};
 use vmspawn_proto::{ErrorKind, PROTOCOL_VERSION, ProtoError, Request, Response};
@@ -21,12 +22,29 @@ pub struct Peer {
     pub pid: u32,
     /// The caller's start time when it connected, for polkit's pid-reuse check.
     pub start_time: Option<u64>,
+    /// The caller's pidfd (SO_PEERPIDFD), which pins `pid` to the caller.
+    pub pidfd: Option<Rc<OwnedFd>>,
 }
+
+/// What one connection asked for and holds.
+#[derive(Default)]
+pub struct Session {
+    /// polkit may ask the user to authenticate (set by Hello).
+    pub interactive_auth: bool,
+    /// Machines registered through this connection; unregistered when it ends.
+    pub registered: Vec<String>,
+}
+
+/// A launcher runs one VM: one registration per connection.
+const MAX_REGISTRATIONS_PER_CONNECTION: usize = 1;
 
 pub struct Handler {
     pub policy_path: PathBuf,
-    /// The system bus connection to polkit (service mode, when the bus is there).
+    /// polkit and machined on the system bus, when the bus is there.
     pub polkit: Option<crate::polkit::Polkit>,
+    pub machined: Option<crate::machined::Machined>,
+    /// Why there is no system bus connection, for error messages.
+    pub no_bus_reason: String,
     /// In setuid mode the one caller, resolved before the helper confined itself.
     pub fixed_caller: Option<Caller>,
     /// In setuid mode the device nodes, opened while the helper was still root (they may be
@@ -111,13 +129,14 @@ impl Handler {
         operation: Operation,
         bridge: bool,
         rule: &str,
+        interactive: bool,
     ) -> Result<(), Response> {
         let Some(polkit) = &self.polkit else {
             return Err(error(
                 ErrorKind::Denied,
                 format!(
-                    "{rule} requires polkit, but this helper has no connection to it (polkit needs the helper \
-                     service and a system bus)"
+                    "{rule} requires polkit, but this helper has no connection to it: {}",
+                    self.no_bus_reason
                 ),
             ));
         };
@@ -137,9 +156,28 @@ impl Handler {
             actions.push("org.vmspawn.privhelper.attach-bridge".into());
         }
         for action in actions {
-            match polkit.check(&action, subject) {
-                Ok(true) => {}
-                Ok(false) => {
+            match polkit.check(&action, subject, interactive) {
+                Ok(crate::polkit::Authorization::Authorized) => {}
+                Ok(crate::polkit::Authorization::NeedsAuthentication) if interactive => {
+                    return Err(error(
+                        ErrorKind::Denied,
+                        format!(
+                            "polkit requires authentication for {action} ({rule} requires polkit), and it \
+                             did not succeed: is a polkit agent running for your session?"
+                        ),
+                    ));
+                }
+                Ok(crate::polkit::Authorization::NeedsAuthentication) => {
+                    return Err(error(
+                        ErrorKind::Denied,
+                        format!(
+                            "polkit requires authentication for {action} ({rule} requires polkit), and \
+                             interactive authentication is off: run vmspawn on a terminal without \
+                             --no-ask-password"
+                        ),
+                    ));
+                }
+                Ok(crate::polkit::Authorization::Denied) => {
                     return Err(error(
                         ErrorKind::Denied,
                         format!(
@@ -171,6 +209,7 @@ impl Handler {
         operation: Operation,
         machine: Option<&str>,
         bridge: Option<&str>,
+        session: &Session,
     ) -> Result<(vmspawn_policy::Grant, Policy), Response> {
         let caller = match &self.fixed_caller {
             Some(caller) => caller.clone(),
@@ -188,7 +227,13 @@ impl Handler {
             )
             .map_err(|denial| error(ErrorKind::Denied, denial.message))?;
         if grant.polkit {
-            self.polkit_check(peer, operation, bridge.is_some(), &grant.rule)?;
+            self.polkit_check(
+                peer,
+                operation,
+                bridge.is_some(),
+                &grant.rule,
+                session.interactive_auth,
+            )?;
         }
         Ok((grant, policy))
     }
@@ -199,6 +244,7 @@ impl Handler {
         peer: &Peer,
         request: Request,
         fds: Vec<OwnedFd>,
+        session: &mut Session,
     ) -> (Response, Option<OwnedFd>) {
         if !fds.is_empty() && !matches!(request, Request::RegisterMachine { .. }) {
             return (
@@ -213,10 +259,14 @@ impl Handler {
             return (Response::Error(e), None);
         }
         match request {
-            Request::Hello { version } if version == PROTOCOL_VERSION => {
+            Request::Hello {
+                version,
+                interactive_auth,
+            } if version == PROTOCOL_VERSION => {
+                session.interactive_auth = interactive_auth;
                 (Response::Hello { version }, None)
             }
-            Request::Hello { version } => (
+            Request::Hello { version, .. } => (
                 error(
                     ErrorKind::VersionMismatch,
                     format!(
@@ -226,27 +276,131 @@ impl Handler {
                 None,
             ),
             Request::CreateTap { machine, bridge } => {
-                match self.create_tap(peer, &machine, bridge.as_deref()) {
+                match self.create_tap(peer, &machine, bridge.as_deref(), session) {
                     Ok((ifname, fd)) => (Response::Tap { ifname }, Some(fd)),
                     Err(response) => (response, None),
                 }
             }
-            Request::OpenKvm => {
-                self.open_device(peer, Operation::OpenKvm, "/dev/kvm", "the kvm module")
-            }
+            Request::OpenKvm => self.open_device(
+                peer,
+                Operation::OpenKvm,
+                "/dev/kvm",
+                "the kvm module",
+                session,
+            ),
             Request::OpenVhostVsock => self.open_device(
                 peer,
                 Operation::OpenVhostVsock,
                 "/dev/vhost-vsock",
                 "the vhost_vsock module",
+                session,
             ),
-            Request::RegisterMachine { .. } | Request::UnregisterMachine { .. } => (
-                error(
-                    ErrorKind::Unsupported,
-                    "machine registration is not supported yet by this helper version",
+            Request::RegisterMachine { machine, uuid } => {
+                match self.register_machine(peer, &machine, uuid, fds, session) {
+                    Ok(()) => (Response::Registered, None),
+                    Err(response) => (response, None),
+                }
+            }
+            Request::UnregisterMachine { machine } => {
+                match self.unregister_machine(&machine, session) {
+                    Ok(()) => (Response::Unregistered, None),
+                    Err(response) => (response, None),
+                }
+            }
+        }
+    }
+
+    /// Registers `machine` with machined, led by the process `fds` names, which must be the
+    /// caller's own child. Checks run in this order so a refusal never reaches machined: names,
+    /// policy (and polkit), the leader, then the bus.
+    fn register_machine(
+        &self,
+        peer: &Peer,
+        machine: &str,
+        uuid: Option<[u8; 16]>,
+        mut fds: Vec<OwnedFd>,
+        session: &mut Session,
+    ) -> Result<(), Response> {
+        let (Some(pidfd), true) = (fds.pop(), fds.is_empty()) else {
+            return Err(error(
+                ErrorKind::InvalidRequest,
+                "RegisterMachine needs exactly one fd: a pidfd of the VM process",
+            ));
+        };
+        if session.registered.len() >= MAX_REGISTRATIONS_PER_CONNECTION {
+            return Err(error(
+                ErrorKind::QuotaExceeded,
+                format!(
+                    "this connection already registered {}; one connection registers one VM",
+                    session.registered.join(", ")
                 ),
-                None,
-            ),
+            ));
+        }
+        self.authorize(
+            peer,
+            Operation::RegisterMachine,
+            Some(machine),
+            None,
+            session,
+        )?;
+        let caller = crate::leader::CallerProcess {
+            uid: peer.uid,
+            pid: peer.pid,
+            pidfd: peer.pidfd.as_deref().map(AsFd::as_fd),
+        };
+        let leader =
+            crate::leader::verify(pidfd, &caller).map_err(|e| error(ErrorKind::Denied, e))?;
+        let Some(machined) = &self.machined else {
+            return Err(error(
+                ErrorKind::Unsupported,
+                format!("systemd-machined cannot be reached: {}", self.no_bus_reason),
+            ));
+        };
+        machined
+            .register(machine, uuid, leader.pid)
+            .map_err(|e| error(ErrorKind::Failed, e))?;
+        // machined looked the pid up; it was the verified process only if that is still alive.
+        if !leader.alive() {
+            let _ = machined.unregister(machine);
+            return Err(error(
+                ErrorKind::Failed,
+                format!(
+                    "the leader process {} exited while '{machine}' was being registered",
+                    leader.pid
+                ),
+            ));
+        }
+        session.registered.push(machine.to_string());
+        Ok(())
+    }
+
+    fn unregister_machine(&self, machine: &str, session: &mut Session) -> Result<(), Response> {
+        let Some(index) = session.registered.iter().position(|m| m == machine) else {
+            return Err(error(
+                ErrorKind::Denied,
+                "that machine was not registered through this connection; a connection can only \
+                 unregister what it registered",
+            ));
+        };
+        session.registered.swap_remove(index);
+        match &self.machined {
+            Some(machined) => machined
+                .unregister(machine)
+                .map_err(|e| error(ErrorKind::Failed, e)),
+            None => Ok(()),
+        }
+    }
+
+    /// The connection ended: its registrations end with it.
+    pub fn end_session(&self, session: &mut Session) {
+        let Some(machined) = &self.machined else {
+            session.registered.clear();
+            return;
+        };
+        for machine in session.registered.drain(..) {
+            if let Err(e) = machined.unregister(&machine) {
+                eprintln!("vmspawn-privhelper: {e}");
+            }
         }
     }
 
@@ -262,8 +416,9 @@ impl Handler {
         operation: Operation,
         path: &str,
         module: &str,
+        session: &Session,
     ) -> (Response, Option<OwnedFd>) {
-        if let Err(response) = self.authorize(peer, operation, None, None) {
+        if let Err(response) = self.authorize(peer, operation, None, None, session) {
             return (response, None);
         }
         if let Some(file) = self.take_preopened(path) {
@@ -295,8 +450,10 @@ impl Handler {
         peer: &Peer,
         machine: &str,
         bridge: Option<&str>,
+        session: &Session,
     ) -> Result<(String, OwnedFd), Response> {
-        let (grant, policy) = self.authorize(peer, Operation::CreateTap, Some(machine), bridge)?;
+        let (grant, policy) =
+            self.authorize(peer, Operation::CreateTap, Some(machine), bridge, session)?;
         let (total, mine) = count_taps(&self.net_class, peer.uid);
         if mine >= grant.max_taps {
             return Err(error(

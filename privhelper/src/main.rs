@@ -1,6 +1,7 @@
 //! vmspawn-privhelper: the only privileged part of vmspawn. For an unprivileged caller, after
 //! checking the admin's policy, it creates a TAP device owned by the caller, or hands over an fd
-//! of /dev/kvm or /dev/vhost-vsock. It never runs QEMU and never execs.
+//! of /dev/kvm or /dev/vhost-vsock, or registers the caller's VM with systemd-machined. It
+//! never runs QEMU and never execs.
 //!
 //! Modes (one request handler):
 //! - service: `--listen PATH`, or socket activation (LISTEN_FDS); many clients;
@@ -9,6 +10,8 @@
 
 mod confine;
 mod handler;
+mod leader;
+mod machined;
 mod polkit;
 mod privileges;
 mod sys;
@@ -17,13 +20,17 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, UnixAddr};
 use vmspawn_proto::{ErrorKind, ProtoError, Request, Response, wire};
 
-use handler::{Handler, Peer};
+use handler::{Handler, Peer, Session};
+
+/// The system bus a setuid helper uses: never an address from the caller's environment.
+const SYSTEM_BUS_SOCKET: &str = "/run/dbus/system_bus_socket";
 
 /// A connection that does not finish a request in this time is closed.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -168,7 +175,13 @@ fn refuse(sock: BorrowedFd<'_>, kind: ErrorKind, message: String) {
 }
 
 /// One request from a connection. Returns false when the connection should be closed.
-fn serve_one(handler: &Handler, sock: BorrowedFd<'_>, peer: &Peer, greeted: &mut bool) -> bool {
+fn serve_one(
+    handler: &Handler,
+    sock: BorrowedFd<'_>,
+    peer: &Peer,
+    greeted: &mut bool,
+    session: &mut Session,
+) -> bool {
     let (request, fds) = match wire::recv_message::<Request>(sock) {
         Ok(received) => received,
         Err(wire::WireError::Closed) => return false,
@@ -189,7 +202,7 @@ fn serve_one(handler: &Handler, sock: BorrowedFd<'_>, peer: &Peer, greeted: &mut
         );
         return false;
     }
-    let (response, fd) = handler.handle(peer, request, fds);
+    let (response, fd) = handler.handle(peer, request, fds, session);
     if matches!(response, Response::Hello { .. }) {
         *greeted = true;
     }
@@ -207,17 +220,31 @@ struct Connection {
     sock: OwnedFd,
     peer: Peer,
     greeted: bool,
-    deadline: Instant,
+    session: Session,
+    /// When an idle connection is closed; none while it holds a registration (the launcher
+    /// keeps its connection open while its VM runs).
+    deadline: Option<Instant>,
+}
+
+impl Connection {
+    fn refresh_deadline(&mut self) {
+        self.deadline = self
+            .session
+            .registered
+            .is_empty()
+            .then(|| Instant::now() + IDLE_TIMEOUT);
+    }
 }
 
 fn serve_many(handler: &Handler, listener: OwnedFd) -> Result<(), String> {
     let mut connections: Vec<Connection> = Vec::new();
     loop {
         let now = Instant::now();
-        connections.retain(|c| c.deadline > now);
+        connections.retain(|c| c.deadline.is_none_or(|d| d > now));
         let wait = connections
             .iter()
-            .map(|c| c.deadline.saturating_duration_since(now))
+            .filter_map(|c| c.deadline)
+            .map(|d| d.saturating_duration_since(now))
             .min();
         let timeout = wait.map_or(PollTimeout::NONE, |d| {
             PollTimeout::try_from(d.as_millis().min(60_000) as i32).unwrap_or(PollTimeout::ZERO)
@@ -240,19 +267,22 @@ fn serve_many(handler: &Handler, listener: OwnedFd) -> Result<(), String> {
         let mut closed = Vec::new();
         for (index, connection) in connections.iter_mut().enumerate() {
             if ready[index + 1] {
-                connection.deadline = Instant::now() + IDLE_TIMEOUT;
-                if !serve_one(
+                let open = serve_one(
                     handler,
                     connection.sock.as_fd(),
                     &connection.peer,
                     &mut connection.greeted,
-                ) {
+                    &mut connection.session,
+                );
+                connection.refresh_deadline();
+                if !open {
                     closed.push(index);
                 }
             }
         }
         for index in closed.into_iter().rev() {
-            connections.swap_remove(index);
+            let mut connection = connections.swap_remove(index);
+            handler.end_session(&mut connection.session);
         }
         if ready[0] {
             let Ok(raw) = socket::accept4(
@@ -267,13 +297,14 @@ fn serve_many(handler: &Handler, listener: OwnedFd) -> Result<(), String> {
             };
             // Identity from the kernel: the uid from SO_PEERCRED, the process through its pidfd
             // (SO_PEERPIDFD), so a pid reused after the caller exited is never taken for it.
-            let (pid, start_time) = match wire::peer_pidfd(sock.as_fd()) {
-                Ok(pidfd) => {
-                    polkit::identify(pidfd.as_fd()).map_or((0, None), |(p, t)| (p, Some(t)))
-                }
+            let (pid, start_time, pidfd) = match wire::peer_pidfd(sock.as_fd()) {
+                Ok(pidfd) => match polkit::identify(pidfd.as_fd()) {
+                    Some((pid, start)) => (pid, Some(start), Some(Rc::new(pidfd))),
+                    None => (0, None, None),
+                },
                 Err(_) => {
                     let pid = u32::try_from(pid).unwrap_or(0);
-                    (pid, polkit::start_time(pid))
+                    (pid, polkit::start_time(pid), None)
                 }
             };
             let same_uid = connections.iter().filter(|c| c.peer.uid == uid).count();
@@ -292,9 +323,11 @@ fn serve_many(handler: &Handler, listener: OwnedFd) -> Result<(), String> {
                     gid,
                     pid,
                     start_time,
+                    pidfd,
                 },
                 greeted: false,
-                deadline: Instant::now() + IDLE_TIMEOUT,
+                session: Session::default(),
+                deadline: Some(Instant::now() + IDLE_TIMEOUT),
             });
         }
     }
@@ -302,32 +335,51 @@ fn serve_many(handler: &Handler, listener: OwnedFd) -> Result<(), String> {
 
 fn serve_caller(handler: &Handler, sock: OwnedFd, peer: Peer) {
     let mut greeted = false;
+    let mut session = Session::default();
     loop {
         let mut fds = [PollFd::new(sock.as_fd(), PollFlags::POLLIN)];
-        let timeout =
-            PollTimeout::try_from(IDLE_TIMEOUT.as_millis() as i32).unwrap_or(PollTimeout::NONE);
+        // No idle limit while a registration is held: it lasts as long as the VM.
+        let timeout = if session.registered.is_empty() {
+            PollTimeout::try_from(IDLE_TIMEOUT.as_millis() as i32).unwrap_or(PollTimeout::NONE)
+        } else {
+            PollTimeout::NONE
+        };
         match poll(&mut fds, timeout) {
-            Ok(0) => return,
+            Ok(0) => break,
             Ok(_) => {}
             Err(nix::errno::Errno::EINTR) => continue,
-            Err(_) => return,
+            Err(_) => break,
         }
-        if !serve_one(handler, sock.as_fd(), &peer, &mut greeted) {
-            return;
+        if !serve_one(handler, sock.as_fd(), &peer, &mut greeted, &mut session) {
+            break;
+        }
+    }
+    handler.end_session(&mut session);
+}
+
+/// The system bus, for polkit and machined. Its threads are created here, so they inherit
+/// the Landlock domain set up before, and the seccomp filter (TSYNC) installed after.
+fn connect_bus(handler: &mut Handler, address: &str) {
+    match polkit::connect_system_bus(address) {
+        Ok(connection) => {
+            handler.polkit = Some(polkit::Polkit::new(connection.clone()));
+            handler.machined = Some(machined::Machined::new(connection));
+        }
+        Err(e) => {
+            eprintln!(
+                "vmspawn-privhelper: no system bus; rules that require polkit deny, and machines cannot be \
+                 registered: {e}"
+            );
+            handler.no_bus_reason = e;
         }
     }
 }
 
-/// Landlock, then the connection to polkit (its threads inherit the domain), then seccomp on
-/// all threads. Without a system bus, rules that need polkit deny, with a message.
+/// Landlock, then the system bus (its threads inherit the domain), then seccomp on all
+/// threads. Without a system bus, rules that need polkit deny, with a message.
 fn confine_service(handler: &mut Handler, policy: &Path, bus: &str) -> Result<(), String> {
     confine::landlock(policy)?;
-    match polkit::Polkit::connect(bus) {
-        Ok(polkit) => handler.polkit = Some(polkit),
-        Err(e) => eprintln!(
-            "vmspawn-privhelper: polkit unavailable, rules that require it will deny: {e}"
-        ),
-    }
+    connect_bus(handler, bus);
     confine::seccomp()
 }
 
@@ -367,6 +419,8 @@ fn run() -> Result<(), String> {
     let mut handler = Handler {
         policy_path: options.policy.clone(),
         polkit: None,
+        machined: None,
+        no_bus_reason: String::new(),
         fixed_caller: None,
         preopened: std::cell::RefCell::new(Vec::new()),
         net_class: PathBuf::from("/sys/class/net"),
@@ -379,11 +433,15 @@ fn run() -> Result<(), String> {
         Mode::Setuid(sock) => {
             let pid = wire::peer_credentials(sock.as_fd())
                 .map_or(0, |(_, _, pid)| u32::try_from(pid).unwrap_or(0));
+            let pidfd = wire::peer_pidfd(sock.as_fd())
+                .ok()
+                .filter(|fd| polkit::identify(fd.as_fd()).is_some_and(|(p, _)| p == pid));
             let peer = Peer {
                 uid: real,
                 gid: real_gid,
                 pid,
                 start_time: polkit::start_time(pid),
+                pidfd: pidfd.map(Rc::new),
             };
             // The one caller is known now: resolve its names before confinement.
             handler.fixed_caller = handler::resolve_caller(&peer).ok();
@@ -397,8 +455,15 @@ fn run() -> Result<(), String> {
                     handler.preopened.borrow_mut().push((device, file));
                 }
             }
-            privileges::drop_for_setuid(real, real_gid)?;
             confine::landlock(&options.policy)?;
+            // Connected while still root, so the bus knows the helper as root (machined lets
+            // only root register); the address is fixed, never the caller's.
+            if Path::new(SYSTEM_BUS_SOCKET).exists() {
+                connect_bus(&mut handler, &format!("unix:path={SYSTEM_BUS_SOCKET}"));
+            } else {
+                handler.no_bus_reason = format!("there is no system bus at {SYSTEM_BUS_SOCKET}");
+            }
+            privileges::drop_for_setuid(real, real_gid)?;
             confine::seccomp()?;
             serve_caller(&handler, sock, peer);
             Ok(())

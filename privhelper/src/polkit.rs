@@ -11,6 +11,13 @@ pub struct Polkit {
     connection: zbus::blocking::Connection,
 }
 
+/// Connects to the system bus at `address` (polkit and machined both live there).
+pub fn connect_system_bus(address: &str) -> Result<zbus::blocking::Connection, String> {
+    zbus::blocking::connection::Builder::address(address)
+        .and_then(|b| b.build())
+        .map_err(|e| format!("failed to connect to the system bus at {address}: {e}"))
+}
+
 /// The caller as polkit identifies it.
 #[derive(Clone, Copy, Debug)]
 pub struct Subject {
@@ -38,7 +45,7 @@ fn subject_details(pid: u32, start_time: u64, uid: i32) -> HashMap<&'static str,
 }
 
 /// The pid a pidfd refers to (from /proc/self/fdinfo), None once that process is gone.
-fn pidfd_pid(pidfd: std::os::fd::BorrowedFd<'_>) -> Option<u32> {
+pub fn pidfd_pid(pidfd: std::os::fd::BorrowedFd<'_>) -> Option<u32> {
     use std::os::fd::AsRawFd;
     let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", pidfd.as_raw_fd())).ok()?;
     let pid: i64 = info
@@ -59,21 +66,42 @@ pub fn identify(pidfd: std::os::fd::BorrowedFd<'_>) -> Option<(u32, u64)> {
     (pidfd_pid(pidfd) == Some(pid)).then_some((pid, start))
 }
 
+/// polkit's answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Authorization {
+    Authorized,
+    /// Authorized only after the user authenticates, which was not allowed (no interaction)
+    /// or not possible (no agent).
+    NeedsAuthentication,
+    Denied,
+}
+
+/// polkit's CheckAuthorizationFlags: AllowUserInteraction.
+const ALLOW_USER_INTERACTION: u32 = 1;
+
 impl Polkit {
-    pub fn connect(address: &str) -> Result<Polkit, String> {
-        let connection = zbus::blocking::connection::Builder::address(address)
-            .and_then(|b| b.build())
-            .map_err(|e| format!("failed to connect to the system bus at {address}: {e}"))?;
-        Ok(Polkit { connection })
+    pub fn new(connection: zbus::blocking::Connection) -> Polkit {
+        Polkit { connection }
     }
 
-    /// Whether polkit authorizes `action` for `subject` (never interactively).
-    pub fn check(&self, action: &str, subject: Subject) -> Result<bool, String> {
+    /// Asks polkit whether `action` is authorized for `subject`; with `interactive`, polkit may
+    /// ask the user to authenticate through their agent.
+    pub fn check(
+        &self,
+        action: &str,
+        subject: Subject,
+        interactive: bool,
+    ) -> Result<Authorization, String> {
         let Ok(uid) = i32::try_from(subject.uid) else {
             return Err(format!("uid {} does not fit polkit's int32", subject.uid));
         };
         let details = subject_details(subject.pid, subject.start_time, uid);
         let no_details: HashMap<&str, &str> = HashMap::new();
+        let flags = if interactive {
+            ALLOW_USER_INTERACTION
+        } else {
+            0
+        };
         let reply = self
             .connection
             .call_method(
@@ -81,14 +109,18 @@ impl Polkit {
                 "/org/freedesktop/PolicyKit1/Authority",
                 Some("org.freedesktop.PolicyKit1.Authority"),
                 "CheckAuthorization",
-                &(("unix-process", details), action, no_details, 0u32, ""),
+                &(("unix-process", details), action, no_details, flags, ""),
             )
             .map_err(|e| format!("polkit CheckAuthorization failed: {e}"))?;
-        let (authorized, _challenge, _details): (bool, bool, HashMap<String, String>) = reply
+        let (authorized, challenge, _details): (bool, bool, HashMap<String, String>) = reply
             .body()
             .deserialize()
             .map_err(|e| format!("unexpected answer from polkit: {e}"))?;
-        Ok(authorized)
+        Ok(match (authorized, challenge) {
+            (true, _) => Authorization::Authorized,
+            (false, true) => Authorization::NeedsAuthentication,
+            (false, false) => Authorization::Denied,
+        })
     }
 }
 

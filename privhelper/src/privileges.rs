@@ -25,12 +25,16 @@ fn limit_bounding_set() -> Result<(), String> {
     caps::clear(None, CapSet::Ambient).map_err(|e| fail("failed to clear ambient capabilities", e))
 }
 
-/// Effective: none. Permitted: CAP_NET_ADMIN.
+/// Effective: none. Permitted: CAP_NET_ADMIN, if the helper was given it at all (a container
+/// may withhold it: then the helper serves everything but TAP devices).
 fn keep_only_net_admin() -> Result<(), String> {
     caps::clear(None, CapSet::Effective)
         .map_err(|e| fail("failed to clear effective capabilities", e))?;
-    let net_admin: HashSet<Capability> = [Capability::CAP_NET_ADMIN].into();
-    caps::set(None, CapSet::Permitted, &net_admin)
+    let mut keep: HashSet<Capability> = HashSet::new();
+    if caps::has_cap(None, CapSet::Permitted, Capability::CAP_NET_ADMIN).unwrap_or(false) {
+        keep.insert(Capability::CAP_NET_ADMIN);
+    }
+    caps::set(None, CapSet::Permitted, &keep)
         .map_err(|e| fail("failed to reduce permitted capabilities", e))
 }
 

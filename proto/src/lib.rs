@@ -36,9 +36,11 @@ pub const MAX_FDS: usize = 1;
 /// Launcher → helper.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub enum Request {
-    /// First message on every connection.
+    /// First message on every connection. `interactive_auth`: polkit may ask the user to
+    /// authenticate (vmspawn without `--no-ask-password`, on a terminal).
     Hello {
         version: u32,
+        interactive_auth: bool,
     },
     /// A TAP device for VM `machine`, optionally attached to `bridge`.
     /// Reply: Response::Tap + the TAP fd.
@@ -50,15 +52,16 @@ pub enum Request {
     OpenKvm,
     /// Reply: Response::Device + an fd of /dev/vhost-vsock.
     OpenVhostVsock,
-    /// Register VM `machine` with systemd-machined; the request carries
-    /// exactly one fd: a pidfd of the leader (QEMU).
+    /// Register VM `machine` (class `vm`) with the system's systemd-machined;
+    /// the request carries exactly one fd: a pidfd of the leader, which must
+    /// be the caller's own child (QEMU). The registration ends with the
+    /// connection at the latest. Reply: Response::Registered.
     RegisterMachine {
         machine: String,
         uuid: Option<[u8; 16]>,
     },
-    UnregisterMachine {
-        machine: String,
-    },
+    /// Ends a registration made on this connection. Reply: Response::Unregistered.
+    UnregisterMachine { machine: String },
 }
 
 /// Helper → launcher.

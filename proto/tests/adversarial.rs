@@ -43,14 +43,22 @@ fn hand_built_frame_matches_encoder() {
 
 #[test]
 fn trailing_bytes_rejected() {
-    let mut frame = codec::encode(&Request::Hello { version: 1 }).unwrap();
+    let mut frame = codec::encode(&Request::Hello {
+        version: 1,
+        interactive_auth: false,
+    })
+    .unwrap();
     frame.push(0);
     assert_eq!(decode_request(&frame), Err(CodecError::TrailingBytes));
 }
 
 #[test]
 fn spoofed_uid_after_hello_rejected_as_trailing_bytes() {
-    let mut frame = codec::encode(&Request::Hello { version: 1 }).unwrap();
+    let mut frame = codec::encode(&Request::Hello {
+        version: 1,
+        interactive_auth: false,
+    })
+    .unwrap();
     frame.extend_from_slice(&0u32.to_le_bytes());
     assert_eq!(decode_request(&frame), Err(CodecError::TrailingBytes));
 }
@@ -330,7 +338,10 @@ fn validate_names_the_bad_field() {
 #[test]
 fn validate_accepts_good_requests() {
     for req in [
-        Request::Hello { version: 1 },
+        Request::Hello {
+            version: 1,
+            interactive_auth: false,
+        },
         create_tap("vm", None),
         create_tap("vm.1", Some("br0")),
         Request::OpenKvm,

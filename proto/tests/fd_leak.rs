@@ -81,5 +81,9 @@ fn rejected_frames_leak_no_fds() {
 }
 
 fn wire_hello() -> Vec<u8> {
-    vmspawn_proto::codec::encode(&Request::Hello { version: 1 }).unwrap()
+    vmspawn_proto::codec::encode(&Request::Hello {
+        version: 1,
+        interactive_auth: false,
+    })
+    .unwrap()
 }

@@ -17,7 +17,10 @@ fn text() -> impl Strategy<Value = String> {
 
 fn request() -> impl Strategy<Value = Request> {
     prop_oneof![
-        any::<u32>().prop_map(|version| Request::Hello { version }),
+        (any::<u32>(), any::<bool>()).prop_map(|(version, interactive_auth)| Request::Hello {
+            version,
+            interactive_auth
+        }),
         (text(), option::of(text()))
             .prop_map(|(machine, bridge)| Request::CreateTap { machine, bridge }),
         Just(Request::OpenKvm),

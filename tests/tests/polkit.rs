@@ -1,6 +1,7 @@
 //! polkit with real components: a private system bus, a real polkitd with rules that allow and
 //! that deny, and the helper service consulting it for a policy rule that says `polkit = "yes"`.
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -92,8 +93,9 @@ impl PolkitBus {
             .is_ok_and(|s| s.success())
     }
 
-    /// Installs a rule answering `result` (YES/NO) for the test user's create-tap, and waits
-    /// for polkitd to pick it up (it watches the directory).
+    /// Installs a rule answering `result` (YES/NO/AUTH_SELF) for the test user's create-tap,
+    /// and waits until polkitd answers with it (it reloads rules when the directory changes,
+    /// a little later).
     fn rule(&self, result: &str) {
         std::fs::write(
             RULES,
@@ -103,7 +105,44 @@ impl PolkitBus {
             ),
         )
         .unwrap();
-        std::thread::sleep(Duration::from_secs(2));
+        // pkcheck's exit status: 0 authorized, 1 not authorized, 2 authentication required.
+        let expected = match result {
+            "YES" => 0,
+            "NO" => 1,
+            _ => 2,
+        };
+        let (uid, gid) = tester_ids();
+        let mut subject = Command::new("sleep")
+            .arg("60")
+            .uid(uid)
+            .gid(gid)
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut answer = None;
+        while answer != Some(expected) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(300));
+            answer = Command::new("pkcheck")
+                .args([
+                    "--action-id",
+                    "org.vmspawn.privhelper.create-tap",
+                    "--process",
+                ])
+                .arg(subject.id().to_string())
+                .env("DBUS_SYSTEM_BUS_ADDRESS", self.address())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .ok()
+                .and_then(|s| s.code());
+        }
+        let _ = subject.kill();
+        let _ = subject.wait();
+        assert_eq!(
+            answer,
+            Some(expected),
+            "polkitd did not load the {result} rule"
+        );
     }
 }
 
@@ -171,7 +210,7 @@ if pid == 0:
 os.waitpid(pid, 0)
 _, fds, _, _ = socket.recv_fds(parent, 1, 1)
 s = socket.socket(fileno=fds[0])
-s.send(struct.pack("<II", 0, 1)); s.recv(64)
+s.send(struct.pack("<IIB", 0, 1, 0)); s.recv(64)
 name = b"gone"
 s.send(struct.pack("<IQ", 1, len(name)) + name + b"\0")
 r = s.recv(512)
@@ -219,5 +258,96 @@ print("DENIED" if r[:8] == struct.pack("<II", 5, 2) else "OTHER", r[16:].decode(
             "{status}"
         );
     }
+    work.assert_no_leftovers();
+}
+
+/// The `flags` argument of each CheckAuthorization call for `action` in dbus-monitor's output.
+fn check_authorization_flags(monitor: &str, action: &str) -> Vec<u32> {
+    let mut flags = Vec::new();
+    let mut after_action = false;
+    for line in monitor.lines() {
+        if line.trim() == format!("string \"{action}\"") {
+            after_action = true;
+        } else if after_action && let Some(value) = line.strip_prefix("   uint32 ") {
+            flags.push(value.trim().parse().unwrap());
+            after_action = false;
+        }
+    }
+    flags
+}
+
+#[test]
+fn polkit_interactive_authentication_follows_no_ask_password() {
+    let polkit = PolkitBus::start();
+    let netns = Netns::new("polkit-ask");
+    let policy = format!(
+        "[[allow]]\nusers = [\"{TEST_USER}\"]\noperations = [\"create-tap\"]\nmax-taps = 2\npolkit = \"yes\"\n"
+    );
+    let helper = HelperService::start_with_env(
+        &netns,
+        "polkit-ask",
+        &policy,
+        &[("DBUS_SYSTEM_BUS_ADDRESS", &polkit.address())],
+    );
+    let work = Workdir::new("polkit-ask", User::Tester);
+    make_gpt_image(
+        &work.file("guest.raw"),
+        8,
+        "88888888-2222-4333-8444-666666666666",
+    );
+    work.chown_all();
+    // On a terminal, as a user would run it: only --no-ask-password differs.
+    let guest = |extra: &[&str]| {
+        let mut cmd = work.vmspawn_in_netns(&netns);
+        cmd.env("VMSPAWN_PRIVHELPER_SOCKET", &helper.socket)
+            .args(busybox_boot(false))
+            .args(["-i", "guest.raw", "--console=read-only", "-n"])
+            .args(extra)
+            .arg("test.mode=");
+        PtySession::start(cmd)
+    };
+    polkit.rule("YES");
+    let mut monitor = Command::new("dbus-monitor");
+    monitor.args([
+        "--address",
+        &polkit.address(),
+        "type='method_call',member='CheckAuthorization'",
+    ]);
+    let monitor = Background::start(monitor);
+    std::thread::sleep(Duration::from_secs(1));
+
+    for extra in [&[][..], &["--no-ask-password"]] {
+        let mut session = guest(extra);
+        let status = session.finish(Duration::from_secs(150));
+        assert!(status.success(), "{extra:?}: {}", session.output());
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let calls = monitor.stdout();
+    assert_eq!(
+        check_authorization_flags(&calls, "org.vmspawn.privhelper.create-tap"),
+        [1, 0],
+        "AllowUserInteraction without, and not with, --no-ask-password:\n{calls}"
+    );
+
+    // A rule that wants the user's password: without interaction that is a clear refusal.
+    polkit.rule("AUTH_SELF");
+    let mut session = guest(&["--no-ask-password"]);
+    let status = session.finish(Duration::from_secs(60));
+    assert_eq!(status.code(), Some(1), "{}", session.output());
+    assert!(
+        session
+            .output()
+            .contains("polkit requires authentication for org.vmspawn.privhelper.create-tap"),
+        "{}",
+        session.output()
+    );
+    assert!(
+        session.output().contains("--no-ask-password"),
+        "{}",
+        session.output()
+    );
+    assert!(netns.taps().is_empty());
+    monitor.signal(nix::sys::signal::Signal::SIGTERM);
+    let _ = monitor.finish(Duration::from_secs(10));
     work.assert_no_leftovers();
 }

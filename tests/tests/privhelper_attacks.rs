@@ -5,6 +5,7 @@
 use std::io::IoSlice;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -15,7 +16,7 @@ use nix::sys::socket::{
 use vmspawn_proto::{ErrorKind, PROTOCOL_VERSION, Request, Response, codec, wire};
 use vmspawn_tests::*;
 
-const POLICY: &str = "[[allow]]\nusers = [\"root\"]\noperations = [\"create-tap\"]\nbridges = [\"abcdefghijklmno\"]\nmax-taps = 2\npolkit = \"no\"\n";
+const POLICY: &str = "[[allow]]\nusers = [\"root\"]\noperations = [\"create-tap\", \"register-machine\"]\nbridges = [\"abcdefghijklmno\"]\nmax-taps = 2\npolkit = \"no\"\n";
 
 fn connect(helper: &HelperService) -> OwnedFd {
     let sock = socket::socket(
@@ -52,6 +53,7 @@ fn hello(sock: &OwnedFd) {
         sock,
         &codec::encode(&Request::Hello {
             version: PROTOCOL_VERSION,
+            interactive_auth: false,
         })
         .unwrap(),
         &[],
@@ -104,6 +106,7 @@ fn protocol_cases() -> Vec<Case> {
     };
     let mut trailing = codec::encode(&Request::Hello {
         version: PROTOCOL_VERSION,
+        interactive_auth: false,
     })
     .unwrap();
     trailing.extend_from_slice(&1001u32.to_le_bytes()); // a would-be uid field
@@ -129,7 +132,11 @@ fn protocol_cases() -> Vec<Case> {
                 let s = connect(h);
                 send_raw(
                     &s,
-                    &codec::encode(&Request::Hello { version: 999 }).unwrap(),
+                    &codec::encode(&Request::Hello {
+                        version: 999,
+                        interactive_auth: false,
+                    })
+                    .unwrap(),
                     &[],
                 );
                 expect_error(&s, ErrorKind::VersionMismatch, "999")?;
@@ -290,17 +297,6 @@ fn request_cases() -> Vec<Case> {
             ),
         ),
         (
-            "registration-not-supported-yet",
-            refused(
-                codec::encode(&Request::UnregisterMachine {
-                    machine: "vm".into(),
-                })
-                .unwrap(),
-                ErrorKind::Unsupported,
-                "not supported yet",
-            ),
-        ),
-        (
             "tap-quota-and-duplicate-name",
             Box::new(|h, netns| {
                 let s = connect(h);
@@ -355,6 +351,7 @@ fn request_cases() -> Vec<Case> {
                         c,
                         &codec::encode(&Request::Hello {
                             version: PROTOCOL_VERSION,
+                            interactive_auth: false,
                         })
                         .unwrap(),
                         &[],
@@ -381,6 +378,231 @@ fn request_cases() -> Vec<Case> {
     ]
 }
 
+fn register(machine: &str) -> Vec<u8> {
+    codec::encode(&Request::RegisterMachine {
+        machine: machine.into(),
+        uuid: None,
+    })
+    .unwrap()
+}
+
+fn pidfd_open(pid: u32, flags: u32) -> OwnedFd {
+    // SAFETY: pidfd_open only reads its arguments; it returns a new fd or -1.
+    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, flags) };
+    assert!(raw >= 0, "pidfd_open: {}", std::io::Error::last_os_error());
+    // SAFETY: the fd was just created and nothing else owns it.
+    unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw as i32) }
+}
+
+/// A child that lives until it is killed (dropped).
+struct Sleeper(std::process::Child);
+
+impl Sleeper {
+    fn start(cmd: &mut Command) -> Sleeper {
+        Sleeper(cmd.stdout(Stdio::piped()).spawn().unwrap())
+    }
+}
+
+impl Drop for Sleeper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Registering a machine: the leader must be the caller's own live child, running as the
+/// caller. Each case offers another process, and is refused before machined is asked.
+fn register_cases() -> Vec<Case> {
+    use ErrorKind::{Denied, InvalidRequest, Unsupported};
+    let offered = |sock: &OwnedFd, frame: &[u8], leader: &OwnedFd, kind: ErrorKind, text: &str| {
+        send_raw(sock, frame, &[leader.as_raw_fd()]);
+        expect_error(sock, kind, text)
+    };
+    vec![
+        (
+            "register-without-leader-fd",
+            Box::new(|h, _| {
+                let s = connect(h);
+                hello(&s);
+                send_raw(&s, &register("vm"), &[]);
+                expect_error(&s, InvalidRequest, "exactly one fd")
+            }),
+        ),
+        (
+            "register-leader-not-a-pidfd",
+            Box::new(move |h, _| {
+                let s = connect(h);
+                hello(&s);
+                let null = OwnedFd::from(std::fs::File::open("/dev/null").unwrap());
+                offered(
+                    &s,
+                    &register("vm"),
+                    &null,
+                    Denied,
+                    "must be passed as a pidfd",
+                )
+            }),
+        ),
+        (
+            "register-the-caller-itself",
+            Box::new(move |h, _| {
+                let s = connect(h);
+                hello(&s);
+                let me = pidfd_open(std::process::id(), 0);
+                offered(&s, &register("vm"), &me, Denied, "is not your child")
+            }),
+        ),
+        (
+            "register-the-callers-parent-shell",
+            Box::new(move |h, _| {
+                let s = connect(h);
+                hello(&s);
+                let parent = pidfd_open(nix::unistd::getppid().as_raw() as u32, 0);
+                offered(&s, &register("vm"), &parent, Denied, "is not your child")
+            }),
+        ),
+        (
+            "register-pid-1",
+            Box::new(move |h, _| {
+                let s = connect(h);
+                hello(&s);
+                let init = pidfd_open(1, 0);
+                offered(&s, &register("vm"), &init, Denied, "is not your child")
+            }),
+        ),
+        (
+            "register-another-users-process",
+            Box::new(move |h, _| {
+                let s = connect(h);
+                hello(&s);
+                let (uid, gid) = tester_ids();
+                let child = Sleeper::start(Command::new("sleep").arg("30").uid(uid).gid(gid));
+                let leader = pidfd_open(child.0.id(), 0);
+                offered(
+                    &s,
+                    &register("vm"),
+                    &leader,
+                    Denied,
+                    &format!("runs as uid {uid}, not as you"),
+                )
+            }),
+        ),
+        (
+            "register-a-grandchild",
+            Box::new(move |h, _| {
+                let s = connect(h);
+                hello(&s);
+                let mut child =
+                    Sleeper::start(Command::new("sh").args(["-c", "sleep 30 & echo $!; wait"]));
+                let mut line = String::new();
+                std::io::BufRead::read_line(
+                    &mut std::io::BufReader::new(child.0.stdout.as_mut().unwrap()),
+                    &mut line,
+                )
+                .unwrap();
+                let grandchild: u32 = line.trim().parse().unwrap();
+                let leader = pidfd_open(grandchild, 0);
+                let result = offered(&s, &register("vm"), &leader, Denied, "is not your child");
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(grandchild as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+                result
+            }),
+        ),
+        (
+            "register-a-thread-of-the-caller",
+            Box::new(move |h, _| {
+                let s = connect(h);
+                hello(&s);
+                let (tx, rx) = std::sync::mpsc::channel();
+                let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+                let thread = std::thread::spawn(move || {
+                    tx.send(nix::unistd::gettid().as_raw() as u32).unwrap();
+                    let _ = done_rx.recv();
+                });
+                let tid = rx.recv().unwrap();
+                // PIDFD_THREAD (O_EXCL): a pidfd of one thread.
+                let leader = pidfd_open(tid, libc::O_EXCL as u32);
+                let result = offered(&s, &register("vm"), &leader, Denied, "is not your child");
+                done_tx.send(()).unwrap();
+                thread.join().unwrap();
+                result
+            }),
+        ),
+        (
+            "register-a-zombie-child",
+            Box::new(move |h, _| {
+                let s = connect(h);
+                hello(&s);
+                let mut child = Command::new("true").spawn().unwrap();
+                let leader = pidfd_open(child.id(), 0);
+                let status = format!("/proc/{}/status", child.id());
+                while std::fs::read_to_string(&status).is_ok_and(|s| !s.contains("State:\tZ")) {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                let result = offered(&s, &register("vm"), &leader, Denied, "has exited");
+                child.wait().unwrap();
+                result
+            }),
+        ),
+        (
+            "register-a-reaped-child-pid-reuse",
+            Box::new(move |h, _| {
+                let s = connect(h);
+                hello(&s);
+                let mut child = Command::new("true").spawn().unwrap();
+                let leader = pidfd_open(child.id(), 0);
+                child.wait().unwrap();
+                // Whoever has that pid now, the pidfd still names the exited child.
+                offered(&s, &register("vm"), &leader, Denied, "has exited")
+            }),
+        ),
+        (
+            "register-with-a-bad-machine-name",
+            Box::new(move |h, _| {
+                let s = connect(h);
+                hello(&s);
+                let child = Sleeper::start(Command::new("sleep").arg("30"));
+                let leader = pidfd_open(child.0.id(), 0);
+                offered(&s, &register("../etc"), &leader, InvalidRequest, "machine")
+            }),
+        ),
+        (
+            "register-a-real-child-without-machined",
+            Box::new(move |h, _| {
+                let s = connect(h);
+                hello(&s);
+                let child = Sleeper::start(Command::new("sleep").arg("30"));
+                let leader = pidfd_open(child.0.id(), 0);
+                offered(
+                    &s,
+                    &register("vm"),
+                    &leader,
+                    Unsupported,
+                    "systemd-machined cannot be reached",
+                )
+            }),
+        ),
+        (
+            "unregister-a-machine-of-another-connection",
+            Box::new(|h, _| {
+                let s = connect(h);
+                hello(&s);
+                send_raw(
+                    &s,
+                    &codec::encode(&Request::UnregisterMachine {
+                        machine: "someone-else".into(),
+                    })
+                    .unwrap(),
+                    &[],
+                );
+                expect_error(&s, Denied, "not registered through this connection")
+            }),
+        ),
+    ]
+}
+
 #[test]
 fn running_helper_refuses_every_adversarial_request() {
     let netns = Netns::new("attacks");
@@ -389,8 +611,9 @@ fn running_helper_refuses_every_adversarial_request() {
     let cases: Vec<Case> = protocol_cases()
         .into_iter()
         .chain(request_cases())
+        .chain(register_cases())
         .collect();
-    assert!(cases.len() >= 28, "{}", cases.len());
+    assert!(cases.len() >= 40, "{}", cases.len());
     for (name, case) in &cases {
         match case(&helper, &netns) {
             Ok(()) => println!("case {name}: refused as expected"),

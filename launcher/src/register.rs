@@ -1,0 +1,297 @@
+//! Registration with systemd-machined (`--register=`). Root talks to the system machined's
+//! varlink socket; a regular user uses their own machined when the host runs one, and
+//! otherwise the privileged helper, which registers with the system machined on their
+//! behalf after checking that the leader is their own child.
+//!
+//! vmspawn 259 registers by default and fails if it cannot. Here an unset `--register=` means
+//! "when a machined can be reached" (259's later `auto`), so a host without machined still
+//! boots VMs; `--register=yes` fails with a clear error instead.
+
+use std::ffi::OsString;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::helper::{self, HelperClient};
+
+/// The system machined's varlink socket (systemd 256 and later).
+pub const SYSTEM_VARLINK: &str = "/run/systemd/machine/io.systemd.Machine";
+/// The service name we register under.
+pub const SERVICE: &str = "vmspawn";
+/// Longest varlink reply we accept.
+const MAX_REPLY: usize = 64 * 1024;
+
+/// Which machined vmspawn registers with, and how.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Registrar {
+    /// A machined's varlink socket: the user's own, or (as root) the system's.
+    Varlink(PathBuf),
+    /// The system machined, through vmspawn-privhelper.
+    Helper,
+}
+
+/// The user machined's varlink socket, under `$XDG_RUNTIME_DIR`.
+pub fn user_varlink(var: &dyn Fn(&str) -> Option<OsString>) -> Option<PathBuf> {
+    let runtime = var("XDG_RUNTIME_DIR").filter(|v| !v.is_empty())?;
+    Some(Path::new(&runtime).join("systemd/machine/io.systemd.Machine"))
+}
+
+/// Picks the machined to register with: root uses the system machined's varlink socket, or
+/// the helper service; a regular user their own machined, or the helper. None if there is
+/// nothing to register with.
+pub fn choose(
+    var: &dyn Fn(&str) -> Option<OsString>,
+    is_root: bool,
+    exists: &dyn Fn(&Path) -> bool,
+) -> Option<Registrar> {
+    let (socket, binary) = helper::locations(var);
+    if is_root {
+        if exists(Path::new(SYSTEM_VARLINK)) {
+            return Some(Registrar::Varlink(PathBuf::from(SYSTEM_VARLINK)));
+        }
+        // A setuid helper does nothing for root; only the service can.
+        return exists(&socket).then_some(Registrar::Helper);
+    }
+    if let Some(user) = user_varlink(var).filter(|p| exists(p)) {
+        return Some(Registrar::Varlink(user));
+    }
+    (exists(&socket) || exists(&binary)).then_some(Registrar::Helper)
+}
+
+/// What `--register=yes` needs, for the error when nothing is there.
+pub fn nothing_to_register_with(is_root: bool, var: &dyn Fn(&str) -> Option<OsString>) -> Error {
+    let (socket, binary) = helper::locations(var);
+    let hint = if is_root {
+        format!(
+            "systemd-machined's varlink socket {SYSTEM_VARLINK} does not exist (machined is not running, or \
+             older than systemd 256) and no vmspawn-privhelper service listens on {}",
+            socket.display()
+        )
+    } else {
+        format!(
+            "there is no machined of your own ({}) and no vmspawn-privhelper (service socket {}, setuid \
+             binary {})",
+            user_varlink(var).map_or_else(
+                || "$XDG_RUNTIME_DIR is not set".to_string(),
+                |p| format!("{} does not exist", p.display())
+            ),
+            socket.display(),
+            binary.display()
+        )
+    };
+    Error::new(format!(
+        "--register=yes: cannot register the VM with systemd-machined: {hint}. Use --register=no to run \
+         without registration."
+    ))
+}
+
+/// A varlink connection (NUL-terminated JSON messages on a stream socket).
+pub struct Varlink {
+    stream: UnixStream,
+    path: PathBuf,
+}
+
+impl Varlink {
+    pub fn connect(path: &Path) -> Result<Varlink> {
+        let stream = UnixStream::connect(path).map_err(|e| {
+            Error::io(
+                format!(
+                    "Failed to connect to systemd-machined at {}",
+                    path.display()
+                ),
+                e,
+            )
+        })?;
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+        Ok(Varlink {
+            stream,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Calls `method`; returns the reply's parameters, or the error name and parameters.
+    pub fn call(
+        &mut self,
+        method: &str,
+        parameters: serde_json::Value,
+    ) -> Result<std::result::Result<serde_json::Value, String>> {
+        let mut message = serde_json::to_vec(&serde_json::json!({
+            "method": method,
+            "parameters": parameters,
+        }))
+        .map_err(|e| Error::new(format!("Failed to encode a varlink call: {e}")))?;
+        message.push(0);
+        let failed = |e: std::io::Error| {
+            Error::io(
+                format!("Varlink call {method} to {} failed", self.path.display()),
+                e,
+            )
+        };
+        self.stream.write_all(&message).map_err(failed)?;
+        let mut reply = Vec::new();
+        let mut byte = [0u8; 1];
+        loop {
+            let n = self.stream.read(&mut byte).map_err(failed)?;
+            if n == 0 {
+                return Err(Error::new(format!(
+                    "{} closed the connection during {method}",
+                    self.path.display()
+                )));
+            }
+            if byte[0] == 0 {
+                break;
+            }
+            if reply.len() >= MAX_REPLY {
+                return Err(Error::new(format!(
+                    "{} sent an oversized reply to {method}",
+                    self.path.display()
+                )));
+            }
+            reply.push(byte[0]);
+        }
+        let reply: serde_json::Value = serde_json::from_slice(&reply).map_err(|e| {
+            Error::new(format!(
+                "{} sent an invalid reply to {method}: {e}",
+                self.path.display()
+            ))
+        })?;
+        let parameters = reply
+            .get("parameters")
+            .cloned()
+            .unwrap_or(serde_json::Value::Null);
+        match reply.get("error").and_then(|e| e.as_str()) {
+            Some(error) => Ok(Err(format!("{error} {parameters}"))),
+            None => Ok(Ok(parameters)),
+        }
+    }
+}
+
+/// A connection that registers, and later unregisters.
+pub enum Connection {
+    Varlink(Varlink),
+    Helper(HelperClient),
+}
+
+/// What to register (from the plan).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Request {
+    pub machine: String,
+    pub uuid: Option<[u8; 16]>,
+    /// Ask machined to create a scope unit for the VM (varlink only; not with --keep-unit).
+    pub allocate_unit: bool,
+    pub interactive_auth: bool,
+}
+
+/// A pidfd of our child `pid`.
+pub fn pidfd_of_child(pid: u32) -> Result<OwnedFd> {
+    // SAFETY: pidfd_open only reads its arguments; it returns a new fd or -1.
+    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if raw < 0 {
+        return Err(Error::io(
+            "Failed to open a pidfd of QEMU",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    // SAFETY: the fd was just created and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw as i32) })
+}
+
+impl Connection {
+    /// Registers the VM whose leader is our child `leader_pid`.
+    pub fn register(&mut self, request: &Request, leader_pid: u32) -> Result<()> {
+        match self {
+            Connection::Varlink(varlink) => {
+                let mut parameters = serde_json::json!({
+                    "name": request.machine,
+                    "service": SERVICE,
+                    "class": "vm",
+                    "leader": leader_pid,
+                    "allocateUnit": request.allocate_unit,
+                    "allowInteractiveAuthentication": request.interactive_auth,
+                });
+                if let Some(uuid) = request.uuid {
+                    let hex: String = uuid.iter().map(|b| format!("{b:02x}")).collect();
+                    parameters["id"] = serde_json::Value::String(hex);
+                }
+                varlink
+                    .call("io.systemd.Machine.Register", parameters)?
+                    .map(drop)
+                    .map_err(|e| Error::new(format!("Failed to register machine: {e}")))
+            }
+            Connection::Helper(client) => {
+                let pidfd = pidfd_of_child(leader_pid)?;
+                client
+                    .register_machine(&request.machine, request.uuid, pidfd.as_fd())
+                    .map_err(|e| Error::new(format!("Failed to register machine: {}", e.message)))
+            }
+        }
+    }
+
+    pub fn unregister(&mut self, machine: &str) -> Result<()> {
+        match self {
+            Connection::Varlink(varlink) => varlink
+                .call(
+                    "io.systemd.Machine.Unregister",
+                    serde_json::json!({ "name": machine }),
+                )?
+                .map(drop)
+                .map_err(|e| Error::new(format!("Failed to unregister machine: {e}"))),
+            Connection::Helper(client) => client.unregister_machine(machine),
+        }
+    }
+
+    /// The machined this connection reaches, for messages.
+    pub fn describe(&self) -> String {
+        match self {
+            Connection::Varlink(v) => format!("systemd-machined at {}", v.path.display()),
+            Connection::Helper(_) => {
+                "the system's systemd-machined, through vmspawn-privhelper".into()
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<OsString> + 'a {
+        move |name| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| OsString::from(v))
+        }
+    }
+
+    #[test]
+    fn user_machined_comes_before_the_helper() {
+        let var = env(&[("XDG_RUNTIME_DIR", "/run/user/1000")]);
+        let all = |_: &Path| true;
+        assert_eq!(
+            choose(&var, false, &all),
+            Some(Registrar::Varlink(PathBuf::from(
+                "/run/user/1000/systemd/machine/io.systemd.Machine"
+            )))
+        );
+        let no_user = |p: &Path| !p.starts_with("/run/user");
+        assert_eq!(choose(&var, false, &no_user), Some(Registrar::Helper));
+        assert_eq!(choose(&var, false, &|_: &Path| false), None);
+    }
+
+    #[test]
+    fn root_uses_the_system_machined_or_the_helper_service_only() {
+        let var = env(&[]);
+        assert_eq!(
+            choose(&var, true, &|_: &Path| true),
+            Some(Registrar::Varlink(PathBuf::from(SYSTEM_VARLINK)))
+        );
+        let only_setuid = |p: &Path| p == Path::new(helper::DEFAULT_SETUID_HELPER);
+        assert_eq!(choose(&var, true, &only_setuid), None);
+        let only_service = |p: &Path| p == Path::new(helper::DEFAULT_SOCKET);
+        assert_eq!(choose(&var, true, &only_service), Some(Registrar::Helper));
+    }
+}

@@ -1,0 +1,461 @@
+//! Registration with a real systemd-machined. The host has no systemd as PID 1, so the test
+//! boots a systemd-nspawn container (the host's /usr, a copy of its /etc) whose systemd runs a
+//! real machined and system bus; vmspawn-privhelper serves inside it, and the test user boots
+//! a VM there with `--register=yes`. Also: a user's attempts to get their shell, PID 1 or a
+//! grandchild registered are refused, and a registration ends with the connection that made
+//! it.
+
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use vmspawn_tests::*;
+
+const SOCKET: &str = "/run/vmspawn/privhelper.socket";
+const POLICY: &str = "[[allow]]\nusers = [\"tester\"]\noperations = [\"register-machine\"]\nmachine-prefix = \"it-\"\npolkit = \"no\"\n";
+
+struct Container {
+    root: PathBuf,
+    nspawn: Child,
+    leader: u32,
+}
+
+fn copy_executable(from: &Path, to: &Path) {
+    std::fs::copy(from, to).unwrap_or_else(|e| panic!("copy {}: {e}", from.display()));
+    std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+impl Container {
+    fn start(tag: &str) -> Container {
+        let root = PathBuf::from(format!("/var/tmp/vmspawn-it-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        for dir in [
+            "usr", "tmp", "var/tmp", "run", "proc", "sys", "dev", "root", "home",
+        ] {
+            std::fs::create_dir_all(root.join(dir)).unwrap();
+        }
+        for (link, target) in [
+            ("bin", "usr/bin"),
+            ("sbin", "usr/sbin"),
+            ("lib", "usr/lib"),
+            ("lib64", "usr/lib64"),
+        ] {
+            std::os::unix::fs::symlink(target, root.join(link)).unwrap();
+        }
+        let copied = Command::new("cp")
+            .args(["-a", "/etc"])
+            .arg(root.join("etc"))
+            .status()
+            .unwrap();
+        assert!(copied.success());
+        let etc = root.join("etc");
+        std::fs::write(etc.join("fstab"), "").unwrap();
+        let _ = std::fs::remove_file(etc.join("machine-id"));
+        let _ = std::fs::remove_file(etc.join("os-release"));
+        std::fs::copy("/usr/lib/os-release", etc.join("os-release")).unwrap();
+        // None of the host's own services.
+        for wants in ["multi-user.target.wants", "timers.target.wants"] {
+            let _ = std::fs::remove_dir_all(etc.join("systemd/system").join(wants));
+        }
+        std::fs::create_dir_all(etc.join("vmspawn")).unwrap();
+        std::fs::write(etc.join("vmspawn/policy.toml"), POLICY).unwrap();
+        std::fs::set_permissions(
+            etc.join("vmspawn/policy.toml"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+
+        let opt = root.join("opt/vmspawn");
+        std::fs::create_dir_all(&opt).unwrap();
+        copy_executable(vmspawn_bin(), &opt.join("vmspawn"));
+        copy_executable(&privhelper_bin(), &opt.join("vmspawn-privhelper"));
+        copy_executable(
+            Path::new(env!("CARGO_BIN_EXE_helper-probe")),
+            &opt.join("helper-probe"),
+        );
+        std::fs::set_permissions(root.join("opt"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let home = root.join("home/tester");
+        std::fs::create_dir_all(&home).unwrap();
+        make_gpt_image(
+            &home.join("guest.raw"),
+            8,
+            "77777777-2222-4333-8444-555555555555",
+        );
+        let (uid, gid) = tester_ids();
+        for path in [home.clone(), home.join("guest.raw")] {
+            std::os::unix::fs::chown(&path, Some(uid), Some(gid)).unwrap();
+        }
+
+        let log = std::fs::File::create(root.join("console.log")).unwrap();
+        let nspawn = Command::new("systemd-nspawn")
+            .args(["--keep-unit", "--register=no", "-M"])
+            .arg(format!("it{}{tag}", std::process::id()))
+            .arg("-D")
+            .arg(&root)
+            .arg("--bind-ro=/usr")
+            .arg(format!("--bind-ro={}", images().display()))
+            .args(["-b", "--console=passive"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .expect("start systemd-nspawn");
+        let mut container = Container {
+            root,
+            nspawn,
+            leader: 0,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        // The leader is the container's PID 1: nspawn's child once it runs systemd.
+        while container.leader == 0 && Instant::now() < deadline {
+            container.leader = children_of(container.nspawn.id())
+                .into_iter()
+                .find(|pid| {
+                    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                        .is_ok_and(|c| c.trim() == "systemd")
+                })
+                .unwrap_or(0);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(container.leader != 0, "{}", container.console());
+        let mut state = String::new();
+        while !matches!(state.as_str(), "running" | "degraded") && Instant::now() < deadline {
+            let out =
+                container.exec(&["timeout", "30", "systemctl", "is-system-running", "--wait"]);
+            state = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            if state.is_empty() {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+        assert!(
+            state == "running" || state == "degraded",
+            "container state {state}: {}",
+            container.console()
+        );
+        container
+    }
+
+    fn console(&self) -> String {
+        std::fs::read_to_string(self.root.join("console.log")).unwrap_or_default()
+    }
+
+    /// Runs a command in the container (all its namespaces), as root.
+    fn exec(&self, args: &[&str]) -> Output {
+        Command::new("nsenter")
+            .args(["-t", &self.leader.to_string(), "-a"])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    fn exec_ok(&self, args: &[&str]) -> String {
+        let out = self.exec(args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `systemd-run` as the test user, waiting for the command; returns its output and status.
+    fn run_as_tester(&self, extra: &[&str], command: &[&str]) -> Output {
+        let mut args = vec![
+            "systemd-run",
+            "--wait",
+            "--pipe",
+            "--quiet",
+            "--uid=tester",
+            "-p",
+            "WorkingDirectory=/home/tester",
+        ];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(command);
+        self.exec(&args)
+    }
+
+    fn machines(&self) -> String {
+        self.exec_ok(&[
+            "busctl",
+            "call",
+            "org.freedesktop.machine1",
+            "/org/freedesktop/machine1",
+            "org.freedesktop.machine1.Manager",
+            "ListMachines",
+        ])
+    }
+
+    fn has_machine(&self, name: &str) -> bool {
+        self.machines().contains(&format!("\"{name}\" \"vm\""))
+    }
+
+    fn wait_machine(&self, name: &str, present: bool, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.has_machine(name) == present {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        false
+    }
+
+    fn machine_property(&self, name: &str, property: &str) -> String {
+        let path = format!(
+            "/org/freedesktop/machine1/machine/{}",
+            name.replace('-', "_2d")
+        );
+        self.exec_ok(&[
+            "busctl",
+            "get-property",
+            "org.freedesktop.machine1",
+            &path,
+            "org.freedesktop.machine1.Machine",
+            property,
+        ])
+        .trim()
+        .to_string()
+    }
+
+    fn start_helper_service(&self) {
+        self.exec_ok(&[
+            "systemd-run",
+            "--unit=vmspawn-privhelper",
+            "-p",
+            "RuntimeDirectory=vmspawn",
+            "/opt/vmspawn/vmspawn-privhelper",
+            "--listen",
+            SOCKET,
+            "--policy",
+            "/etc/vmspawn/policy.toml",
+        ]);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.exec(&["test", "-S", SOCKET]).status.success() {
+            assert!(
+                Instant::now() < deadline,
+                "the helper service did not start"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = self.exec(&["systemctl", "poweroff"]);
+        if wait_deadline(&mut self.nspawn, Duration::from_secs(20)).is_none() {
+            let _ = self.nspawn.kill();
+            let _ = self.nspawn.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.root);
+        // nspawn --keep-unit split our cgroup into these (the container's systemd made more
+        // cgroups below payload/).
+        for hierarchy in [
+            "/sys/fs/cgroup/unified",
+            "/sys/fs/cgroup/systemd",
+            "/sys/fs/cgroup",
+        ] {
+            for dir in ["payload", "supervisor"] {
+                remove_cgroup(&Path::new(hierarchy).join(dir));
+            }
+        }
+    }
+}
+
+/// Removes an empty cgroup and the ones below it (deepest first).
+fn remove_cgroup(path: &Path) {
+    for entry in std::fs::read_dir(path).into_iter().flatten().flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            remove_cgroup(&entry.path());
+        }
+    }
+    let _ = std::fs::remove_dir(path);
+}
+
+fn vm_command(name: &str, seconds: u32) -> Vec<String> {
+    let mut command = vec!["/opt/vmspawn/vmspawn".to_string()];
+    command.extend(
+        busybox_boot(false)
+            .into_iter()
+            .map(|a| a.to_string_lossy().into_owned()),
+    );
+    command.extend(
+        [
+            "-i",
+            "guest.raw",
+            "-M",
+            name,
+            "--register=yes",
+            "--console=read-only",
+        ]
+        .map(String::from),
+    );
+    command.push(format!("test.mode=sleep={seconds}"));
+    command
+}
+
+/// Boots a VM as the test user with `--register=yes` (with `extra` systemd-run options), and
+/// checks while it runs that machined lists it, led by QEMU running as the user; afterwards
+/// that vmspawn succeeded and the machine is gone.
+fn boot_registered(container: &Container, name: &str, extra: &[&str]) {
+    let command = vm_command(name, 12);
+    let mut args: Vec<String> = [
+        "nsenter",
+        "-t",
+        &container.leader.to_string(),
+        "-a",
+        "systemd-run",
+        "--wait",
+        "--pipe",
+        "--quiet",
+        "--uid=tester",
+        "-p",
+        "WorkingDirectory=/home/tester",
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args.extend(command);
+    let mut cmd = Command::new(&args[0]);
+    cmd.args(&args[1..]).stdin(Stdio::null());
+    let vm = Background::start(cmd);
+    assert!(
+        container.wait_machine(name, true, Duration::from_secs(60)),
+        "{name} was not registered; vmspawn said: {}",
+        vm.stderr()
+    );
+    assert_eq!(container.machine_property(name, "Class"), "s \"vm\"");
+    assert_eq!(container.machine_property(name, "Service"), "s \"vmspawn\"");
+    let leader = container.machine_property(name, "Leader");
+    let leader = leader.strip_prefix("u ").expect("Leader is a u32");
+    let comm = container.exec_ok(&["cat", &format!("/proc/{leader}/comm")]);
+    assert_eq!(comm.trim(), "qemu-system-x86", "the leader is QEMU");
+    let owner = container.exec_ok(&["stat", "-c", "%U", &format!("/proc/{leader}")]);
+    assert_eq!(owner.trim(), TEST_USER, "QEMU runs as the user");
+    let out = vm.finish(Duration::from_secs(150));
+    out.assert_success();
+    assert!(
+        container.wait_machine(name, false, Duration::from_secs(10)),
+        "{name} is still registered after vmspawn exited"
+    );
+}
+
+#[test]
+fn registers_with_a_real_machined_and_refuses_spoofed_leaders() {
+    let container = Container::start("machined");
+    container.start_helper_service();
+
+    // Through the helper service.
+    boot_registered(&container, "it-service", &[]);
+
+    // A user's attempts to register processes other than its own VM process.
+    let probe = |action: &str, machine: &str, via_shell: bool| -> String {
+        let probe = format!("/opt/vmspawn/helper-probe {SOCKET} {action} {machine}");
+        let out = if via_shell {
+            // The probe's parent is then the user's shell, not systemd.
+            container.run_as_tester(&[], &["/bin/sh", "-c", &format!("{probe}; true")])
+        } else {
+            container.run_as_tester(&[], &probe.split(' ').collect::<Vec<_>>())
+        };
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            !container.has_machine(machine),
+            "{action}: {machine} got registered"
+        );
+        text
+    };
+    let cases = [
+        ("register-parent", "it-shell", true, "is not your child"),
+        ("register-self", "it-self", false, "is not your child"),
+        (
+            "register-pid1",
+            "it-init",
+            false,
+            "runs as uid 0, not as you",
+        ),
+        (
+            "register-grandchild",
+            "it-grand",
+            false,
+            "is not your child",
+        ),
+        (
+            "register-child-and-exit",
+            "not-prefixed",
+            false,
+            "does not start with 'it-'",
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (action, machine, via_shell, expected) in cases {
+        let answer = probe(action, machine, via_shell);
+        if answer.contains("Denied") && answer.contains(expected) {
+            println!("case {action}: refused as expected");
+        } else {
+            failures.push(format!("{action}: {answer}"));
+        }
+    }
+    // Leftover children of the last probe.
+    let _ = container.exec(&["pkill", "-u", TEST_USER, "-x", "sleep"]);
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+
+    // A registration ends with its connection: the probe registers its child, then exits
+    // without unregistering. Its unit stays (RemainAfterExit, KillMode=process), so the child
+    // keeps running in it and machined itself has no reason to drop the machine.
+    container.exec_ok(&[
+        "systemd-run",
+        "--unit=it-orphan",
+        "--uid=tester",
+        "-p",
+        "RemainAfterExit=yes",
+        "-p",
+        "KillMode=process",
+        "/bin/sh",
+        "-c",
+        &format!(
+            "/opt/vmspawn/helper-probe {SOCKET} register-child-and-exit it-orphan > /home/tester/orphan.out 2>&1"
+        ),
+    ]);
+    let out_file = container.root.join("home/tester/orphan.out");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut output = String::new();
+    while !output.contains("ANSWER") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        output = std::fs::read_to_string(&out_file).unwrap_or_default();
+    }
+    assert!(output.contains("ANSWER Registered"), "{output}");
+    let child = output
+        .lines()
+        .find_map(|l| l.strip_prefix("CHILD "))
+        .expect("child pid")
+        .trim()
+        .to_string();
+    assert!(
+        container.wait_machine("it-orphan", false, Duration::from_secs(10)),
+        "it-orphan outlived the connection that registered it"
+    );
+    assert!(
+        container
+            .exec(&["test", "-d", &format!("/proc/{child}")])
+            .status
+            .success(),
+        "the orphaned leader should still run (so machined did not drop it by itself)"
+    );
+    let _ = container.exec(&["systemctl", "stop", "it-orphan"]);
+
+    // Through the setuid helper (the service stopped): the same registration.
+    container.exec_ok(&["systemctl", "stop", "vmspawn-privhelper"]);
+    let setuid = container.root.join("opt/vmspawn/setuid-helper");
+    copy_executable(&privhelper_bin(), &setuid);
+    std::fs::set_permissions(&setuid, std::fs::Permissions::from_mode(0o4755)).unwrap();
+    boot_registered(
+        &container,
+        "it-setuid",
+        &["-E", "VMSPAWN_PRIVHELPER=/opt/vmspawn/setuid-helper"],
+    );
+}

@@ -162,7 +162,9 @@ impl Varlink {
             .get("parameters")
             .cloned()
             .unwrap_or(serde_json::Value::Null);
+        let empty = parameters.as_object().is_none_or(|p| p.is_empty());
         match reply.get("error").and_then(|e| e.as_str()) {
+            Some(error) if empty => Ok(Err(error.to_string())),
             Some(error) => Ok(Err(format!("{error} {parameters}"))),
             None => Ok(Ok(parameters)),
         }

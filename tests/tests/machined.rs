@@ -459,3 +459,116 @@ fn registers_with_a_real_machined_and_refuses_spoofed_leaders() {
         &["-E", "VMSPAWN_PRIVHELPER=/opt/vmspawn/setuid-helper"],
     );
 }
+
+/// A stand-in for a user's own machined (systemd 258 and later run one per user; this host's
+/// 254 does not): a varlink server on `$XDG_RUNTIME_DIR/systemd/machine/io.systemd.Machine`
+/// that passes on each call, with the name of the leader's process at the time of a Register.
+/// It answers Register with `register_error`, if given.
+fn fake_user_machined(
+    socket: &Path,
+    register_error: Option<&'static str>,
+) -> std::sync::mpsc::Receiver<(serde_json::Value, String)> {
+    let listener = std::os::unix::net::UnixListener::bind(socket).unwrap();
+    let (uid, gid) = tester_ids();
+    std::os::unix::fs::chown(socket, Some(uid), Some(gid)).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::{BufRead, Write};
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+            let mut writer = stream;
+            loop {
+                let mut message = Vec::new();
+                if reader.read_until(0, &mut message).unwrap_or(0) == 0 {
+                    break;
+                }
+                message.pop();
+                let call: serde_json::Value = serde_json::from_slice(&message).unwrap();
+                let leader_comm = call["parameters"]["leader"]
+                    .as_u64()
+                    .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).ok())
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string();
+                let reply = match (call["method"].as_str(), register_error) {
+                    (Some("io.systemd.Machine.Register"), Some(error)) => {
+                        serde_json::json!({ "error": error, "parameters": {} })
+                    }
+                    _ => serde_json::json!({ "parameters": {} }),
+                };
+                let _ = tx.send((call, leader_comm));
+                let mut reply = serde_json::to_vec(&reply).unwrap();
+                reply.push(0);
+                if writer.write_all(&reply).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    rx
+}
+
+#[test]
+fn registers_with_the_users_own_machined_over_varlink() {
+    let work = Workdir::new("user-machined", User::Tester);
+    make_gpt_image(
+        &work.file("guest.raw"),
+        8,
+        "77777777-2222-4333-8444-666666666666",
+    );
+    let runtime = work.file("xdg");
+    std::fs::create_dir_all(runtime.join("systemd/machine")).unwrap();
+    work.chown_all();
+    let socket = runtime.join("systemd/machine/io.systemd.Machine");
+    let guest = |name: &str, extra: &[&str]| {
+        let mut cmd = work.vmspawn();
+        cmd.env("XDG_RUNTIME_DIR", &runtime)
+            .args(busybox_boot(false))
+            .args(["-i", "guest.raw", "--console=read-only", "-M", name])
+            .arg("--uuid=0123456789abcdef0123456789abcdef")
+            .args(extra)
+            .arg("test.mode=");
+        cmd
+    };
+
+    let calls = fake_user_machined(&socket, None);
+    let out = run(guest("mine", &[]), Duration::from_secs(150));
+    out.assert_success();
+    let (register, leader) = calls.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!(register["method"], "io.systemd.Machine.Register");
+    let expected = serde_json::json!({
+        "name": "mine",
+        "class": "vm",
+        "service": "vmspawn",
+        "id": "0123456789abcdef0123456789abcdef",
+        "allocateUnit": true,
+        "allowInteractiveAuthentication": false,
+    });
+    for (key, value) in expected.as_object().unwrap() {
+        assert_eq!(&register["parameters"][key], value, "{key} in {register}");
+    }
+    assert_eq!(leader, "qemu-system-x86", "the leader is QEMU: {register}");
+    let (unregister, _) = calls.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!(unregister["method"], "io.systemd.Machine.Unregister");
+    assert_eq!(unregister["parameters"]["name"], "mine");
+    std::fs::remove_file(&socket).unwrap();
+
+    // machined refuses: with --register=yes vmspawn fails, and stops QEMU.
+    let calls = fake_user_machined(&socket, Some("io.systemd.Machine.MachineExists"));
+    let out = run(guest("taken", &["--register=yes"]), Duration::from_secs(60));
+    assert_eq!(out.code(), Some(1), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("Failed to register machine: io.systemd.Machine.MachineExists"),
+        "{}",
+        out.stderr
+    );
+    assert!(calls.recv_timeout(Duration::from_secs(5)).is_ok());
+    std::fs::remove_file(&socket).unwrap();
+
+    // Left unset, --register= tolerates the refusal: the VM runs unregistered.
+    let _calls = fake_user_machined(&socket, Some("io.systemd.Machine.MachineExists"));
+    run(guest("taken", &[]), Duration::from_secs(150)).assert_success();
+    work.assert_no_leftovers();
+}

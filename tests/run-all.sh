@@ -40,4 +40,8 @@ bash tests/check-packaging.sh
 
 echo "== integration tests (real guests)"
 # One guest at a time: the machines have two cores and TCG guests are CPU-bound.
-cargo test --locked --no-fail-fast -p vmspawn-tests -- --test-threads=1
+status=0
+cargo test --locked --no-fail-fast -p vmspawn-tests -- --test-threads=1 || status=$?
+# The copies of vmspawn the tests run (every user must be able to execute them).
+rm -rf /var/tmp/vmspawn-it-bin-*
+exit "$status"

@@ -130,6 +130,7 @@ pub fn allowed_syscalls() -> Vec<(&'static str, i64, Vec<SeccompRule>)> {
                     libc::SIOCGIFFLAGS,
                     libc::SIOCSIFFLAGS,
                     crate::sys::SIOCBRADDIF,
+                    crate::sys::VHOST_VSOCK_SET_GUEST_CID,
                 ],
             ),
         ),

@@ -72,6 +72,19 @@ pub fn tap_name(uid: u32, machine: &str) -> String {
     format!("vt-{:08x}", hasher.finish() as u32)
 }
 
+/// Up to 64 CIDs of `first..=last` to try, in order from a place derived from the user and
+/// the machine name (so a VM tends to get the same CID each time).
+pub fn vsock_candidates(uid: u32, machine: &str, first: u32, last: u32) -> Vec<u32> {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    uid.hash(&mut hasher);
+    machine.hash(&mut hasher);
+    let size = u64::from(last.saturating_sub(first)) + 1;
+    let start = hasher.finish() % size;
+    (0..size.min(64))
+        .map(|i| first + ((start + i) % size) as u32)
+        .collect()
+}
+
 /// Resolves the caller's user and group names (for the policy) from the kernel-given uid.
 pub fn resolve_caller(peer: &Peer) -> Result<Caller, Response> {
     let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(peer.uid))
@@ -281,20 +294,17 @@ impl Handler {
                     Err(response) => (response, None),
                 }
             }
-            Request::OpenKvm => self.open_device(
-                peer,
-                Operation::OpenKvm,
-                "/dev/kvm",
-                "the kvm module",
-                session,
-            ),
-            Request::OpenVhostVsock => self.open_device(
-                peer,
-                Operation::OpenVhostVsock,
-                "/dev/vhost-vsock",
-                "the vhost_vsock module",
-                session,
-            ),
+            Request::OpenKvm => match self.authorize(peer, Operation::OpenKvm, None, None, session)
+            {
+                Ok(_) => self.open_device("/dev/kvm", "the kvm module"),
+                Err(response) => (response, None),
+            },
+            Request::OpenVhostVsock { machine, cid } => {
+                match self.open_vhost_vsock(peer, &machine, cid, session) {
+                    Ok((cid, fd)) => (Response::VsockDevice { cid }, Some(fd)),
+                    Err(response) => (response, None),
+                }
+            }
             Request::RegisterMachine { machine, uuid } => {
                 match self.register_machine(peer, &machine, uuid, fds, session) {
                     Ok(()) => (Response::Registered, None),
@@ -404,23 +414,85 @@ impl Handler {
         }
     }
 
+    /// An fd of /dev/vhost-vsock whose guest CID the helper set from the caller's CID range
+    /// (`vsock-cids`): the one asked for, or a free one starting at a place derived from the
+    /// user and machine. (The caller holds the fd, so it could set another CID with the same
+    /// ioctl; the kernel refuses CIDs in use, so this cannot take a running VM's CID. The
+    /// ranges allocate CIDs between users; they are not an isolation boundary.)
+    fn open_vhost_vsock(
+        &self,
+        peer: &Peer,
+        machine: &str,
+        cid: Option<u32>,
+        session: &Session,
+    ) -> Result<(u32, OwnedFd), Response> {
+        let (grant, _) = self.authorize(
+            peer,
+            Operation::OpenVhostVsock,
+            Some(machine),
+            None,
+            session,
+        )?;
+        let Some((first, last)) = grant.vsock_cids else {
+            return Err(error(
+                ErrorKind::Denied,
+                format!("{} gives no vsock-cids range", grant.rule),
+            ));
+        };
+        if let Some(cid) = cid {
+            if !(first..=last).contains(&cid) {
+                return Err(error(
+                    ErrorKind::Denied,
+                    format!(
+                        "CID {cid} is outside the range {first}-{last} that {} allows you",
+                        grant.rule
+                    ),
+                ));
+            }
+        }
+        let (response, fd) = self.open_device("/dev/vhost-vsock", "the vhost_vsock module");
+        let Some(fd) = fd else {
+            return Err(response);
+        };
+        let candidates: Vec<u32> = match cid {
+            Some(cid) => vec![cid],
+            None => vsock_candidates(peer.uid, machine, first, last),
+        };
+        for candidate in candidates {
+            match sys::vhost_vsock_set_guest_cid(fd.as_fd(), candidate) {
+                Ok(()) => return Ok((candidate, fd)),
+                Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE) && cid.is_none() => {}
+                Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE) => {
+                    return Err(error(
+                        ErrorKind::Failed,
+                        format!("CID {candidate} is in use by another VM"),
+                    ));
+                }
+                Err(e) => {
+                    return Err(error(
+                        ErrorKind::Failed,
+                        format!("failed to set guest CID {candidate}: {e}"),
+                    ));
+                }
+            }
+        }
+        Err(error(
+            ErrorKind::QuotaExceeded,
+            format!(
+                "no free CID in the range {first}-{last} that {} allows you",
+                grant.rule
+            ),
+        ))
+    }
+
     fn take_preopened(&self, path: &str) -> Option<std::fs::File> {
         let mut preopened = self.preopened.borrow_mut();
         let index = preopened.iter().position(|(p, _)| *p == path)?;
         Some(preopened.swap_remove(index).1)
     }
 
-    fn open_device(
-        &self,
-        peer: &Peer,
-        operation: Operation,
-        path: &str,
-        module: &str,
-        session: &Session,
-    ) -> (Response, Option<OwnedFd>) {
-        if let Err(response) = self.authorize(peer, operation, None, None, session) {
-            return (response, None);
-        }
+    /// Opens a device node the policy allowed.
+    fn open_device(&self, path: &str, module: &str) -> (Response, Option<OwnedFd>) {
         if let Some(file) = self.take_preopened(path) {
             return (Response::Device, Some(OwnedFd::from(file)));
         }
@@ -512,6 +584,20 @@ impl Handler {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn vsock_candidates_stay_in_range() {
+        let all = vsock_candidates(1001, "vm", 10, 19);
+        assert_eq!(all.len(), 10);
+        let mut sorted = all.clone();
+        sorted.sort();
+        assert_eq!(sorted, (10..=19).collect::<Vec<_>>());
+        assert_eq!(all, vsock_candidates(1001, "vm", 10, 19));
+        let wide = vsock_candidates(1001, "vm", 3, u32::MAX - 1);
+        assert_eq!(wide.len(), 64);
+        assert!(wide.iter().all(|c| (3..u32::MAX).contains(c)));
+        assert_eq!(vsock_candidates(7, "x", 5, 5), [5]);
+    }
 
     #[test]
     fn tap_names_are_fixed_pattern_and_stable() {

@@ -81,6 +81,16 @@ pub fn bridge_add(sock: BorrowedFd<'_>, bridge: &str, ifindex: i32) -> io::Resul
 }
 
 /// Removes every environment variable: in setuid mode the environment is the caller's.
+/// VHOST_VSOCK_SET_GUEST_CID: `_IOW(VHOST_VIRTIO, 0x60, __u64)`.
+pub const VHOST_VSOCK_SET_GUEST_CID: libc::c_ulong = 0x4008_af60;
+
+/// Sets the guest CID of a vhost-vsock device fd (EADDRINUSE when another VM has it).
+pub fn vhost_vsock_set_guest_cid(vsock: BorrowedFd<'_>, cid: u32) -> io::Result<()> {
+    let cid = u64::from(cid);
+    // SAFETY: the ioctl reads one u64 through the pointer, which is valid for the call.
+    check(unsafe { libc::ioctl(vsock.as_raw_fd(), VHOST_VSOCK_SET_GUEST_CID, &cid) })
+}
+
 pub fn clear_environment() {
     let names: Vec<std::ffi::OsString> = std::env::vars_os().map(|(name, _)| name).collect();
     for name in names {

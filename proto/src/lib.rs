@@ -50,8 +50,10 @@ pub enum Request {
     },
     /// Reply: Response::Device + an fd of /dev/kvm.
     OpenKvm,
-    /// Reply: Response::Device + an fd of /dev/vhost-vsock.
-    OpenVhostVsock,
+    /// An fd of /dev/vhost-vsock for VM `machine`, its guest CID already set
+    /// by the helper from the caller's CID range: `cid`, or one the helper
+    /// picks. Reply: Response::VsockDevice + the fd.
+    OpenVhostVsock { machine: String, cid: Option<u32> },
     /// Register VM `machine` (class `vm`) with the system's systemd-machined;
     /// the request carries exactly one fd: a pidfd of the leader, which must
     /// be the caller's own child (QEMU). The registration ends with the
@@ -67,12 +69,20 @@ pub enum Request {
 /// Helper → launcher.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub enum Response {
-    Hello { version: u32 },
-    Tap { ifname: String },
+    Hello {
+        version: u32,
+    },
+    Tap {
+        ifname: String,
+    },
     Device,
     Registered,
     Unregistered,
     Error(ProtoError),
+    /// The guest CID set on the vhost-vsock fd that comes with this answer.
+    VsockDevice {
+        cid: u32,
+    },
 }
 
 /// An error the helper reports to the launcher.

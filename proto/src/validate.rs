@@ -17,7 +17,17 @@ pub fn validate(req: &Request) -> Result<(), ProtoError> {
         ProtoError::new(ErrorKind::InvalidRequest, format!("{field}: {reason}"))
     };
     match req {
-        Request::Hello { .. } | Request::OpenKvm | Request::OpenVhostVsock => Ok(()),
+        Request::Hello { .. } | Request::OpenKvm => Ok(()),
+        Request::OpenVhostVsock { machine, cid } => {
+            validate_machine_name(machine).map_err(|e| invalid("machine", e))?;
+            match cid {
+                Some(cid) if !(3..u32::MAX).contains(cid) => Err(invalid(
+                    "cid",
+                    format!("{cid} is not a regular guest CID (3 to 4294967294)"),
+                )),
+                _ => Ok(()),
+            }
+        }
         Request::CreateTap { machine, bridge } => {
             validate_machine_name(machine).map_err(|e| invalid("machine", e))?;
             match bridge {

@@ -345,7 +345,10 @@ fn validate_accepts_good_requests() {
         create_tap("vm", None),
         create_tap("vm.1", Some("br0")),
         Request::OpenKvm,
-        Request::OpenVhostVsock,
+        Request::OpenVhostVsock {
+            machine: "vm".to_owned(),
+            cid: Some(3),
+        },
         Request::RegisterMachine {
             machine: "vm".to_owned(),
             uuid: Some([1; 16]),
@@ -366,4 +369,24 @@ fn errors_do_not_echo_untrusted_names() {
         err.to_string(),
         "invalid request: machine: machine name has a byte 0x1b at offset 4 that is not allowed"
     );
+}
+
+#[test]
+fn vsock_cids_must_be_regular() {
+    for cid in [0, 1, 2, u32::MAX] {
+        let err = validate(&Request::OpenVhostVsock {
+            machine: "vm".to_owned(),
+            cid: Some(cid),
+        })
+        .unwrap_err();
+        assert_eq!(err.kind, ErrorKind::InvalidRequest);
+        assert!(err.message.starts_with("cid: "), "{}", err.message);
+    }
+    for cid in [None, Some(3), Some(u32::MAX - 1)] {
+        validate(&Request::OpenVhostVsock {
+            machine: "vm".to_owned(),
+            cid,
+        })
+        .unwrap();
+    }
 }

@@ -24,7 +24,8 @@ fn request() -> impl Strategy<Value = Request> {
         (text(), option::of(text()))
             .prop_map(|(machine, bridge)| Request::CreateTap { machine, bridge }),
         Just(Request::OpenKvm),
-        Just(Request::OpenVhostVsock),
+        (text(), option::of(any::<u32>()))
+            .prop_map(|(machine, cid)| Request::OpenVhostVsock { machine, cid }),
         (text(), option::of(any::<[u8; 16]>()))
             .prop_map(|(machine, uuid)| Request::RegisterMachine { machine, uuid }),
         text().prop_map(|machine| Request::UnregisterMachine { machine }),
@@ -49,6 +50,7 @@ fn response() -> impl Strategy<Value = Response> {
         Just(Response::Device),
         Just(Response::Registered),
         Just(Response::Unregistered),
+        any::<u32>().prop_map(|cid| Response::VsockDevice { cid }),
         (error_kind(), text())
             .prop_map(|(kind, message)| Response::Error(ProtoError { kind, message })),
     ]

@@ -16,7 +16,7 @@ use nix::sys::socket::{
 use vmspawn_proto::{ErrorKind, PROTOCOL_VERSION, Request, Response, codec, wire};
 use vmspawn_tests::*;
 
-const POLICY: &str = "[[allow]]\nusers = [\"root\"]\noperations = [\"create-tap\", \"register-machine\"]\nbridges = [\"abcdefghijklmno\"]\nmax-taps = 2\npolkit = \"no\"\n";
+const POLICY: &str = "[[allow]]\nusers = [\"root\"]\noperations = [\"create-tap\", \"register-machine\", \"open-vhost-vsock\"]\nvsock-cids = \"10000-10009\"\nbridges = [\"abcdefghijklmno\"]\nmax-taps = 2\npolkit = \"no\"\n";
 
 fn connect(helper: &HelperService) -> OwnedFd {
     let sock = socket::socket(
@@ -291,9 +291,61 @@ fn request_cases() -> Vec<Case> {
         (
             "operation-not-in-policy",
             refused(
-                codec::encode(&Request::OpenVhostVsock).unwrap(),
+                codec::encode(&Request::OpenKvm).unwrap(),
                 Denied,
-                "open-vhost-vsock",
+                "open-kvm",
+            ),
+        ),
+        (
+            "vsock-cid-outside-the-users-range",
+            refused(
+                codec::encode(&Request::OpenVhostVsock {
+                    machine: "vm".into(),
+                    cid: Some(10010),
+                })
+                .unwrap(),
+                Denied,
+                "CID 10010 is outside the range 10000-10009",
+            ),
+        ),
+        (
+            "vsock-without-cid-gets-one-from-the-range",
+            Box::new(|h, _| {
+                let s = connect(h);
+                hello(&s);
+                let request = Request::OpenVhostVsock {
+                    machine: "vm".into(),
+                    cid: None,
+                };
+                send_raw(&s, &codec::encode(&request).unwrap(), &[]);
+                // Hosts without vhost_vsock (like the test machines) answer with a clear error.
+                match answer(&s) {
+                    Ok((Response::VsockDevice { cid }, fds))
+                        if (10000..=10009).contains(&cid) && fds.len() == 1 =>
+                    {
+                        Ok(())
+                    }
+                    Ok((Response::Error(e), fds))
+                        if e.kind == ErrorKind::Failed
+                            && e.message.contains("/dev/vhost-vsock does not exist")
+                            && fds.is_empty() =>
+                    {
+                        Ok(())
+                    }
+                    other => Err(format!("unexpected answer {other:?}")),
+                }
+            }),
+        ),
+        (
+            "vsock-cid-not-regular",
+            refused(
+                codec::encode(&Request::OpenVhostVsock {
+                    machine: "vm".into(),
+                    cid: Some(2),
+                })
+                .unwrap(),
+                InvalidRequest,
+                "not a regular guest CID",
             ),
         ),
         (

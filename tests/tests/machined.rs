@@ -163,20 +163,21 @@ impl Container {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    /// `systemd-run` as the test user, waiting for the command; returns its output and status.
+    /// `command` run in the container as the test user through `systemd-run` (so it sits in
+    /// a unit, as machined wants), which waits for it and passes its output and status on.
+    fn as_tester<S: AsRef<std::ffi::OsStr>>(&self, extra: &[&str], command: &[S]) -> Command {
+        let mut cmd = Command::new("nsenter");
+        cmd.args(["-t", &self.leader.to_string(), "-a"])
+            .args(["systemd-run", "--wait", "--pipe", "--quiet", "--uid=tester"])
+            .args(["-p", "WorkingDirectory=/home/tester"])
+            .args(extra)
+            .args(command)
+            .stdin(Stdio::null());
+        cmd
+    }
+
     fn run_as_tester(&self, extra: &[&str], command: &[&str]) -> Output {
-        let mut args = vec![
-            "systemd-run",
-            "--wait",
-            "--pipe",
-            "--quiet",
-            "--uid=tester",
-            "-p",
-            "WorkingDirectory=/home/tester",
-        ];
-        args.extend_from_slice(extra);
-        args.extend_from_slice(command);
-        self.exec(&args)
+        self.as_tester(extra, command).output().unwrap()
     }
 
     fn machines(&self) -> String {
@@ -303,27 +304,7 @@ fn vm_command(name: &str, seconds: u32) -> Vec<String> {
 /// checks while it runs that machined lists it, led by QEMU running as the user; afterwards
 /// that vmspawn succeeded and the machine is gone.
 fn boot_registered(container: &Container, name: &str, extra: &[&str]) {
-    let command = vm_command(name, 12);
-    let mut args: Vec<String> = [
-        "nsenter",
-        "-t",
-        &container.leader.to_string(),
-        "-a",
-        "systemd-run",
-        "--wait",
-        "--pipe",
-        "--quiet",
-        "--uid=tester",
-        "-p",
-        "WorkingDirectory=/home/tester",
-    ]
-    .map(String::from)
-    .to_vec();
-    args.extend(extra.iter().map(|s| s.to_string()));
-    args.extend(command);
-    let mut cmd = Command::new(&args[0]);
-    cmd.args(&args[1..]).stdin(Stdio::null());
-    let vm = Background::start(cmd);
+    let vm = Background::start(container.as_tester(extra, &vm_command(name, 12)));
     assert!(
         container.wait_machine(name, true, Duration::from_secs(60)),
         "{name} was not registered; vmspawn said: {}",

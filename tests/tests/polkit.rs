@@ -158,26 +158,33 @@ impl Drop for PolkitBus {
     }
 }
 
-#[test]
-fn polkit_rules_allow_and_deny_tap_creation() {
+/// polkitd on a private bus, a network namespace, the helper service with a rule that lets the
+/// test user create TAPs if polkit agrees, and a work directory with a guest disk.
+fn setup(tag: &str) -> (PolkitBus, Netns, HelperService, Workdir) {
     let polkit = PolkitBus::start();
-    let netns = Netns::new("polkit");
+    let netns = Netns::new(tag);
     let policy = format!(
         "[[allow]]\nusers = [\"{TEST_USER}\"]\noperations = [\"create-tap\"]\nmax-taps = 2\npolkit = \"yes\"\n"
     );
     let helper = HelperService::start_with_env(
         &netns,
-        "polkit",
+        tag,
         &policy,
         &[("DBUS_SYSTEM_BUS_ADDRESS", &polkit.address())],
     );
-    let work = Workdir::new("polkit", User::Tester);
+    let work = Workdir::new(tag, User::Tester);
     make_gpt_image(
         &work.file("guest.raw"),
         8,
         "88888888-2222-4333-8444-555555555555",
     );
     work.chown_all();
+    (polkit, netns, helper, work)
+}
+
+#[test]
+fn polkit_rules_allow_and_deny_tap_creation() {
+    let (polkit, netns, helper, work) = setup("polkit");
     let guest = || {
         let mut cmd = work.vmspawn_in_netns(&netns);
         cmd.env("VMSPAWN_PRIVHELPER_SOCKET", &helper.socket)
@@ -278,24 +285,7 @@ fn check_authorization_flags(monitor: &str, action: &str) -> Vec<u32> {
 
 #[test]
 fn polkit_interactive_authentication_follows_no_ask_password() {
-    let polkit = PolkitBus::start();
-    let netns = Netns::new("polkit-ask");
-    let policy = format!(
-        "[[allow]]\nusers = [\"{TEST_USER}\"]\noperations = [\"create-tap\"]\nmax-taps = 2\npolkit = \"yes\"\n"
-    );
-    let helper = HelperService::start_with_env(
-        &netns,
-        "polkit-ask",
-        &policy,
-        &[("DBUS_SYSTEM_BUS_ADDRESS", &polkit.address())],
-    );
-    let work = Workdir::new("polkit-ask", User::Tester);
-    make_gpt_image(
-        &work.file("guest.raw"),
-        8,
-        "88888888-2222-4333-8444-666666666666",
-    );
-    work.chown_all();
+    let (polkit, netns, helper, work) = setup("polkit-ask");
     // On a terminal, as a user would run it: only --no-ask-password differs.
     let guest = |extra: &[&str]| {
         let mut cmd = work.vmspawn_in_netns(&netns);

@@ -11,9 +11,15 @@ pub struct Polkit {
     connection: zbus::blocking::Connection,
 }
 
+/// How long a call to polkit or machined may take. The service answers its clients one at a
+/// time, so this bounds how long one caller (e.g. one typing a password for polkit) can hold
+/// up the others.
+const BUS_CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Connects to the system bus at `address` (polkit and machined both live there).
 pub fn connect_system_bus(address: &str) -> Result<zbus::blocking::Connection, String> {
     zbus::blocking::connection::Builder::address(address)
+        .map(|b| b.method_timeout(BUS_CALL_TIMEOUT))
         .and_then(|b| b.build())
         .map_err(|e| format!("failed to connect to the system bus at {address}: {e}"))
 }

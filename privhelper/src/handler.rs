@@ -6,7 +6,7 @@ use std::hash::{Hash, Hasher};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use vmspawn_policy::{Caller, Operation, Policy};
 use vmspawn_proto::{ErrorKind, PROTOCOL_VERSION, ProtoError, Request, Response};
@@ -23,7 +23,7 @@ pub struct Peer {
     /// The caller's start time when it connected, for polkit's pid-reuse check.
     pub start_time: Option<u64>,
     /// The caller's pidfd (SO_PEERPIDFD), which pins `pid` to the caller.
-    pub pidfd: Option<Rc<OwnedFd>>,
+    pub pidfd: Option<Arc<OwnedFd>>,
 }
 
 /// What one connection asked for and holds.
@@ -50,7 +50,9 @@ pub struct Handler {
     /// In setuid mode the device nodes, opened while the helper was still root (they may be
     /// root-only, and the helper keeps no CAP_DAC_OVERRIDE). Each is good for one request, and
     /// is handed out only after the policy allowed it.
-    pub preopened: std::cell::RefCell<Vec<(&'static str, std::fs::File)>>,
+    pub preopened: Mutex<Vec<(&'static str, std::fs::File)>>,
+    /// Held from counting TAPs to creating one, so concurrent callers cannot both pass a quota.
+    pub tap_step: Mutex<()>,
     /// Where interfaces are listed (sysfs), for quotas.
     pub net_class: PathBuf,
 }
@@ -70,6 +72,14 @@ pub fn tap_name(uid: u32, machine: &str) -> String {
     uid.hash(&mut hasher);
     machine.hash(&mut hasher);
     format!("vt-{:08x}", hasher.finish() as u32)
+}
+
+/// Locks `mutex`; the helper does not panic while holding a lock, so a poisoned one holds
+/// consistent data.
+pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Up to 64 CIDs of `first..=last` to try, in order from a place derived from the user and
@@ -486,7 +496,7 @@ impl Handler {
     }
 
     fn take_preopened(&self, path: &str) -> Option<std::fs::File> {
-        let mut preopened = self.preopened.borrow_mut();
+        let mut preopened = lock(&self.preopened);
         let index = preopened.iter().position(|(p, _)| *p == path)?;
         Some(preopened.swap_remove(index).1)
     }
@@ -526,6 +536,7 @@ impl Handler {
     ) -> Result<(String, OwnedFd), Response> {
         let (grant, policy) =
             self.authorize(peer, Operation::CreateTap, Some(machine), bridge, session)?;
+        let _one_at_a_time = lock(&self.tap_step);
         let (total, mine) = count_taps(&self.net_class, peer.uid);
         if mine >= grant.max_taps {
             return Err(error(

@@ -4,7 +4,7 @@
 //! never runs QEMU and never execs.
 //!
 //! Modes (one request handler):
-//! - service: `--listen PATH`, or socket activation (LISTEN_FDS); many clients;
+//! - service: `--listen PATH`, or socket activation (LISTEN_FDS); many clients, a thread each;
 //! - setuid: `--serve-fd N`, started setuid-root by the launcher over a socketpair; serves that
 //!   one client (the real uid) and exits when the socket closes.
 
@@ -20,8 +20,8 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, UnixAddr};
@@ -216,119 +216,98 @@ fn serve_one(
     reply(sock, &response, fd.as_ref()) && keep
 }
 
-struct Connection {
-    sock: OwnedFd,
-    peer: Peer,
-    greeted: bool,
-    session: Session,
-    /// When an idle connection is closed; none while it holds a registration (the launcher
-    /// keeps its connection open while its VM runs).
-    deadline: Option<Instant>,
+/// Open connections, in total and per uid, to bound what one user can hold.
+#[derive(Default)]
+struct Occupancy {
+    total: usize,
+    per_uid: std::collections::HashMap<u32, usize>,
 }
 
-impl Connection {
-    fn refresh_deadline(&mut self) {
-        self.deadline = self
-            .session
-            .registered
-            .is_empty()
-            .then(|| Instant::now() + IDLE_TIMEOUT);
+impl Occupancy {
+    fn enter(&mut self, uid: u32) -> bool {
+        let mine = self.per_uid.entry(uid).or_default();
+        if self.total >= MAX_CONNECTIONS || *mine >= MAX_CONNECTIONS_PER_UID {
+            return false;
+        }
+        *mine += 1;
+        self.total += 1;
+        true
+    }
+
+    fn leave(&mut self, uid: u32) {
+        self.total = self.total.saturating_sub(1);
+        if let Some(mine) = self.per_uid.get_mut(&uid) {
+            *mine = mine.saturating_sub(1);
+            if *mine == 0 {
+                self.per_uid.remove(&uid);
+            }
+        }
     }
 }
 
-fn serve_many(handler: &Handler, listener: OwnedFd) -> Result<(), String> {
-    let mut connections: Vec<Connection> = Vec::new();
+/// Each connection is served by a thread of its own, so one that waits (for polkit to ask a
+/// user for a password, or for machined) holds up no one else.
+fn serve_many(handler: Handler, listener: OwnedFd) -> Result<(), String> {
+    let handler = Arc::new(handler);
+    let occupancy = Arc::new(Mutex::new(Occupancy::default()));
     loop {
-        let now = Instant::now();
-        connections.retain(|c| c.deadline.is_none_or(|d| d > now));
-        let wait = connections
-            .iter()
-            .filter_map(|c| c.deadline)
-            .map(|d| d.saturating_duration_since(now))
-            .min();
-        let timeout = wait.map_or(PollTimeout::NONE, |d| {
-            PollTimeout::try_from(d.as_millis().min(60_000) as i32).unwrap_or(PollTimeout::ZERO)
-        });
-        let mut fds = vec![PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
-        fds.extend(
-            connections
-                .iter()
-                .map(|c| PollFd::new(c.sock.as_fd(), PollFlags::POLLIN)),
-        );
-        match poll(&mut fds, timeout) {
-            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-            Err(e) => return Err(format!("poll failed: {e}")),
-        }
-        let ready: Vec<bool> = fds
-            .iter()
-            .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
-            .collect();
-        drop(fds);
-        let mut closed = Vec::new();
-        for (index, connection) in connections.iter_mut().enumerate() {
-            if ready[index + 1] {
-                let open = serve_one(
-                    handler,
-                    connection.sock.as_fd(),
-                    &connection.peer,
-                    &mut connection.greeted,
-                    &mut connection.session,
-                );
-                connection.refresh_deadline();
-                if !open {
-                    closed.push(index);
-                }
-            }
-        }
-        for index in closed.into_iter().rev() {
-            let mut connection = connections.swap_remove(index);
-            handler.end_session(&mut connection.session);
-        }
-        if ready[0] {
-            let Ok(raw) = socket::accept4(
-                listener.as_raw_fd(),
-                SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
-            ) else {
-                continue;
-            };
-            let sock = sys::inherited_fd(raw);
-            let Ok((uid, gid, pid)) = wire::peer_credentials(sock.as_fd()) else {
-                continue;
-            };
-            // Identity from the kernel: the uid from SO_PEERCRED, the process through its pidfd
-            // (SO_PEERPIDFD), so a pid reused after the caller exited is never taken for it.
-            let (pid, start_time, pidfd) = match wire::peer_pidfd(sock.as_fd()) {
-                Ok(pidfd) => match polkit::identify(pidfd.as_fd()) {
-                    Some((pid, start)) => (pid, Some(start), Some(Rc::new(pidfd))),
-                    None => (0, None, None),
-                },
-                Err(_) => {
-                    let pid = u32::try_from(pid).unwrap_or(0);
-                    (pid, polkit::start_time(pid), None)
-                }
-            };
-            let same_uid = connections.iter().filter(|c| c.peer.uid == uid).count();
-            if connections.len() >= MAX_CONNECTIONS || same_uid >= MAX_CONNECTIONS_PER_UID {
-                refuse(
-                    sock.as_fd(),
-                    ErrorKind::Denied,
-                    "too many connections to the helper; try again later".into(),
-                );
+        let raw = match socket::accept4(
+            listener.as_raw_fd(),
+            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        ) {
+            Ok(raw) => raw,
+            Err(nix::errno::Errno::EINTR | nix::errno::Errno::ECONNABORTED) => continue,
+            Err(e @ (nix::errno::Errno::EMFILE | nix::errno::Errno::ENFILE)) => {
+                // Out of fds: wait for connections to end rather than spin.
+                eprintln!("vmspawn-privhelper: accept failed: {e}");
+                std::thread::sleep(Duration::from_millis(100));
                 continue;
             }
-            connections.push(Connection {
-                sock,
-                peer: Peer {
-                    uid,
-                    gid,
-                    pid,
-                    start_time,
-                    pidfd,
-                },
-                greeted: false,
-                session: Session::default(),
-                deadline: Some(Instant::now() + IDLE_TIMEOUT),
+            Err(e) => return Err(format!("accept failed: {e}")),
+        };
+        let sock = sys::inherited_fd(raw);
+        let Ok((uid, gid, pid)) = wire::peer_credentials(sock.as_fd()) else {
+            continue;
+        };
+        // Identity from the kernel: the uid from SO_PEERCRED, the process through its pidfd
+        // (SO_PEERPIDFD), so a pid reused after the caller exited is never taken for it.
+        let (pid, start_time, pidfd) = match wire::peer_pidfd(sock.as_fd()) {
+            Ok(pidfd) => match polkit::identify(pidfd.as_fd()) {
+                Some((pid, start)) => (pid, Some(start), Some(Arc::new(pidfd))),
+                None => (0, None, None),
+            },
+            Err(_) => {
+                let pid = u32::try_from(pid).unwrap_or(0);
+                (pid, polkit::start_time(pid), None)
+            }
+        };
+        if !handler::lock(&occupancy).enter(uid) {
+            refuse(
+                sock.as_fd(),
+                ErrorKind::Denied,
+                "too many connections to the helper; try again later".into(),
+            );
+            continue;
+        }
+        let peer = Peer {
+            uid,
+            gid,
+            pid,
+            start_time,
+            pidfd,
+        };
+        let (thread_handler, thread_occupancy) = (Arc::clone(&handler), Arc::clone(&occupancy));
+        let spawned = std::thread::Builder::new()
+            .name("connection".into())
+            .stack_size(256 * 1024)
+            .spawn(move || {
+                serve_caller(&thread_handler, sock, peer);
+                handler::lock(&thread_occupancy).leave(uid);
             });
+        if let Err(e) = spawned {
+            // The closure (and with it the socket) is gone: the caller sees the connection end.
+            eprintln!("vmspawn-privhelper: cannot serve a connection: {e}");
+            handler::lock(&occupancy).leave(uid);
         }
     }
 }
@@ -422,7 +401,8 @@ fn run() -> Result<(), String> {
         machined: None,
         no_bus_reason: String::new(),
         fixed_caller: None,
-        preopened: std::cell::RefCell::new(Vec::new()),
+        preopened: Mutex::new(Vec::new()),
+        tap_step: Mutex::new(()),
         net_class: PathBuf::from("/sys/class/net"),
     };
     // Load the NSS modules now: after confinement they could not be mapped.
@@ -441,7 +421,7 @@ fn run() -> Result<(), String> {
                 gid: real_gid,
                 pid,
                 start_time: polkit::start_time(pid),
-                pidfd: pidfd.map(Rc::new),
+                pidfd: pidfd.map(Arc::new),
             };
             // The one caller is known now: resolve its names before confinement.
             handler.fixed_caller = handler::resolve_caller(&peer).ok();
@@ -452,7 +432,7 @@ fn run() -> Result<(), String> {
                     .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
                     .open(device);
                 if let Ok(file) = opened {
-                    handler.preopened.borrow_mut().push((device, file));
+                    handler::lock(&handler.preopened).push((device, file));
                 }
             }
             confine::landlock(&options.policy)?;
@@ -472,12 +452,12 @@ fn run() -> Result<(), String> {
             let listener = bind_listener(&path)?;
             privileges::drop_for_service()?;
             confine_service(&mut handler, &options.policy, &bus)?;
-            serve_many(&handler, listener)
+            serve_many(handler, listener)
         }
         Mode::Activated(listener) => {
             privileges::drop_for_service()?;
             confine_service(&mut handler, &options.policy, &bus)?;
-            serve_many(&handler, listener)
+            serve_many(handler, listener)
         }
     }
 }

@@ -11,9 +11,8 @@ pub struct Polkit {
     connection: zbus::blocking::Connection,
 }
 
-/// How long a call to polkit or machined may take. The service answers its clients one at a
-/// time, so this bounds how long one caller (e.g. one typing a password for polkit) can hold
-/// up the others.
+/// How long a call to polkit or machined may take (a user typing a password for polkit
+/// included): a connection's thread never waits longer.
 const BUS_CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Connects to the system bus at `address` (polkit and machined both live there).

@@ -56,6 +56,19 @@ fn install_hint(socket: &Path, binary: &Path) -> String {
     )
 }
 
+/// Connects to the helper service's socket.
+fn connect_service(path: &Path) -> std::result::Result<OwnedFd, nix::errno::Errno> {
+    let sock = socket::socket(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    let address = UnixAddr::new(path)?;
+    socket::connect(sock.as_raw_fd(), &address)?;
+    Ok(sock)
+}
+
 impl HelperClient {
     /// Connects to the helper service, or starts the setuid helper; `why` names the feature
     /// that needs it, for error messages. `interactive_auth`: polkit may ask the user to
@@ -66,35 +79,36 @@ impl HelperClient {
         interactive_auth: bool,
     ) -> Result<Self> {
         let (socket_path, binary) = locations(var);
-        let mut client = if socket_path.exists() {
-            let sock = socket::socket(
-                AddressFamily::Unix,
-                SockType::SeqPacket,
-                SockFlag::SOCK_CLOEXEC,
-                None,
-            )
-            .map_err(|e| Error::io("Failed to create a socket for the privileged helper", e))?;
-            let address = UnixAddr::new(&socket_path).map_err(|e| {
-                Error::io(
-                    format!("Invalid helper socket path {}", socket_path.display()),
-                    e,
-                )
-            })?;
-            socket::connect(sock.as_raw_fd(), &address).map_err(|e| {
-                Error::new(format!(
-                    "{why} needs the privileged helper, but connecting to {} failed: {e}. Is the vmspawn-privhelper \
-                     service running?",
-                    socket_path.display()
-                ))
-            })?;
+        let setuid_installed = std::fs::metadata(&binary)
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o4000 != 0);
+        let service = if socket_path.exists() {
+            match connect_service(&socket_path) {
+                Ok(sock) => Some(sock),
+                // A socket nobody listens on (the service is stopped): the setuid helper may
+                // still serve.
+                Err(nix::errno::Errno::ECONNREFUSED | nix::errno::Errno::ENOENT)
+                    if setuid_installed =>
+                {
+                    None
+                }
+                Err(e) => {
+                    return Err(Error::new(format!(
+                        "{why} needs the privileged helper, but connecting to {} failed: {e}. Is the \
+                         vmspawn-privhelper service running?",
+                        socket_path.display()
+                    )));
+                }
+            }
+        } else {
+            None
+        };
+        let mut client = if let Some(sock) = service {
             HelperClient {
                 sock,
                 child: None,
                 via: format!("the helper service at {}", socket_path.display()),
             }
-        } else if std::fs::metadata(&binary)
-            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o4000 != 0)
-        {
+        } else if setuid_installed {
             let (ours, theirs) = socket::socketpair(
                 AddressFamily::Unix,
                 SockType::SeqPacket,

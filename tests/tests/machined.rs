@@ -223,26 +223,33 @@ impl Container {
         .to_string()
     }
 
+    /// The helper as packaged: the socket and service units from packaging/systemd (only the
+    /// binary's path is changed, by a drop-in), started by socket activation.
     fn start_helper_service(&self) {
-        self.exec_ok(&[
-            "systemd-run",
-            "--unit=vmspawn-privhelper",
-            "-p",
-            "RuntimeDirectory=vmspawn",
-            "/opt/vmspawn/vmspawn-privhelper",
-            "--listen",
-            SOCKET,
-            "--policy",
-            "/etc/vmspawn/policy.toml",
-        ]);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !self.exec(&["test", "-S", SOCKET]).status.success() {
-            assert!(
-                Instant::now() < deadline,
-                "the helper service did not start"
-            );
-            std::thread::sleep(Duration::from_millis(100));
+        let units = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/systemd");
+        let system = self.root.join("etc/systemd/system");
+        for unit in ["vmspawn-privhelper.socket", "vmspawn-privhelper.service"] {
+            std::fs::copy(units.join(unit), system.join(unit)).unwrap();
         }
+        let dropin = system.join("vmspawn-privhelper.service.d");
+        std::fs::create_dir_all(&dropin).unwrap();
+        std::fs::write(
+            dropin.join("path.conf"),
+            "[Service]\nExecStart=\nExecStart=/opt/vmspawn/vmspawn-privhelper --policy /etc/vmspawn/policy.toml\n",
+        )
+        .unwrap();
+        self.exec_ok(&["systemctl", "daemon-reload"]);
+        self.exec_ok(&["systemctl", "start", "vmspawn-privhelper.socket"]);
+        assert!(
+            self.exec(&["test", "-S", SOCKET]).status.success(),
+            "the helper socket is missing"
+        );
+    }
+
+    /// The helper service's log, for failure messages.
+    fn helper_log(&self) -> String {
+        let out = self.exec(&["journalctl", "-u", "vmspawn-privhelper", "--no-pager"]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 }
 
@@ -307,8 +314,10 @@ fn boot_registered(container: &Container, name: &str, extra: &[&str]) {
     let vm = Background::start(container.as_tester(extra, &vm_command(name, 12)));
     assert!(
         container.wait_machine(name, true, Duration::from_secs(60)),
-        "{name} was not registered; vmspawn said: {}",
-        vm.stderr()
+        "{name} was not registered; vmspawn said: {}{}\nhelper service: {}",
+        vm.stdout(),
+        vm.stderr(),
+        container.helper_log()
     );
     assert_eq!(container.machine_property(name, "Class"), "s \"vm\"");
     assert_eq!(container.machine_property(name, "Service"), "s \"vmspawn\"");
@@ -430,7 +439,12 @@ fn registers_with_a_real_machined_and_refuses_spoofed_leaders() {
     let _ = container.exec(&["systemctl", "stop", "it-orphan"]);
 
     // Through the setuid helper (the service stopped): the same registration.
-    container.exec_ok(&["systemctl", "stop", "vmspawn-privhelper"]);
+    container.exec_ok(&[
+        "systemctl",
+        "stop",
+        "vmspawn-privhelper.socket",
+        "vmspawn-privhelper.service",
+    ]);
     let setuid = container.root.join("opt/vmspawn/setuid-helper");
     copy_executable(&privhelper_bin(), &setuid);
     std::fs::set_permissions(&setuid, std::fs::Permissions::from_mode(0o4755)).unwrap();

@@ -117,6 +117,7 @@ wait_for_powerbutton() {
     read -r _ <"$fifo"
     say powerbutton-pressed
     sync
+    sleep 1 # let the console send the line (see the end of this script)
     poweroff -f
     while :; do sleep 3600; done
 }
@@ -198,5 +199,8 @@ done
 
 say done
 sync
+# The console driver sends what was written a little later (hvc output is asynchronous):
+# give it a moment, or the last lines can be lost when the power goes.
+sleep 1
 poweroff -f
 while :; do sleep 3600; done

@@ -4,7 +4,7 @@
 //! missing helper give clear errors; the helper runs with no effective capability.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
@@ -163,6 +163,7 @@ struct SetuidHelper {
     dir: PathBuf,
     binary: PathBuf,
     saved_policy: Option<Vec<u8>>,
+    created_policy_dir: bool,
 }
 
 const POLICY_PATH: &str = "/etc/vmspawn/policy.toml";
@@ -176,6 +177,7 @@ impl SetuidHelper {
         std::fs::copy(privhelper_bin(), &binary).unwrap();
         std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o4755)).unwrap();
         let saved_policy = std::fs::read(POLICY_PATH).ok();
+        let created_policy_dir = !Path::new("/etc/vmspawn").exists();
         std::fs::create_dir_all("/etc/vmspawn").unwrap();
         std::fs::write(POLICY_PATH, policy).unwrap();
         std::fs::set_permissions(POLICY_PATH, std::fs::Permissions::from_mode(0o644)).unwrap();
@@ -183,6 +185,7 @@ impl SetuidHelper {
             dir,
             binary,
             saved_policy,
+            created_policy_dir,
         }
     }
 }
@@ -197,6 +200,9 @@ impl Drop for SetuidHelper {
             None => {
                 let _ = std::fs::remove_file(POLICY_PATH);
             }
+        }
+        if self.created_policy_dir {
+            let _ = std::fs::remove_dir("/etc/vmspawn");
         }
     }
 }

@@ -64,14 +64,19 @@ fn error(kind: ErrorKind, message: impl Into<String>) -> Response {
     })
 }
 
-/// The TAP name for a user's machine: `vt-` and 8 hex digits of a hash of both. Users cannot
-/// choose it, and it never names an interface the helper did not create (IFF_TUN_EXCL).
-pub fn tap_name(uid: u32, machine: &str) -> String {
-    // DefaultHasher::new() is SipHash with fixed keys: stable for a given uid and machine.
+/// A hash of a user's machine, stable across runs: DefaultHasher::new() is SipHash with fixed
+/// keys.
+fn machine_hash(uid: u32, machine: &str) -> u64 {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     uid.hash(&mut hasher);
     machine.hash(&mut hasher);
-    format!("vt-{:08x}", hasher.finish() as u32)
+    hasher.finish()
+}
+
+/// The TAP name for a user's machine: `vt-` and 8 hex digits of a hash of both. Users cannot
+/// choose it, and it never names an interface the helper did not create (IFF_TUN_EXCL).
+pub fn tap_name(uid: u32, machine: &str) -> String {
+    format!("vt-{:08x}", machine_hash(uid, machine) as u32)
 }
 
 /// Locks `mutex`; the helper does not panic while holding a lock, so a poisoned one holds
@@ -85,11 +90,8 @@ pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// Up to 64 CIDs of `first..=last` to try, in order from a place derived from the user and
 /// the machine name (so a VM tends to get the same CID each time).
 pub fn vsock_candidates(uid: u32, machine: &str, first: u32, last: u32) -> Vec<u32> {
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    uid.hash(&mut hasher);
-    machine.hash(&mut hasher);
     let size = u64::from(last.saturating_sub(first)) + 1;
-    let start = hasher.finish() % size;
+    let start = machine_hash(uid, machine) % size;
     (0..size.min(64))
         .map(|i| first + ((start + i) % size) as u32)
         .collect()

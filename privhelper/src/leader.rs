@@ -7,7 +7,7 @@
 use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
-use crate::polkit::pidfd_pid;
+use crate::process::pidfd_pid;
 
 /// A verified leader: its pid, pinned by its pidfd.
 pub struct Leader {
@@ -110,15 +110,7 @@ pub fn verify(pidfd: OwnedFd, caller: &CallerProcess<'_>) -> Result<Leader, Stri
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::fd::FromRawFd;
-
-    fn pidfd_of(pid: u32) -> OwnedFd {
-        // SAFETY: pidfd_open returns a new fd (or -1) that nothing else owns.
-        let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as i32;
-        assert!(raw >= 0, "pidfd_open: {}", std::io::Error::last_os_error());
-        // SAFETY: see above.
-        unsafe { OwnedFd::from_raw_fd(raw) }
-    }
+    use crate::sys::pidfd_open as pidfd_of;
 
     fn me() -> CallerProcess<'static> {
         CallerProcess {

@@ -14,6 +14,7 @@ mod leader;
 mod machined;
 mod polkit;
 mod privileges;
+mod process;
 mod sys;
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -266,21 +267,11 @@ fn serve_many(handler: Handler, listener: OwnedFd) -> Result<(), String> {
             Err(e) => return Err(format!("accept failed: {e}")),
         };
         let sock = sys::inherited_fd(raw);
-        let Ok((uid, gid, pid)) = wire::peer_credentials(sock.as_fd()) else {
+        // Identity from the kernel: the uid from SO_PEERCRED, the process through its pidfd.
+        let Ok((uid, gid, _)) = wire::peer_credentials(sock.as_fd()) else {
             continue;
         };
-        // Identity from the kernel: the uid from SO_PEERCRED, the process through its pidfd
-        // (SO_PEERPIDFD), so a pid reused after the caller exited is never taken for it.
-        let (pid, start_time, pidfd) = match wire::peer_pidfd(sock.as_fd()) {
-            Ok(pidfd) => match polkit::identify(pidfd.as_fd()) {
-                Some((pid, start)) => (pid, Some(start), Some(Arc::new(pidfd))),
-                None => (0, None, None),
-            },
-            Err(_) => {
-                let pid = u32::try_from(pid).unwrap_or(0);
-                (pid, polkit::start_time(pid), None)
-            }
-        };
+        let (pid, start_time, pidfd) = process::peer_process(sock.as_fd());
         if !handler::lock(&occupancy).enter(uid) {
             refuse(
                 sock.as_fd(),
@@ -411,17 +402,13 @@ fn run() -> Result<(), String> {
 
     match options.mode {
         Mode::Setuid(sock) => {
-            let pid = wire::peer_credentials(sock.as_fd())
-                .map_or(0, |(_, _, pid)| u32::try_from(pid).unwrap_or(0));
-            let pidfd = wire::peer_pidfd(sock.as_fd())
-                .ok()
-                .filter(|fd| polkit::identify(fd.as_fd()).is_some_and(|(p, _)| p == pid));
+            let (pid, start_time, pidfd) = process::peer_process(sock.as_fd());
             let peer = Peer {
                 uid: real,
                 gid: real_gid,
                 pid,
-                start_time: polkit::start_time(pid),
-                pidfd: pidfd.map(Arc::new),
+                start_time,
+                pidfd,
             };
             // The one caller is known now: resolve its names before confinement.
             handler.fixed_caller = handler::resolve_caller(&peer).ok();

@@ -31,15 +31,6 @@ pub struct Subject {
     pub uid: u32,
 }
 
-/// The start time of `pid` (field 22 of /proc/PID/stat), which polkit compares to detect a
-/// reused pid.
-pub fn start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may contain spaces; the fields after it are plain.
-    let rest = stat.rsplit_once(')')?.1;
-    rest.split_whitespace().nth(19)?.parse().ok()
-}
-
 /// The `unix-process` subject's details: polkit reads `uid` only as an int32.
 fn subject_details(pid: u32, start_time: u64, uid: i32) -> HashMap<&'static str, Value<'static>> {
     HashMap::from([
@@ -47,28 +38,6 @@ fn subject_details(pid: u32, start_time: u64, uid: i32) -> HashMap<&'static str,
         ("start-time", Value::U64(start_time)),
         ("uid", Value::I32(uid)),
     ])
-}
-
-/// The pid a pidfd refers to (from /proc/self/fdinfo), None once that process is gone.
-pub fn pidfd_pid(pidfd: std::os::fd::BorrowedFd<'_>) -> Option<u32> {
-    use std::os::fd::AsRawFd;
-    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", pidfd.as_raw_fd())).ok()?;
-    let pid: i64 = info
-        .lines()
-        .find_map(|l| l.strip_prefix("Pid:"))?
-        .trim()
-        .parse()
-        .ok()?;
-    u32::try_from(pid).ok().filter(|&p| p > 0)
-}
-
-/// The caller's pid and start time, through its pidfd (SO_PEERPIDFD): the pidfd pins the
-/// process, so if it still refers to the same live pid after the start time was read, that
-/// start time is the caller's and not a later process's that reused the pid.
-pub fn identify(pidfd: std::os::fd::BorrowedFd<'_>) -> Option<(u32, u64)> {
-    let pid = pidfd_pid(pidfd)?;
-    let start = start_time(pid)?;
-    (pidfd_pid(pidfd) == Some(pid)).then_some((pid, start))
 }
 
 /// polkit's answer.
@@ -140,24 +109,5 @@ mod tests {
         assert_eq!(details["uid"].value_signature().to_string(), "i");
         assert_eq!(details["pid"].value_signature().to_string(), "u");
         assert_eq!(details["start-time"].value_signature().to_string(), "t");
-    }
-
-    #[test]
-    fn identify_through_a_pidfd() {
-        use std::os::fd::{AsFd, FromRawFd, OwnedFd};
-        // SAFETY: pidfd_open returns a new fd (or -1) that nothing else owns.
-        let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, std::process::id(), 0) } as i32;
-        assert!(raw >= 0);
-        // SAFETY: see above.
-        let pidfd = unsafe { OwnedFd::from_raw_fd(raw) };
-        let (pid, start) = identify(pidfd.as_fd()).unwrap();
-        assert_eq!(pid, std::process::id());
-        assert_eq!(Some(start), start_time(pid));
-    }
-
-    #[test]
-    fn start_time_of_ourselves() {
-        assert!(start_time(std::process::id()).is_some_and(|t| t > 0));
-        assert_eq!(start_time(u32::MAX), None);
     }
 }

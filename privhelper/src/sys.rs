@@ -123,6 +123,20 @@ pub fn ensure_stdio() -> io::Result<()> {
 
 /// Takes ownership of an fd this process was handed at exec time (socket activation, or the
 /// socketpair end the launcher passes in setuid mode).
+/// A pidfd of `pid`, for tests.
+#[cfg(test)]
+pub fn pidfd_open(pid: u32) -> std::os::fd::OwnedFd {
+    // SAFETY: pidfd_open only reads its arguments; it returns a new fd or -1.
+    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) } as i32;
+    assert!(
+        raw >= 0,
+        "pidfd_open({pid}): {}",
+        io::Error::last_os_error()
+    );
+    // SAFETY: the fd was just created and nothing else owns it.
+    unsafe { std::os::fd::FromRawFd::from_raw_fd(raw) }
+}
+
 pub fn inherited_fd(fd: i32) -> std::os::fd::OwnedFd {
     // SAFETY: the fd was passed to this process for its exclusive use; nothing else owns it.
     unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) }

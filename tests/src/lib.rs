@@ -425,6 +425,19 @@ impl Background {
     }
 }
 
+/// A pidfd of `pid` (`flags`: 0, or PIDFD_THREAD for one thread).
+pub fn pidfd_open(pid: u32, flags: u32) -> OwnedFd {
+    // SAFETY: pidfd_open only reads its arguments; it returns a new fd or -1.
+    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, flags) };
+    assert!(
+        raw >= 0,
+        "pidfd_open({pid}): {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: the fd was just created and nothing else owns it.
+    unsafe { OwnedFd::from_raw_fd(raw as i32) }
+}
+
 /// The direct children of `pid` (e.g. the QEMU process vmspawn started).
 pub fn children_of(pid: u32) -> Vec<u32> {
     let path = format!("/proc/{pid}/task/{pid}/children");

@@ -438,14 +438,6 @@ fn register(machine: &str) -> Vec<u8> {
     .unwrap()
 }
 
-fn pidfd_open(pid: u32, flags: u32) -> OwnedFd {
-    // SAFETY: pidfd_open only reads its arguments; it returns a new fd or -1.
-    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, flags) };
-    assert!(raw >= 0, "pidfd_open: {}", std::io::Error::last_os_error());
-    // SAFETY: the fd was just created and nothing else owns it.
-    unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw as i32) }
-}
-
 /// A child that lives until it is killed (dropped).
 struct Sleeper(std::process::Child);
 

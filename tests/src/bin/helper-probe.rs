@@ -13,22 +13,14 @@
 //! Prints one line: `ANSWER <response>`, and for register-child-and-exit `CHILD <pid>` first.
 
 use std::io::{BufRead, BufReader};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::process::{Command, Stdio};
 
 use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, UnixAddr};
 use vmspawn_proto::{PROTOCOL_VERSION, Request, Response, wire};
 
 fn pidfd_of(pid: u32) -> OwnedFd {
-    // SAFETY: pidfd_open only reads its arguments; it returns a new fd or -1.
-    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-    assert!(
-        raw >= 0,
-        "pidfd_open({pid}): {}",
-        std::io::Error::last_os_error()
-    );
-    // SAFETY: the fd was just created and nothing else owns it.
-    unsafe { OwnedFd::from_raw_fd(raw as i32) }
+    vmspawn_tests::pidfd_open(pid, 0)
 }
 
 fn call(sock: &OwnedFd, request: &Request, fd: Option<&OwnedFd>) -> Response {

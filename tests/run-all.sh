@@ -33,7 +33,7 @@ export VMSPAWN_BIN="$PWD/target/release/vmspawn"
 export VMSPAWN_PRIVHELPER_BIN="$PWD/target/release/vmspawn-privhelper"
 
 echo "== unit, golden and protocol tests"
-cargo test --locked -p vmspawn -p vmspawn-proto -p vmspawn-policy -p vmspawn-privhelper
+cargo test --locked -p vmspawn -p vmspawn-proto -p vmspawn-policy -p vmspawn-privhelper -p vmspawn-seccomp
 
 echo "== packaging"
 bash tests/check-packaging.sh

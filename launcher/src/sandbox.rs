@@ -8,7 +8,6 @@
 //!   seccomp allow-list whose default action kills the process. The launcher never creates
 //!   threads, so both cover all of it.
 
-use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
@@ -16,9 +15,8 @@ use landlock::{
     ABI, Access, AccessFs, AccessNet, BitFlags, Ruleset, RulesetAttr, RulesetCreated,
     RulesetCreatedAttr, RulesetStatus, Scope, path_beneath_rules,
 };
-use seccompiler::{
-    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
-    SeccompRule,
+use vmspawn_seccomp::{
+    BpfProgram, Entry, SeccompAction, SeccompCmpOp, cond32, no_exec_prot, one_of, rule,
 };
 
 use crate::error::{Error, Result};
@@ -222,20 +220,8 @@ pub fn enter_domain_in_child(ruleset: Option<i32>) -> std::io::Result<()> {
     Ok(())
 }
 
-#[cfg(target_arch = "x86_64")]
-const ARCH: seccompiler::TargetArch = seccompiler::TargetArch::x86_64;
-#[cfg(target_arch = "aarch64")]
-const ARCH: seccompiler::TargetArch = seccompiler::TargetArch::aarch64;
-
-fn compile(
-    rules: BTreeMap<i64, Vec<SeccompRule>>,
-    mismatch: SeccompAction,
-    matched: SeccompAction,
-) -> Result<BpfProgram> {
-    let filter = SeccompFilter::new(rules, mismatch, matched, ARCH)
-        .map_err(|e| Error::new(format!("Failed to build seccomp filter: {e}")))?;
-    BpfProgram::try_from(filter)
-        .map_err(|e| Error::new(format!("Failed to compile seccomp filter: {e}")))
+fn compile_error(e: vmspawn_seccomp::BackendError) -> Error {
+    Error::new(format!("Failed to build seccomp filter: {e}"))
 }
 
 /// System calls QEMU never needs for a vmspawn VM; they fail with EPERM. This sits on top of
@@ -298,64 +284,35 @@ pub fn qemu_denied_syscalls() -> Vec<(&'static str, i64)> {
 
 /// QEMU's deny-list filter: the listed calls return EPERM, everything else is allowed.
 pub fn qemu_filter() -> Result<BpfProgram> {
-    let rules = qemu_denied_syscalls()
+    let entries = qemu_denied_syscalls()
         .into_iter()
-        .map(|(_, nr)| (nr, Vec::new()))
+        .map(|(name, nr)| (name, nr, Vec::new()))
         .collect();
-    compile(
-        rules,
+    vmspawn_seccomp::compile(
+        entries,
         SeccompAction::Allow,
         SeccompAction::Errno(libc::EPERM as u32),
     )
-}
-
-fn cond(arg: u8, op: SeccompCmpOp, value: u64) -> SeccompCondition {
-    SeccompCondition::new(arg, SeccompCmpArgLen::Qword, op, value).expect("valid seccomp condition")
-}
-
-fn cond32(arg: u8, op: SeccompCmpOp, value: u64) -> SeccompCondition {
-    SeccompCondition::new(arg, SeccompCmpArgLen::Dword, op, value).expect("valid seccomp condition")
-}
-
-fn one_of(arg: u8, values: &[u64]) -> Vec<SeccompRule> {
-    values
-        .iter()
-        .map(|&v| {
-            SeccompRule::new(vec![cond(arg, SeccompCmpOp::Eq, v)]).expect("valid seccomp rule")
-        })
-        .collect()
+    .map_err(compile_error)
 }
 
 /// The launcher's allow-list once QEMU runs: console forwarding, QMP, waiting for QEMU,
 /// signalling it, removing the runtime directory. Any other call kills the launcher.
 /// Each entry: (name, number, argument rules — empty means any arguments).
-pub fn launcher_allowed_syscalls() -> Vec<(&'static str, i64, Vec<SeccompRule>)> {
+pub fn launcher_allowed_syscalls() -> Vec<Entry> {
     let any = Vec::new;
-    let no_exec_prot = || {
-        vec![
-            SeccompRule::new(vec![cond(
-                2,
-                SeccompCmpOp::MaskedEq(libc::PROT_EXEC as u64),
-                0,
-            )])
-            .expect("valid rule"),
-        ]
-    };
     // openat only to read (directories while removing the runtime directory): no write access
     // mode, no O_CREAT/O_TRUNC.
-    let read_only_open = vec![
-        SeccompRule::new(vec![cond32(
-            2,
-            SeccompCmpOp::MaskedEq(
-                (libc::O_ACCMODE
-                    | libc::O_CREAT
-                    | libc::O_TRUNC
-                    | (libc::O_TMPFILE & !libc::O_DIRECTORY)) as u64,
-            ),
-            libc::O_RDONLY as u64,
-        )])
-        .expect("valid rule"),
-    ];
+    let read_only_open = vec![rule(vec![cond32(
+        2,
+        SeccompCmpOp::MaskedEq(
+            (libc::O_ACCMODE
+                | libc::O_CREAT
+                | libc::O_TRUNC
+                | (libc::O_TMPFILE & !libc::O_DIRECTORY)) as u64,
+        ),
+        libc::O_RDONLY as u64,
+    )])];
     let mut list = vec![
         ("read", libc::SYS_read, any()),
         ("write", libc::SYS_write, any()),
@@ -432,16 +389,14 @@ pub fn launcher_allowed_syscalls() -> Vec<(&'static str, i64, Vec<SeccompRule>)>
             "setsockopt",
             libc::SYS_setsockopt,
             vec![
-                SeccompRule::new(vec![
+                rule(vec![
                     cond32(1, SeccompCmpOp::Eq, libc::SOL_SOCKET as u64),
                     cond32(2, SeccompCmpOp::Eq, libc::SO_RCVTIMEO as u64),
-                ])
-                .expect("valid rule"),
-                SeccompRule::new(vec![
+                ]),
+                rule(vec![
                     cond32(1, SeccompCmpOp::Eq, libc::SOL_SOCKET as u64),
                     cond32(2, SeccompCmpOp::Eq, libc::SO_SNDTIMEO as u64),
-                ])
-                .expect("valid rule"),
+                ]),
             ],
         ),
         // Removing the runtime directory.
@@ -460,11 +415,7 @@ pub fn launcher_allowed_syscalls() -> Vec<(&'static str, i64, Vec<SeccompRule>)>
 
 /// The launcher's allow-list filter (default action: kill the process).
 pub fn launcher_filter() -> Result<BpfProgram> {
-    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
-    for (_, nr, arg_rules) in launcher_allowed_syscalls() {
-        rules.entry(nr).or_default().extend(arg_rules);
-    }
-    compile(rules, SeccompAction::KillProcess, SeccompAction::Allow)
+    vmspawn_seccomp::allow_list(launcher_allowed_syscalls()).map_err(compile_error)
 }
 
 /// Installs a compiled filter on the calling thread (sets no_new_privs). Async-signal-safe.

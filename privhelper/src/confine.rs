@@ -3,16 +3,14 @@
 //! allow-list (default: kill) without execve, with ioctl limited to the TUN and interface
 //! requests it makes.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use landlock::{
     ABI, Access, AccessFs, AccessNet, Ruleset, RulesetAttr, RulesetCreatedAttr, Scope,
     path_beneath_rules,
 };
-use seccompiler::{
-    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
-    SeccompRule,
+use vmspawn_seccomp::{
+    BpfProgram, Entry, SeccompAction, SeccompCmpOp, cond, no_exec_prot, one_of, rule,
 };
 
 pub fn landlock(policy: &Path) -> Result<(), String> {
@@ -51,46 +49,9 @@ pub fn landlock(policy: &Path) -> Result<(), String> {
     Ok(())
 }
 
-fn rule(conditions: Vec<SeccompCondition>) -> SeccompRule {
-    SeccompRule::new(conditions).expect("non-empty seccomp rule")
-}
-
-/// The bits of `mask` are all set in argument `arg`.
-fn masked(arg: u8, mask: u64) -> SeccompCondition {
-    SeccompCondition::new(
-        arg,
-        SeccompCmpArgLen::Qword,
-        SeccompCmpOp::MaskedEq(mask),
-        mask,
-    )
-    .expect("valid condition")
-}
-
-fn arg_is(arg: u8, value: u64) -> SeccompCondition {
-    SeccompCondition::new(arg, SeccompCmpArgLen::Qword, SeccompCmpOp::Eq, value)
-        .expect("valid condition")
-}
-
 /// The system calls the helper makes after set-up; anything else kills it.
-pub fn allowed_syscalls() -> Vec<(&'static str, i64, Vec<SeccompRule>)> {
+pub fn allowed_syscalls() -> Vec<Entry> {
     let any = Vec::new;
-    let one_of = |arg: u8, values: &[u64]| {
-        values
-            .iter()
-            .map(|&v| rule(vec![arg_is(arg, v)]))
-            .collect::<Vec<_>>()
-    };
-    let no_exec = || {
-        vec![rule(vec![
-            SeccompCondition::new(
-                2,
-                SeccompCmpArgLen::Qword,
-                SeccompCmpOp::MaskedEq(libc::PROT_EXEC as u64),
-                0,
-            )
-            .expect("valid condition"),
-        ])]
-    };
     let mut list = vec![
         ("read", libc::SYS_read, any()),
         ("write", libc::SYS_write, any()),
@@ -138,8 +99,8 @@ pub fn allowed_syscalls() -> Vec<(&'static str, i64, Vec<SeccompRule>)> {
         ("capget", libc::SYS_capget, any()),
         ("capset", libc::SYS_capset, any()),
         ("brk", libc::SYS_brk, any()),
-        ("mmap", libc::SYS_mmap, no_exec()),
-        ("mprotect", libc::SYS_mprotect, no_exec()),
+        ("mmap", libc::SYS_mmap, no_exec_prot()),
+        ("mprotect", libc::SYS_mprotect, no_exec_prot()),
         ("munmap", libc::SYS_munmap, any()),
         ("mremap", libc::SYS_mremap, any()),
         ("madvise", libc::SYS_madvise, any()),
@@ -156,7 +117,11 @@ pub fn allowed_syscalls() -> Vec<(&'static str, i64, Vec<SeccompRule>)> {
         (
             "clone",
             libc::SYS_clone,
-            vec![rule(vec![masked(0, libc::CLONE_THREAD as u64)])],
+            vec![rule(vec![cond(
+                0,
+                SeccompCmpOp::MaskedEq(libc::CLONE_THREAD as u64),
+                libc::CLONE_THREAD as u64,
+            )])],
         ),
         // Allowed here but refused with ENOSYS by the first filter, so glibc uses clone, whose
         // flags can be checked.
@@ -191,38 +156,19 @@ pub fn allowed_syscalls() -> Vec<(&'static str, i64, Vec<SeccompRule>)> {
     list
 }
 
-#[cfg(target_arch = "x86_64")]
-const ARCH: seccompiler::TargetArch = seccompiler::TargetArch::x86_64;
-#[cfg(target_arch = "aarch64")]
-const ARCH: seccompiler::TargetArch = seccompiler::TargetArch::aarch64;
-
 pub fn filter() -> Result<BpfProgram, String> {
-    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
-    for (_, nr, arg_rules) in allowed_syscalls() {
-        rules.entry(nr).or_default().extend(arg_rules);
-    }
-    let filter = SeccompFilter::new(
-        rules,
-        SeccompAction::KillProcess,
-        SeccompAction::Allow,
-        ARCH,
-    )
-    .map_err(|e| format!("failed to build the seccomp filter: {e}"))?;
-    BpfProgram::try_from(filter).map_err(|e| format!("failed to compile the seccomp filter: {e}"))
+    vmspawn_seccomp::allow_list(allowed_syscalls())
+        .map_err(|e| format!("failed to build the seccomp filter: {e}"))
 }
 
 /// The seccomp filter, on every thread: the D-Bus connection to polkit has threads of its own,
 /// started after Landlock (so they inherit that) and before this.
 pub fn seccomp() -> Result<(), String> {
-    let mut clone3: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
-    clone3.insert(libc::SYS_clone3, Vec::new());
-    let no_clone3 = SeccompFilter::new(
-        clone3,
+    let no_clone3 = vmspawn_seccomp::compile(
+        vec![("clone3", libc::SYS_clone3, Vec::new())],
         SeccompAction::Allow,
         SeccompAction::Errno(libc::ENOSYS as u32),
-        ARCH,
     )
-    .and_then(BpfProgram::try_from)
     .map_err(|e| format!("failed to build the clone3 filter: {e}"))?;
     seccompiler::apply_filter_all_threads(&no_clone3)
         .map_err(|e| format!("failed to install the seccomp filter: {e}"))?;

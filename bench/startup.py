@@ -7,7 +7,13 @@ exits at once, so vmspawn does everything it does for a real boot (parse the com
 the firmware, read the image's partition table, create its runtime directory and files, copy the
 UEFI variable store, build and apply the Landlock rulesets and seccomp filters, start "QEMU")
 and nothing else is measured. It runs confined, as QEMU would, so it reports through the console.
-Also measured: the same with VMSPAWN_UNCONFINED=1, to give the cost of confinement.
+Also measured: the same with VMSPAWN_UNCONFINED=1, to give the cost of confinement. These runs
+use --tpm=no, so they are the launcher's own cost.
+
+Then, when swtpm is installed, what the default virtual TPM adds before QEMU can start
+(discovering swtpm, swtpm_setup, starting swtpm and waiting until it answers on its control
+socket): with the default persistent state next to the image (created by the first run, reused
+after), and with --tpm-state=off (a fresh transient state every run).
 
 Usage: python3 bench/startup.py [--runs N] [--vmspawn PATH]
 Targets: median < 10 ms, peak RSS <= 8 MiB, confinement < 2 ms.
@@ -112,8 +118,9 @@ def main():
             f.write(MEASURE_C)
         subprocess.run(["gcc", "-O2", "-static", "-o", measure_bin, os.path.join(work, "measure.c")], check=True)
         env = {"PATH": bindir + ":/usr/bin:/bin", "HOME": work, "TMPDIR": tmp}
-        cmd = [args.vmspawn, "--kvm=no", "-q", "--console=read-only", "-i", image, "--linux", kernel,
-               "--set-credential=a:b", "-s", "x=y", "quiet"]
+        base = [args.vmspawn, "--kvm=no", "-q", "--console=read-only", "-i", image, "--linux", kernel,
+                "--set-credential=a:b", "-s", "x=y"]
+        cmd = base + ["--tpm=no", "quiet"]
         confined_times, confined_rss = measure(measure_bin, cmd, env, work, args.runs)
         unconfined_times, _ = measure(measure_bin, cmd, dict(env, VMSPAWN_UNCONFINED="1"), work, args.runs)
 
@@ -128,6 +135,18 @@ def main():
         print(f"confinement cost (Landlock rulesets + seccomp filters), difference of medians: {cost:.2f} ms (target < 2 ms)")
         print(f"vmspawn peak RSS: max {max(confined_rss):.2f} MiB, median {statistics.median(confined_rss):.2f} MiB "
               f"(target <= 8 MiB)")
+
+        if shutil.which("swtpm") and shutil.which("swtpm_setup"):
+            tpm_times, _ = measure(measure_bin, base + ["--tpm=yes", "quiet"], env, work, args.runs)
+            off_times, _ = measure(measure_bin, base + ["--tpm=yes", "--tpm-state=off", "quiet"], env, work,
+                                   args.runs)
+            own = statistics.median(confined_times)
+            print(f"with the default TPM (state next to the image exists): start-up to QEMU exec "
+                  f"{summary(tpm_times)}; the TPM adds {statistics.median(tpm_times) - own:.2f} ms")
+            print(f"with --tpm-state=off (a new state each run, as a first boot creates it): {summary(off_times)}; "
+                  f"the TPM adds {statistics.median(off_times) - own:.2f} ms")
+        else:
+            print("swtpm is not installed: no TPM figures (apt install swtpm swtpm-tools)")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,10 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 
 # bookworm-backports carries QEMU 10 and the systemd 254 EFI stub (which honours the SMBIOS
-# kernel-cmdline-extra string). Reuse the mirror of the existing deb822 source.
+# kernel-cmdline-extra string). swtpm (the virtual TPM, 0.7.1 from bookworm) is installed with
+# the same target release: it pulls in udev, which must come from backports too, because the
+# host's systemd is the 254 backport (from bookworm, udev conflicts with its libudev1).
+# Reuse the mirror of the existing deb822 source.
 if ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
     mirror=$(awk '/^URIs:/ && $2 !~ /security/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
     mirror=${mirror:-http://deb.debian.org/debian}
@@ -25,11 +28,11 @@ SRC
 fi
 
 stamp=/var/lib/vmspawn-test-setup.stamp
-want="v5"
+want="v6"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     apt-get update -q
     apt-get install -y -q --no-install-recommends \
-        -t bookworm-backports qemu-system-x86 qemu-utils systemd-boot-efi
+        -t bookworm-backports qemu-system-x86 qemu-utils systemd-boot-efi swtpm swtpm-tools
     apt-get install -y -q --no-install-recommends \
         ovmf busybox-static linux-image-cloud-amd64 debootstrap \
         dosfstools mtools fdisk cpio zstd gzip strace iputils-ping binutils e2fsprogs \

@@ -651,7 +651,6 @@ fn apply(matches: &ArgMatches, env: &ParseEnv) -> Result<Action> {
             "tpm" => c.tpm = tristate_value(o.id, v)?,
             "tpm-state" => {
                 let text = str_value(o.id, v)?;
-                c.tpm_state_given = true;
                 c.tpm_state = if text.starts_with('/') || text.starts_with("./") {
                     TpmState::Path(parse::absolute_path(v, env.cwd))
                 } else if text.is_empty() {
@@ -914,18 +913,6 @@ fn reject_unimplemented(c: &Config) -> Result<()> {
     }
     if c.vsock_cid.is_some() {
         return unsupported("--vsock-cid= (VSOCK device)", "Leave --vsock-cid= unset.");
-    }
-    if c.tpm == Tristate::Yes {
-        return unsupported(
-            "--tpm=yes (virtual TPM via swtpm)",
-            "Use --tpm=no or leave it unset.",
-        );
-    }
-    if c.tpm_state_given && c.tpm_state != TpmState::Off {
-        return unsupported(
-            "--tpm-state= (virtual TPM via swtpm)",
-            "Leave --tpm-state= unset.",
-        );
     }
     if c.slice.is_some() || !c.properties.is_empty() {
         return unsupported(
@@ -1247,7 +1234,6 @@ mod tests {
         for args in [
             &["-D", "/"][..],
             &["--vsock=yes"],
-            &["--tpm=yes"],
             &["--pass-ssh-key=yes"],
             &["--forward-journal=/tmp/j"],
             &["--slice=foo"],
@@ -1261,6 +1247,8 @@ mod tests {
             "--register=no",
             "--register=yes",
             "--tpm=no",
+            "--tpm=yes",
+            "--tpm-state=./state",
             "--vsock=auto",
             "--pass-ssh-key=no",
             "--tpm=",

@@ -80,8 +80,6 @@ pub struct Config {
     pub vsock_cid: Option<u32>,
     pub tpm: Tristate,
     pub tpm_state: TpmState,
-    /// True when --tpm-state= was given at all (not only left at its default).
-    pub tpm_state_given: bool,
     pub linux: Option<PathBuf>,
     pub initrds: Vec<PathBuf>,
     pub network: Network,
@@ -122,6 +120,16 @@ pub struct Config {
     pub unconfined: bool,
 }
 
+impl Config {
+    /// The extra kernel command line names the root (or /usr) file system itself, so a direct
+    /// kernel boot needs none derived from the image.
+    pub fn cmdline_sets_root(&self) -> bool {
+        self.kernel_cmdline_extra
+            .iter()
+            .any(|w| w.starts_with("root=") || w.starts_with("mount.usr="))
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -136,7 +144,6 @@ impl Default for Config {
             vsock_cid: None,
             tpm: Tristate::Auto,
             tpm_state: TpmState::Auto,
-            tpm_state_given: false,
             linux: None,
             initrds: Vec::new(),
             network: Network::None,

@@ -2,11 +2,13 @@
 //! VM output, terminal raw mode, and the pseudo-terminal QEMU's console is attached to.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::time::{Duration, Instant};
 
 use nix::sys::termios::{self, SetArg, Termios};
 
 use crate::error::{Error, Result};
+use crate::sys;
 
 /// Detects Ctrl-] pressed three times, each within a second of the previous one, with no other
 /// byte in between.
@@ -251,30 +253,25 @@ impl Tinter {
 
 /// Puts a terminal into raw mode and restores it when dropped.
 pub struct RawMode {
-    fd: std::os::fd::RawFd,
+    fd: BorrowedFd<'static>,
     saved: Termios,
 }
 
 impl RawMode {
-    pub fn enter(fd: BorrowedFd<'_>) -> Result<Self> {
+    pub fn enter(fd: BorrowedFd<'static>) -> Result<Self> {
         let saved = termios::tcgetattr(fd)
             .map_err(|e| Error::io("Failed to get terminal attributes", e))?;
         let mut raw = saved.clone();
         termios::cfmakeraw(&mut raw);
         termios::tcsetattr(fd, SetArg::TCSANOW, &raw)
             .map_err(|e| Error::io("Failed to set terminal to raw mode", e))?;
-        Ok(RawMode {
-            fd: fd.as_raw_fd(),
-            saved,
-        })
+        Ok(RawMode { fd, saved })
     }
 }
 
 impl Drop for RawMode {
     fn drop(&mut self) {
-        // SAFETY: the fd is stdin, which stays open for the whole process lifetime.
-        let fd = unsafe { BorrowedFd::borrow_raw(self.fd) };
-        let _ = termios::tcsetattr(fd, SetArg::TCSANOW, &self.saved);
+        let _ = termios::tcsetattr(self.fd, SetArg::TCSANOW, &self.saved);
     }
 }
 
@@ -287,36 +284,33 @@ pub fn open_pty() -> Result<(OwnedFd, OwnedFd)> {
     pty::grantpt(&master).map_err(|e| Error::io("Failed to setup pty", e))?;
     pty::unlockpt(&master).map_err(|e| Error::io("Failed to setup pty", e))?;
     let name = pty::ptsname_r(&master).map_err(|e| Error::io("Failed to setup pty", e))?;
-    let slave = nix::fcntl::open(
-        name.as_str(),
-        OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
-        nix::sys::stat::Mode::empty(),
-    )
-    .map_err(|e| Error::io(format!("Failed to open pty {name}"), e))?;
-    // SAFETY: `open` just returned this fd and nothing else owns it.
-    let slave = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(slave) };
-    // SAFETY: posix_openpt returned a fresh fd that the PtyMaster owns; we take it over.
-    let master = unsafe {
-        <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(
-            master,
-        ))
-    };
-    Ok((master, slave))
+    let slave = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open(&name)
+        .map_err(|e| Error::io(format!("Failed to open pty {name}"), e))?;
+    let master = master
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| Error::io("Failed to setup pty", e))?;
+    Ok((master, OwnedFd::from(slave)))
 }
 
 /// Copies the window size of `from` (a terminal) to `to`.
 pub fn copy_window_size(from: BorrowedFd<'_>, to: BorrowedFd<'_>) {
-    let mut size: libc::winsize = libc::winsize {
-        ws_row: 0,
-        ws_col: 0,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: TIOCGWINSZ writes one winsize into the struct we pass.
-    if unsafe { libc::ioctl(from.as_raw_fd(), libc::TIOCGWINSZ, &mut size) } == 0 && size.ws_col > 0
-    {
-        // SAFETY: TIOCSWINSZ reads one winsize from the struct we pass.
-        unsafe { libc::ioctl(to.as_fd().as_raw_fd(), libc::TIOCSWINSZ, &size) };
+    if let Some(size) = sys::window_size(from).filter(|s| s.ws_col > 0) {
+        sys::set_window_size(to, &size);
+    }
+}
+
+pub fn set_nonblocking(fd: BorrowedFd<'_>) {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    if let Ok(flags) = fcntl(fd.as_raw_fd(), FcntlArg::F_GETFL) {
+        let _ = fcntl(
+            fd.as_raw_fd(),
+            FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK),
+        );
     }
 }
 

@@ -5,7 +5,6 @@
 use std::ffi::OsString;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
@@ -13,6 +12,7 @@ use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, UnixAddr};
 use vmspawn_proto::{PROTOCOL_VERSION, Request, Response, wire};
 
 use crate::error::{Error, Result};
+use crate::spawn;
 
 pub const DEFAULT_SOCKET: &str = "/run/vmspawn/privhelper.socket";
 pub const DEFAULT_SETUID_HELPER: &str = "/usr/libexec/vmspawn/vmspawn-privhelper";
@@ -121,31 +121,26 @@ impl HelperClient {
                     e,
                 )
             })?;
-            let theirs_fd = theirs.as_raw_fd();
             let mut cmd = Command::new(&binary);
             cmd.arg("--serve-fd")
                 .arg(SETUID_SERVE_FD.to_string())
                 .env_clear()
                 .stdin(Stdio::null());
-            // SAFETY: runs in the forked child before exec; dup2 and fcntl are async-signal-safe.
-            unsafe {
-                cmd.pre_exec(move || {
-                    if theirs_fd == SETUID_SERVE_FD {
-                        let flags = libc::fcntl(theirs_fd, libc::F_GETFD);
-                        libc::fcntl(theirs_fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
-                    } else if libc::dup2(theirs_fd, SETUID_SERVE_FD) < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
-            let child = cmd.spawn().map_err(|e| {
+            let child = spawn::launch(
+                &mut cmd,
+                spawn::Launch {
+                    fds: vec![(theirs, SETUID_SERVE_FD)],
+                    own_process_group: false,
+                    death_signal: 0,
+                    jail: None,
+                },
+            )
+            .map_err(|e| {
                 Error::io(
                     format!("Failed to start the setuid helper {}", binary.display()),
                     e,
                 )
             })?;
-            drop(theirs);
             HelperClient {
                 sock: ours,
                 child: Some(child),

@@ -1,5 +1,6 @@
 //! Host discovery: everything the planner needs to know about this machine — the QEMU binary,
-//! firmware, whether KVM is usable, the disk images, where temporary files go.
+//! firmware, whether KVM is usable, swtpm, the disk images, where temporary files go. It only
+//! looks; obtaining what the VM needs is `acquire`.
 
 use std::ffi::OsString;
 use std::fs::OpenOptions;
@@ -10,11 +11,9 @@ use crate::config::Config;
 use crate::disk;
 use crate::error::{Error, Result};
 use crate::firmware;
-use crate::helper::{self, HelperClient};
-use crate::network;
+use crate::helper;
 use crate::parse::Tristate;
-use crate::plan::{self, DriveInfo, HostFacts, ImageInfo, TapFacts};
-use crate::register::{self, Registrar};
+use crate::plan::{DriveInfo, HostFacts, ImageInfo, SwtpmFacts};
 
 /// The environment discovery reads, passed in for testability.
 pub struct HostEnv<'a> {
@@ -111,14 +110,7 @@ fn kvm_usable() -> bool {
 
 pub fn random_bytes<const N: usize>() -> [u8; N] {
     let mut buf = [0u8; N];
-    let mut filled = 0;
-    while filled < N {
-        // SAFETY: the pointer and length describe the unfilled tail of `buf`.
-        let got = unsafe { libc::getrandom(buf[filled..].as_mut_ptr().cast(), N - filled, 0) };
-        if got > 0 {
-            filled += got as usize;
-        }
-    }
+    crate::sys::getrandom(&mut buf);
     buf
 }
 
@@ -155,126 +147,9 @@ fn check_readable(path: &Path, what: &str) -> Result<()> {
         .map_err(|e| Error::io(format!("Failed to open {what} '{}'", path.display()), e))
 }
 
-/// Descriptors obtained from the privileged helper, for QEMU, and the connection that will
-/// register the VM with machined once QEMU runs.
-#[derive(Default)]
-pub struct Resources {
-    pub tap: Option<std::os::fd::OwnedFd>,
-    pub kvm: Option<std::os::fd::OwnedFd>,
-    pub registration: Option<register::Connection>,
-}
-
-/// Whether this process has CAP_NET_ADMIN in its effective set.
-fn has_net_admin() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("CapEff:").map(|v| v.trim().to_string()))
-        })
-        .and_then(|hex| u64::from_str_radix(&hex, 16).ok())
-        .is_some_and(|caps| caps & (1 << 12/* CAP_NET_ADMIN */) != 0)
-}
-
-fn machine_id() -> Result<[u8; 16]> {
-    let text = std::fs::read_to_string("/etc/machine-id").map_err(|e| {
-        Error::io(
-            "Failed to read /etc/machine-id (needed for the TAP's MAC address)",
-            e,
-        )
-    })?;
-    crate::parse::parse_uuid(text.trim())
-        .ok_or_else(|| Error::new("/etc/machine-id is not a valid machine ID"))
-}
-
-/// Gets from the privileged helper what this user lacks: the TAP for `--network-tap` and, when
-/// KVM is wanted but /dev/kvm cannot be opened, an fd of it. Runs before any confinement.
-fn privileged_steps(config: &Config, env: &HostEnv, facts: &mut HostFacts) -> Result<Resources> {
-    let mut resources = Resources::default();
-    let mut client: Option<HelperClient> = None;
-    let interactive = facts.stdin_is_tty && !config.no_ask_password;
-    if config.network == crate::config::Network::Tap {
-        let machine = plan::machine_name(config, &facts.hostname)?;
-        if has_net_admin() {
-            facts.tap = Some(TapFacts::QemuCreates {
-                ifname: network::tap_ifname(&machine),
-                mac: network::tap_mac(&machine_id()?, &machine),
-            });
-        } else {
-            let helper = client.insert(HelperClient::connect(
-                env.var,
-                "--network-tap",
-                interactive,
-            )?);
-            let (ifname, fd) = helper.create_tap(&machine)?;
-            facts.tap = Some(TapFacts::FromHelper { ifname });
-            resources.tap = Some(fd);
-        }
-    }
-    let want_kvm = match config.kvm {
-        Tristate::Yes => true,
-        Tristate::Auto => helper::installed(env.var),
-        Tristate::No => false,
-    };
-    if want_kvm && !facts.kvm_usable {
-        let helper = match client.as_mut() {
-            Some(helper) => Ok(helper),
-            None => {
-                HelperClient::connect(env.var, "--kvm=yes without access to /dev/kvm", interactive)
-                    .map(|c| client.insert(c))
-            }
-        };
-        match helper.and_then(HelperClient::open_kvm) {
-            Ok(fd) => {
-                resources.kvm = Some(fd);
-                facts.kvm_fd_from_helper = true;
-            }
-            // Auto falls back to software emulation; an explicit --kvm=yes must not.
-            Err(e) if config.kvm == Tristate::Yes => return Err(e),
-            Err(_) => {}
-        }
-    }
-    // Connect now, while the launcher may still start the setuid helper; the registration
-    // itself needs QEMU's pid and happens once it runs.
-    if config.register != Some(false) {
-        let required = config.register == Some(true);
-        let registrar = register::choose(env.var, env.is_root, &|p: &Path| p.exists());
-        let connection = match &registrar {
-            None if required => {
-                return Err(register::nothing_to_register_with(env.is_root, env.var));
-            }
-            None => None,
-            Some(Registrar::Varlink(path)) => {
-                Some(register::Varlink::connect(path).map(register::Connection::Varlink))
-            }
-            Some(Registrar::Helper) => Some(
-                match client.take() {
-                    Some(helper) => Ok(helper),
-                    None => HelperClient::connect(env.var, "--register=yes", interactive),
-                }
-                .map(register::Connection::Helper),
-            ),
-        };
-        match connection {
-            Some(Ok(connection)) => {
-                facts.registrar = registrar;
-                resources.registration = Some(connection);
-            }
-            Some(Err(e)) if required => return Err(e),
-            // Unset --register=: run unregistered.
-            Some(Err(_)) | None => {}
-        }
-    }
-    Ok(resources)
-}
-
-pub fn discover(config: &Config, env: &HostEnv) -> Result<(HostFacts, Resources)> {
-    let mut facts = discover_facts(config, env)?;
-    let resources = privileged_steps(config, env, &mut facts)?;
-    Ok((facts, resources))
-}
-
-fn discover_facts(config: &Config, env: &HostEnv) -> Result<HostFacts> {
+/// What this host offers for the VM `config` describes. Only looks: nothing is created,
+/// opened for the VM or asked of the privileged helper here (that is `acquire`).
+pub fn discover(config: &Config, env: &HostEnv) -> Result<HostFacts> {
     let arch = qemu_arch()?;
     let path_var = (env.var)("PATH");
 
@@ -284,10 +159,7 @@ fn discover_facts(config: &Config, env: &HostEnv) -> Result<HostFacts> {
     let (facts, mut file) = disk::inspect(image)?;
     let needs_root = config.linux.is_some()
         && facts.format == disk::ImageFormat::Raw
-        && !config
-            .kernel_cmdline_extra
-            .iter()
-            .any(|w| w.starts_with("root=") || w.starts_with("mount.usr="));
+        && !config.cmdline_sets_root();
     let root_partition = if needs_root {
         disk::find_root_partition(&mut file, arch).map_err(|e| {
             Error::new(format!(
@@ -313,6 +185,7 @@ fn discover_facts(config: &Config, env: &HostEnv) -> Result<HostFacts> {
             .map_err(|e| Error::io(format!("Failed to stat '{}'", path.display()), e))?;
         let (facts, _) = disk::inspect(path)?;
         extra_drives.push(DriveInfo {
+            path: path.clone(),
             format: facts.format,
             is_block_device: facts.is_block_device,
         });
@@ -330,13 +203,14 @@ fn discover_facts(config: &Config, env: &HostEnv) -> Result<HostFacts> {
         qemu_binary,
         firmware,
         kvm_usable: config.kvm != Tristate::No && kvm_usable(),
-        kvm_fd_from_helper: false,
-        tap: None,
-        image: Some(ImageInfo {
+        helper_installed: helper::installed(env.var),
+        net_admin: has_net_admin(),
+        image: ImageInfo {
+            path: image.clone(),
             format: facts.format,
             is_block_device: facts.is_block_device,
             root_partition,
-        }),
+        },
         extra_drives,
         runtime_dir: runtime_base(env).join(format!("vmspawn.{suffix}")),
         hostname: hostname(),
@@ -346,9 +220,69 @@ fn discover_facts(config: &Config, env: &HostEnv) -> Result<HostFacts> {
         } else {
             Vec::new()
         },
-        registrar: None,
         stdin_is_tty: nix::unistd::isatty(libc::STDIN_FILENO).unwrap_or(false),
+        swtpm: if config.tpm == Tristate::No {
+            None
+        } else {
+            find_swtpm(path_var.as_ref())
+        },
+        tpm_auto_state_problem: tpm_auto_state_problem(image),
     })
+}
+
+/// Whether this process has CAP_NET_ADMIN in its effective set.
+fn has_net_admin() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:").map(|v| v.trim().to_string()))
+        })
+        .and_then(|hex| u64::from_str_radix(&hex, 16).ok())
+        .is_some_and(|caps| caps & (1 << 12/* CAP_NET_ADMIN */) != 0)
+}
+
+/// swtpm and swtpm_setup in $PATH, and whether this swtpm has its own seccomp profile.
+fn find_swtpm(path_var: Option<&OsString>) -> Option<SwtpmFacts> {
+    let swtpm = find_in_path("swtpm", path_var)?;
+    // `--print-capabilities` lists "cmdarg-seccomp" on builds with a seccomp profile.
+    let seccomp = std::process::Command::new(&swtpm)
+        .args(["socket", "--print-capabilities"])
+        .env_clear()
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).contains("\"cmdarg-seccomp\""));
+    Some(SwtpmFacts {
+        swtpm,
+        swtpm_setup: find_in_path("swtpm_setup", path_var),
+        seccomp,
+    })
+}
+
+/// Why the default TPM state directory next to the image (`<image>.tpmstate`) cannot be used,
+/// if it cannot: it must be a directory we can write, or be creatable.
+fn tpm_auto_state_problem(image: &Path) -> Option<String> {
+    use nix::unistd::{AccessFlags, access};
+    let state = crate::tpm::auto_state_dir(image);
+    let writable = |p: &Path| access(p, AccessFlags::W_OK | AccessFlags::X_OK);
+    match std::fs::metadata(&state) {
+        Ok(m) if !m.is_dir() => Some(format!("'{}' is not a directory", state.display())),
+        Ok(_) => writable(&state)
+            .err()
+            .map(|e| format!("'{}' is not writable: {}", state.display(), e.desc())),
+        Err(_) => {
+            let parent = state.parent().unwrap_or(Path::new("/"));
+            writable(parent).err().map(|e| {
+                format!(
+                    "'{}' cannot be created in '{}': {}",
+                    state.display(),
+                    parent.display(),
+                    e.desc()
+                )
+            })
+        }
+    }
 }
 
 /// Without `--image=` and `--directory=`: `-M NAME` looks up a machine image by that name, as

@@ -2,9 +2,13 @@
 //! launcher.
 //!
 //! The pipeline is: `cli::parse` (command line → validated `Config`) → `host::discover`
-//! (host facts) → `plan::plan` (pure: QEMU argv, files, console handling) → `runner::run`
-//! (execute and supervise).
+//! (host facts) → `plan::needs` (what must be acquired) → `acquire::acquire` (TAP, KVM fd,
+//! registration connection) → `plan::plan` (pure: every process of the VM, files, console)
+//! → `runner::run` (materialise, start, supervise, stop, clean up).
 
+#![deny(unsafe_code)]
+
+pub mod acquire;
 pub mod cli;
 pub mod config;
 pub mod console;
@@ -17,7 +21,14 @@ pub mod network;
 pub mod notify;
 pub mod parse;
 pub mod plan;
+pub mod process;
 pub mod qmp;
 pub mod register;
 pub mod runner;
+pub mod runtime;
 pub mod sandbox;
+pub mod spawn;
+pub mod supervise;
+#[allow(unsafe_code)]
+mod sys;
+pub mod tpm;

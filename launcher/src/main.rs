@@ -1,7 +1,10 @@
+#![deny(unsafe_code)]
+
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use vmspawn::acquire;
 use vmspawn::cli::{self, Action, ParseEnv};
 use vmspawn::config::Config;
 use vmspawn::error::{Error, Result};
@@ -42,13 +45,24 @@ fn launch(mut config: Config) -> Result<i32> {
         is_root: nix::unistd::geteuid().is_root(),
     };
     host::resolve_image(&mut config, &env)?;
-    let (facts, resources) = host::discover(&config, &env)?;
-    let plan = plan::plan(&config, &facts)?;
+    let facts = host::discover(&config, &env)?;
+    let needs = plan::needs(&config, &facts)?;
+    let (acquired, resources) = acquire::acquire(
+        &needs,
+        &acquire::Env {
+            var: &var,
+            is_root: env.is_root,
+            net_admin: facts.net_admin,
+        },
+    )?;
+    let plan = plan::plan(&config, &facts, &acquired)?;
     if debug_enabled() {
-        eprintln!(
-            "Executing: {}",
-            plan::render_argv(&plan.qemu_binary, &plan.qemu_args)
-        );
+        for process in &plan.processes {
+            eprintln!(
+                "Executing: {}",
+                plan::render_argv(&process.binary, &process.args)
+            );
+        }
     }
     runner::run(
         &plan,
@@ -87,9 +101,12 @@ fn main() {
             );
             println!("{}", vmspawn::sandbox::landlock_summary());
             println!(
-                "seccomp: QEMU deny-list of {} system calls over QEMU's -sandbox {}; launcher allow-list of {} system calls",
-                vmspawn::sandbox::qemu_denied_syscalls().len(),
+                "seccomp: QEMU deny-list of {} system calls over QEMU's -sandbox {}; swtpm deny-list of {}; launcher allow-list of {} system calls",
+                vmspawn::sandbox::SeccompTable::Qemu.denied_syscalls().len(),
                 plan::QEMU_SANDBOX,
+                vmspawn::sandbox::SeccompTable::Swtpm
+                    .denied_syscalls()
+                    .len(),
                 vmspawn::sandbox::launcher_allowed_syscalls().len()
             );
             0

@@ -1,6 +1,8 @@
-//! The planner: a validated `Config` plus discovered `HostFacts` in, a `Plan` out. Pure: no I/O,
-//! no clock, no randomness. Everything the runner will do (QEMU argv, files to create, copies,
-//! image growth, console handling) is decided here, so every option has a fast golden test.
+//! The planner: a validated `Config` plus discovered `HostFacts` in, first the `Needs` (what
+//! must be acquired), then — given what was `Acquired` — a `Plan` out. Pure: no I/O, no clock,
+//! no randomness. Everything the runner will do (every process of the VM with its argv, fds,
+//! confinement, readiness and stop; files to create, copies, image growth, console handling)
+//! is decided here, so every option has a fast golden test.
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
@@ -8,29 +10,17 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 
-use crate::config::{Background, Config, ConsoleMode, Network};
+use crate::acquire::{Acquired, KvmAccess, KvmNeed, Needs, NetworkSetup, TapFacts};
+use crate::config::{Background, Config, ConsoleMode};
 use crate::disk::{ImageFormat, RootKind, RootPartition};
 use crate::error::{Error, Result};
 use crate::firmware::Firmware;
 use crate::parse::{self, Tristate};
+use crate::process::{
+    EnvPlan, FdName, FdTable, Jail, Lifetime, ProcessPlan, Readiness, Role, StdioPlan, Stop,
+};
 use crate::register::Registrar;
-use crate::sandbox::SandboxRules;
-
-/// The QMP control socket is handed to QEMU as this fd number.
-pub const QMP_FD: i32 = 3;
-/// A TAP fd from the privileged helper is handed to QEMU as this fd number.
-pub const TAP_FD: i32 = 4;
-/// A /dev/kvm fd from the privileged helper is handed to QEMU as this fd number.
-pub const KVM_FD: i32 = 5;
-
-/// How the VM gets its TAP device (`--network-tap`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum TapFacts {
-    /// The launcher has CAP_NET_ADMIN: QEMU creates the TAP itself, named and addressed as 259 does.
-    QemuCreates { ifname: String, mac: [u8; 6] },
-    /// The privileged helper created `ifname`; its fd is passed to QEMU as TAP_FD.
-    FromHelper { ifname: String },
-}
+use crate::sandbox::{SandboxRules, SeccompTable};
 
 /// What the host looks like, as far as planning is concerned. Gathered by `host::discover`.
 #[derive(Clone, Debug)]
@@ -41,11 +31,11 @@ pub struct HostFacts {
     pub firmware: Firmware,
     /// /dev/kvm can be opened read-write by this process.
     pub kvm_usable: bool,
-    /// The privileged helper gave us an fd of /dev/kvm (passed to QEMU as KVM_FD).
-    pub kvm_fd_from_helper: bool,
-    /// Set for `--network-tap`.
-    pub tap: Option<TapFacts>,
-    pub image: Option<ImageInfo>,
+    /// A privileged helper is installed (service socket or setuid binary).
+    pub helper_installed: bool,
+    /// This process has CAP_NET_ADMIN (QEMU can create a TAP itself).
+    pub net_admin: bool,
+    pub image: ImageInfo,
     /// One entry per `--extra-drive`, in order.
     pub extra_drives: Vec<DriveInfo>,
     /// The per-VM private directory (not yet created); all temporary files go below it.
@@ -57,10 +47,21 @@ pub struct HostFacts {
     /// What a graphical console needs to reach the display server (X authority file, runtime
     /// directory with the Wayland socket); only gathered for `--console=gui`.
     pub display_paths: Vec<PathBuf>,
-    /// The machined to register with, when one can be reached (`register::choose`).
-    pub registrar: Option<Registrar>,
     /// Standard input is a terminal: polkit may ask for a password there.
     pub stdin_is_tty: bool,
+    /// swtpm, when it is installed (and --tpm= is not no).
+    pub swtpm: Option<SwtpmFacts>,
+    /// Why `<image>.tpmstate` cannot be used, if it cannot.
+    pub tpm_auto_state_problem: Option<String>,
+}
+
+/// The virtual TPM's programs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SwtpmFacts {
+    pub swtpm: PathBuf,
+    pub swtpm_setup: Option<PathBuf>,
+    /// swtpm has its own seccomp profile (`--seccomp action=kill`).
+    pub seccomp: bool,
 }
 
 /// Registration with systemd-machined, once QEMU runs.
@@ -75,6 +76,7 @@ pub struct RegistrationPlan {
 
 #[derive(Clone, Debug)]
 pub struct ImageInfo {
+    pub path: PathBuf,
     pub format: ImageFormat,
     pub is_block_device: bool,
     /// The GPT root (or usr) partition; only looked up when a direct kernel boot needs it.
@@ -83,6 +85,7 @@ pub struct ImageInfo {
 
 #[derive(Clone, Debug)]
 pub struct DriveInfo {
+    pub path: PathBuf,
     pub format: ImageFormat,
     pub is_block_device: bool,
 }
@@ -113,12 +116,28 @@ pub struct GrowImage {
     pub size: u64,
 }
 
+/// A directory a process keeps state in, mode 0700.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StateDir {
+    pub path: PathBuf,
+    /// What it is, for messages ("TPM state directory").
+    pub what: &'static str,
+    /// Outside the runtime directory and kept after the VM (created with its parents); else a
+    /// directory inside the runtime directory, removed with it.
+    pub persistent: bool,
+}
+
+/// A listening Unix socket vmspawn binds before the processes start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SocketPlan {
+    pub name: FdName,
+    pub path: PathBuf,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Plan {
     pub machine: String,
     pub runtime_dir: PathBuf,
-    pub qemu_binary: PathBuf,
-    pub qemu_args: Vec<OsString>,
     /// Files (credentials, SMBIOS strings) written into the runtime directory, mode 0600.
     pub files: Vec<FileToWrite>,
     /// (template, per-VM copy) for the UEFI variable store.
@@ -126,26 +145,35 @@ pub struct Plan {
     /// (sources, destination) when several initrds are merged into one.
     pub initrd_merge: Option<(Vec<PathBuf>, PathBuf)>,
     pub grow_image: Option<GrowImage>,
+    /// State directories, created before any process starts.
+    pub state_dirs: Vec<StateDir>,
+    /// Listening sockets, bound before any process starts.
+    pub sockets: Vec<SocketPlan>,
+    /// Every process of the VM, in start order (setup steps, sidecars, QEMU last); the
+    /// long-running ones are stopped in reverse order.
+    pub processes: Vec<ProcessPlan>,
     pub console: ConsolePlan,
     /// Informational lines for stderr (empty with --quiet).
     pub banner: Vec<String>,
     pub quiet: bool,
     /// Send READY=1 to the service manager as soon as QEMU runs (--notify-ready=no).
     pub ready_at_start: bool,
-    /// Landlock and seccomp confinement; None with $VMSPAWN_UNCONFINED.
-    pub confinement: Option<Confinement>,
+    /// The launcher's own Landlock domain while it supervises (plus its seccomp allow-list);
+    /// None with $VMSPAWN_UNCONFINED.
+    pub launcher_jail: Option<SandboxRules>,
+    /// Printed before the VM starts (e.g. paths in $SYSTEMD_VMSPAWN_QEMU_EXTRA that QEMU will
+    /// not be able to open).
+    pub warnings: Vec<String>,
+    /// Debug-level notes on decisions (e.g. why the VM has no TPM).
+    pub notes: Vec<String>,
     pub registration: Option<RegistrationPlan>,
 }
 
-/// Who may touch what once the VM runs.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Confinement {
-    /// QEMU's Landlock domain (plus the seccomp deny-list and QEMU's own -sandbox).
-    pub qemu: SandboxRules,
-    /// The launcher's domain while it supervises (plus its seccomp allow-list).
-    pub launcher: SandboxRules,
-    /// Paths in $SYSTEMD_VMSPAWN_QEMU_EXTRA that QEMU will not be able to open.
-    pub warnings: Vec<String>,
+impl Plan {
+    /// The QEMU process (the planner always puts it last).
+    pub fn qemu(&self) -> Option<&ProcessPlan> {
+        self.processes.iter().find(|p| p.role == Role::Qemu)
+    }
 }
 
 /// QEMU's own seccomp sandbox, with every optional restriction on.
@@ -186,40 +214,59 @@ fn mentioned_paths(args: &[String]) -> Vec<PathBuf> {
     out
 }
 
-/// The confinement for this VM: QEMU gets read access to its installation and to exactly the
-/// files this VM reads, read-write access to the writable images and the runtime directory, the
-/// devices it uses, and nothing else; the launcher keeps only its runtime directory.
-fn confinement(config: &Config, host: &HostFacts, use_kvm: bool, gui: bool) -> Confinement {
-    let rd = &host.runtime_dir;
-    let mut q = SandboxRules {
-        allow_tcp_connect: config.network == Network::UserMode,
-        allow_tcp_bind: false,
-        scope_abstract_unix: !gui,
+/// Read and execute rights for a program and the shared libraries it loads, under /usr and
+/// under the prefix the program lives in (e.g. /usr/local). The common base of every
+/// process's Landlock domain.
+pub fn program_rules(binaries: &[&Path], arch: &str) -> SandboxRules {
+    let mut rules = SandboxRules {
+        scope_abstract_unix: true,
         scope_signal: true,
         ..SandboxRules::default()
     };
-    // The QEMU installation: the binary, the shared libraries and QEMU's data files, under /usr
-    // and under the prefix QEMU lives in (e.g. /usr/local).
-    q.exec.push(host.qemu_binary.clone());
-    let triple = multiarch_triple(&host.qemu_arch);
+    let triple = multiarch_triple(arch);
+    let mut prefixes = vec![PathBuf::from("/usr")];
+    for binary in binaries {
+        push_unique(&mut rules.exec, binary.to_path_buf());
+        if let Some(prefix) = binary.parent().and_then(Path::parent) {
+            push_unique(&mut prefixes, prefix.to_path_buf());
+        }
+    }
+    for prefix in &prefixes {
+        push_unique(&mut rules.exec, prefix.join("lib").join(triple));
+        push_unique(&mut rules.exec, prefix.join("lib64"));
+    }
+    for lib in [format!("/lib/{triple}"), "/lib64".into()] {
+        push_unique(&mut rules.exec, PathBuf::from(lib));
+    }
+    push_unique(&mut rules.read, PathBuf::from("/etc/ld.so.cache"));
+    rules
+}
+
+/// QEMU's Landlock domain: read access to its installation and to exactly the files this VM
+/// reads, read-write access to the writable images and the runtime directory, the devices it
+/// uses, and nothing else. Also the warnings for $SYSTEMD_VMSPAWN_QEMU_EXTRA paths it covers
+/// not.
+fn qemu_rules(
+    config: &Config,
+    host: &HostFacts,
+    acquired: &Acquired,
+    gui: bool,
+) -> (SandboxRules, Vec<String>) {
+    let mut q = program_rules(&[&host.qemu_binary], &host.qemu_arch);
+    q.allow_tcp_connect = acquired.network == NetworkSetup::UserMode;
+    q.scope_abstract_unix = !gui;
     let mut prefixes = vec![PathBuf::from("/usr")];
     if let Some(prefix) = host.qemu_binary.parent().and_then(Path::parent) {
         push_unique(&mut prefixes, prefix.to_path_buf());
     }
     for prefix in &prefixes {
-        push_unique(&mut q.exec, prefix.join("lib").join(triple));
-        push_unique(&mut q.exec, prefix.join("lib64"));
         push_unique(&mut q.read, prefix.join("share/qemu"));
-    }
-    for lib in [format!("/lib/{triple}"), "/lib64".into()] {
-        push_unique(&mut q.exec, PathBuf::from(lib));
     }
     for data in [
         "/usr/share/seabios",
         "/usr/lib/ipxe",
         "/usr/share/ipxe",
         "/usr/lib/locale",
-        "/etc/ld.so.cache",
     ] {
         push_unique(&mut q.read, PathBuf::from(data));
     }
@@ -244,18 +291,19 @@ fn confinement(config: &Config, host: &HostFacts, use_kvm: bool, gui: bool) -> C
         }
     }
     // Read-write: the runtime directory (NVRAM copy, credentials, merged initrd) and the disks.
-    q.write.push(rd.clone());
-    if let Some(image) = &config.image {
-        push_unique(&mut q.write, image.clone());
+    q.write.push(host.runtime_dir.clone());
+    push_unique(&mut q.write, host.image.path.clone());
+    for drive in &host.extra_drives {
+        push_unique(&mut q.write, drive.path.clone());
     }
-    for drive in &config.extra_drives {
-        push_unique(&mut q.write, drive.clone());
-    }
-    if use_kvm {
+    if acquired.kvm == KvmAccess::Device {
         q.devices.push(PathBuf::from("/dev/kvm"));
     }
     // With CAP_NET_ADMIN, QEMU creates the TAP itself.
-    if matches!(host.tap, Some(TapFacts::QemuCreates { .. })) {
+    if matches!(
+        acquired.network,
+        NetworkSetup::Tap(TapFacts::QemuCreates { .. })
+    ) {
         q.devices.push(PathBuf::from("/dev/net/tun"));
     }
 
@@ -271,23 +319,23 @@ fn confinement(config: &Config, host: &HostFacts, use_kvm: bool, gui: bool) -> C
             )
         })
         .collect();
+    (q, warnings)
+}
 
-    // The launcher, once QEMU runs, only removes its runtime directory; it must be able to
-    // signal QEMU, which lives in a different Landlock domain, so signals are not scoped.
+/// The launcher's domain once the VM runs: it only removes its runtime directory. It must be
+/// able to stop its children, which live in other Landlock domains, so signals are not scoped
+/// by Landlock (its seccomp allow-list permits signals only through its children's pidfds).
+fn launcher_rules(runtime_dir: &Path) -> SandboxRules {
     let mut launcher = SandboxRules {
-        write: vec![rd.clone()],
+        write: vec![runtime_dir.to_path_buf()],
         scope_abstract_unix: true,
         scope_signal: false,
         ..SandboxRules::default()
     };
-    if let Some(parent) = rd.parent() {
+    if let Some(parent) = runtime_dir.parent() {
         launcher.remove_dir.push(parent.to_path_buf());
     }
-    Confinement {
-        qemu: q,
-        launcher,
-        warnings,
-    }
+    launcher
 }
 
 fn os(s: impl AsRef<OsStr>) -> OsString {
@@ -345,21 +393,42 @@ fn has_smbios(arch: &str) -> bool {
     matches!(arch, "x86_64" | "i386" | "aarch64" | "arm")
 }
 
-pub fn plan(config: &Config, host: &HostFacts) -> Result<Plan> {
+/// What the VM needs acquired before it can be planned in full: the TAP, KVM, registration.
+pub fn needs(config: &Config, host: &HostFacts) -> Result<Needs> {
+    let kvm = match config.kvm {
+        Tristate::No => KvmNeed::Off,
+        _ if host.kvm_usable => KvmNeed::Device,
+        Tristate::Yes => KvmNeed::FromHelper { required: true },
+        Tristate::Auto if host.helper_installed => KvmNeed::FromHelper { required: false },
+        Tristate::Auto => KvmNeed::Off,
+    };
+    Ok(Needs {
+        machine: machine_name(config, &host.hostname)?,
+        network: config.network,
+        kvm,
+        registration: match config.register {
+            Some(false) => None,
+            Some(true) => Some(true),
+            None => Some(false),
+        },
+        interactive_auth: host.stdin_is_tty && !config.no_ask_password,
+    })
+}
+
+pub fn plan(config: &Config, host: &HostFacts, acquired: &Acquired) -> Result<Plan> {
     let arch = host.qemu_arch.as_str();
     let x86 = matches!(arch, "x86_64" | "i386");
     let machine = machine_name(config, &host.hostname)?;
-    let image = config.image.as_ref().ok_or_else(|| {
-        Error::new("No disk image given. Pass the VM's disk image with --image=PATH (or -i PATH).")
-    })?;
-    let image_info = host
-        .image
-        .as_ref()
-        .ok_or_else(|| Error::new("internal error: image facts missing"))?;
+    let image_info = &host.image;
+    let image = &image_info.path;
     let rd = &host.runtime_dir;
     let mut args: Vec<OsString> = Vec::new();
+    let mut fds = FdTable::default();
     let mut files = Vec::new();
     let firmware = &host.firmware;
+    let confined = !config.unconfined;
+    // QMP first, so its fd is 3 whatever else QEMU gets.
+    let qmp_fd = fds.add(FdName::Qmp);
 
     // -machine
     let mut machine_opt = format!("type={}", machine_type(arch)?);
@@ -396,17 +465,17 @@ pub fn plan(config: &Config, host: &HostFacts) -> Result<Plan> {
     }
 
     // Networking: exactly one -nic.
-    match config.network {
-        Network::None => args.extend([os("-nic"), os("none")]),
-        Network::UserMode => {
+    match &acquired.network {
+        NetworkSetup::None => args.extend([os("-nic"), os("none")]),
+        NetworkSetup::UserMode => {
             let mut nic = String::from("user,model=virtio-net-pci");
             if let Some(mac) = &config.network_mac {
                 nic.push_str(&format!(",mac={}", parse::format_mac(mac)));
             }
             args.extend([os("-nic"), os(nic)]);
         }
-        Network::Tap => match &host.tap {
-            Some(TapFacts::QemuCreates { ifname, mac }) => {
+        NetworkSetup::Tap(tap) => match tap {
+            TapFacts::QemuCreates { ifname, mac } => {
                 let mac = config.network_mac.unwrap_or(*mac);
                 args.extend([
                     os("-nic"),
@@ -416,38 +485,28 @@ pub fn plan(config: &Config, host: &HostFacts) -> Result<Plan> {
                     )),
                 ]);
             }
-            Some(TapFacts::FromHelper { .. }) => {
-                let mut nic = format!("tap,fd={TAP_FD},model=virtio-net-pci");
+            TapFacts::FromHelper { .. } => {
+                let mut nic = format!("tap,fd={},model=virtio-net-pci", fds.add(FdName::Tap));
                 if let Some(mac) = &config.network_mac {
                     nic.push_str(&format!(",mac={}", parse::format_mac(mac)));
                 }
                 args.extend([os("-nic"), os(nic)]);
             }
-            None => {
-                return Err(Error::new(
-                    "internal error: TAP facts missing for --network-tap",
-                ));
-            }
         },
     }
 
     // Accelerator.
-    let use_kvm = match config.kvm {
-        Tristate::Yes => true,
-        Tristate::No => false,
-        Tristate::Auto => host.kvm_usable || host.kvm_fd_from_helper,
-    };
-    if use_kvm && host.kvm_fd_from_helper {
-        args.extend([
+    match acquired.kvm {
+        KvmAccess::HelperFd => args.extend([
             os("--add-fd"),
-            os(format!("fd={KVM_FD},set=1,opaque=/dev/kvm")),
+            os(format!("fd={},set=1,opaque=/dev/kvm", fds.add(FdName::Kvm))),
             os("-accel"),
             os("kvm,device=/dev/fdset/1"),
-        ]);
-    } else {
-        args.extend([os("-accel"), os(if use_kvm { "kvm" } else { "tcg" })]);
+        ]),
+        KvmAccess::Device => args.extend([os("-accel"), os("kvm")]),
+        KvmAccess::Off => args.extend([os("-accel"), os("tcg")]),
     }
-    if !config.unconfined {
+    if confined {
         args.extend([os("-sandbox"), os(QEMU_SANDBOX)]);
     }
     args.extend([
@@ -542,10 +601,7 @@ pub fn plan(config: &Config, host: &HostFacts) -> Result<Plan> {
     let mut cmdline = config.kernel_cmdline_extra.clone();
     if let Some(kernel) = &config.linux {
         args.extend([os("-kernel"), os(kernel)]);
-        let has_root = cmdline
-            .iter()
-            .any(|w| w.starts_with("root=") || w.starts_with("mount.usr="));
-        if !has_root {
+        if !config.cmdline_sets_root() {
             if image_info.format == ImageFormat::Qcow2 {
                 return Err(Error::new(format!(
                     "Cannot derive root= for a direct kernel boot from the qcow2 image '{}': its partition \
@@ -609,15 +665,8 @@ pub fn plan(config: &Config, host: &HostFacts) -> Result<Plan> {
         .transpose()?;
 
     // Extra drives.
-    if config.extra_drives.len() != host.extra_drives.len() {
-        return Err(Error::new("internal error: extra drive facts missing"));
-    }
-    for (i, (path, info)) in config
-        .extra_drives
-        .iter()
-        .zip(&host.extra_drives)
-        .enumerate()
-    {
+    for (i, info) in host.extra_drives.iter().enumerate() {
+        let path = &info.path;
         let file_driver = if info.is_block_device {
             "host_device"
         } else {
@@ -678,6 +727,12 @@ pub fn plan(config: &Config, host: &HostFacts) -> Result<Plan> {
         args.extend([os("-smbios"), smbios_file(&path)]);
     }
 
+    // The virtual TPM: swtpm_setup and swtpm before QEMU, QEMU on swtpm's control socket.
+    let tpm = crate::tpm::plan(config, host, &machine, &mut fds)?;
+    if let Some(tpm) = &tpm {
+        args.extend(tpm.qemu_args.iter().cloned());
+    }
+
     // Initrds: one is passed as is, several are merged into one file.
     let mut initrd_merge = None;
     match config.initrds.as_slice() {
@@ -710,7 +765,7 @@ pub fn plan(config: &Config, host: &HostFacts) -> Result<Plan> {
     // QMP over an inherited socket, used for a graceful power-off.
     args.extend([
         os("-chardev"),
-        os(format!("socket,id=vmspawn-qmp,fd={QMP_FD}")),
+        os(format!("socket,id=vmspawn-qmp,fd={qmp_fd}")),
         os("-mon"),
         os("chardev=vmspawn-qmp,mode=control"),
     ]);
@@ -732,18 +787,35 @@ pub fn plan(config: &Config, host: &HostFacts) -> Result<Plan> {
         }
     }
 
-    // With an fd from the helper QEMU needs no path rule for /dev/kvm.
-    let kvm_by_path = use_kvm && !host.kvm_fd_from_helper;
-    let confinement = (!config.unconfined).then(|| {
-        confinement(
-            config,
-            host,
-            kvm_by_path,
-            config.console == ConsoleMode::Gui,
-        )
-    });
+    let gui = config.console == ConsoleMode::Gui;
+    let (qemu_landlock, warnings) = qemu_rules(config, host, acquired, gui);
+    let qemu = ProcessPlan {
+        role: Role::Qemu,
+        binary: host.qemu_binary.clone(),
+        args,
+        env: EnvPlan::Inherit {
+            defaults: vec![("LANG".into(), "C.UTF-8".into())],
+        },
+        fds: fds.into_vec(),
+        stdio: match console {
+            ConsolePlan::Forwarded { .. } => StdioPlan::Console,
+            ConsolePlan::Native | ConsolePlan::Gui => StdioPlan::Terminal,
+        },
+        // Unless QEMU reads our terminal itself (native console), a Ctrl-C on the terminal
+        // reaches only vmspawn, which turns it into a graceful power-off.
+        own_process_group: console != ConsolePlan::Native,
+        death_signal: libc::SIGTERM,
+        jail: confined.then_some(Jail {
+            landlock: qemu_landlock,
+            seccomp: SeccompTable::Qemu,
+        }),
+        lifetime: Lifetime::Vm {
+            readiness: Readiness::Started,
+            stop: Stop::PowerButton,
+        },
+    };
 
-    let registration = match (config.register, &host.registrar) {
+    let registration = match (config.register, &acquired.registrar) {
         (Some(false), _) | (None, None) => None,
         (Some(true), None) => {
             return Err(Error::new(
@@ -762,20 +834,37 @@ pub fn plan(config: &Config, host: &HostFacts) -> Result<Plan> {
             required: required == Some(true),
         }),
     };
+
+    let mut state_dirs = Vec::new();
+    let mut sockets = Vec::new();
+    let mut processes = Vec::new();
+    let mut notes = Vec::new();
+    match tpm {
+        Some(tpm) => {
+            state_dirs.extend(tpm.state_dirs);
+            sockets.push(tpm.socket);
+            processes.extend(tpm.processes);
+        }
+        None => notes.extend(crate::tpm::why_none(config, host)),
+    }
+    processes.push(qemu);
     Ok(Plan {
         machine,
         runtime_dir: rd.clone(),
-        qemu_binary: host.qemu_binary.clone(),
-        qemu_args: args,
         files,
         nvram_copy: (firmware.vars_template.clone(), vars_copy),
         initrd_merge,
         grow_image,
+        state_dirs,
+        sockets,
+        processes,
         console,
         banner,
         quiet: config.quiet,
         ready_at_start: !config.notify_ready,
-        confinement,
+        launcher_jail: confined.then(|| launcher_rules(rd)),
+        warnings: if confined { warnings } else { Vec::new() },
+        notes,
         registration,
     })
 }

@@ -9,7 +9,7 @@
 
 use std::ffi::OsString;
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -189,16 +189,7 @@ pub struct Request {
 
 /// A pidfd of our child `pid`.
 pub fn pidfd_of_child(pid: u32) -> Result<OwnedFd> {
-    // SAFETY: pidfd_open only reads its arguments; it returns a new fd or -1.
-    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-    if raw < 0 {
-        return Err(Error::io(
-            "Failed to open a pidfd of QEMU",
-            std::io::Error::last_os_error(),
-        ));
-    }
-    // SAFETY: the fd was just created and nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(raw as i32) })
+    crate::sys::pidfd_open(pid).map_err(|e| Error::io("Failed to open a pidfd of QEMU", e))
 }
 
 impl Connection {

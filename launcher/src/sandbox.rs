@@ -4,7 +4,9 @@
 //! turns that into kernel objects and applies them:
 //! - QEMU: its own Landlock domain and a seccomp deny-list (EPERM), both installed in the forked
 //!   child right before exec, so every QEMU thread inherits them; QEMU's `-sandbox` comes on top.
-//! - The launcher: after QEMU runs, a Landlock domain limited to the runtime directory and a
+//! - Sidecars (swtpm, swtpm_setup): the same, with a Landlock domain of their own files and a
+//!   seccomp table of their own role.
+//! - The launcher: after the VM runs, a Landlock domain limited to the runtime directory and a
 //!   seccomp allow-list whose default action kills the process. The launcher never creates
 //!   threads, so both cover all of it.
 
@@ -38,6 +40,9 @@ pub struct SandboxRules {
     pub devices: Vec<PathBuf>,
     /// Directories in which empty subdirectories may be removed.
     pub remove_dir: Vec<PathBuf>,
+    /// Directories in which regular files may be created, read, written and removed (no
+    /// subdirectories, links, devices or execution).
+    pub scratch_files: Vec<PathBuf>,
     pub allow_tcp_connect: bool,
     pub allow_tcp_bind: bool,
     pub scope_abstract_unix: bool,
@@ -61,6 +66,7 @@ impl SandboxRules {
             ("read-write", &self.write),
             ("device read-write", &self.devices),
             ("remove empty directories", &self.remove_dir),
+            ("create and remove files in", &self.scratch_files),
         ] {
             if !paths.is_empty() {
                 out.push(format!("{what}: {}", list(paths)));
@@ -95,16 +101,7 @@ impl SandboxRules {
 
 /// The kernel's Landlock ABI version, 0 when Landlock is unavailable.
 pub fn landlock_abi() -> i32 {
-    // SAFETY: with a NULL attribute, size 0 and the VERSION flag, the call only returns a number.
-    let version = unsafe {
-        libc::syscall(
-            libc::SYS_landlock_create_ruleset,
-            std::ptr::null::<libc::c_void>(),
-            0usize,
-            1u32, /* LANDLOCK_CREATE_RULESET_VERSION */
-        )
-    };
-    if version < 0 { 0 } else { version as i32 }
+    crate::sys::landlock_abi()
 }
 
 /// A human summary of what Landlock enforces on this kernel.
@@ -170,7 +167,7 @@ pub fn build_ruleset(rules: &SandboxRules) -> Result<RulesetCreated> {
             .collect::<Vec<_>>()
     };
     let read = AccessFs::ReadFile | AccessFs::ReadDir;
-    let sets: [(&[PathBuf], BitFlags<AccessFs>); 5] = [
+    let sets: [(&[PathBuf], BitFlags<AccessFs>); 6] = [
         (&rules.exec, read | AccessFs::Execute),
         (&rules.read, read),
         (&rules.write, AccessFs::from_all(ABI_USED)),
@@ -179,6 +176,14 @@ pub fn build_ruleset(rules: &SandboxRules) -> Result<RulesetCreated> {
             AccessFs::ReadFile | AccessFs::WriteFile | AccessFs::IoctlDev,
         ),
         (&rules.remove_dir, AccessFs::RemoveDir.into()),
+        (
+            &rules.scratch_files,
+            AccessFs::ReadFile
+                | AccessFs::WriteFile
+                | AccessFs::MakeReg
+                | AccessFs::RemoveFile
+                | AccessFs::Truncate,
+        ),
     ];
     for (paths, access) in sets {
         created = created
@@ -200,24 +205,6 @@ pub fn restrict_self(rules: &SandboxRules) -> Result<RulesetStatus> {
 /// (None when the kernel has no Landlock).
 pub fn ruleset_fd(rules: &SandboxRules) -> Result<Option<OwnedFd>> {
     Ok(build_ruleset(rules)?.into())
-}
-
-/// In a forked child: sets no_new_privs and enters the Landlock domain. Async-signal-safe.
-///
-/// # Safety
-/// Only system calls; meant for `pre_exec`.
-pub fn enter_domain_in_child(ruleset: Option<i32>) -> std::io::Result<()> {
-    // SAFETY: plain prctl with integer arguments.
-    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    if let Some(fd) = ruleset {
-        // SAFETY: `fd` is a Landlock ruleset fd owned by the parent and inherited by this child.
-        if unsafe { libc::syscall(libc::SYS_landlock_restrict_self, fd, 0u32) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
-    Ok(())
 }
 
 fn compile_error(e: vmspawn_seccomp::BackendError) -> Error {
@@ -282,18 +269,58 @@ pub fn qemu_denied_syscalls() -> Vec<(&'static str, i64)> {
     list
 }
 
-/// QEMU's deny-list filter: the listed calls return EPERM, everything else is allowed.
-pub fn qemu_filter() -> Result<BpfProgram> {
-    let entries = qemu_denied_syscalls()
-        .into_iter()
-        .map(|(name, nr)| (name, nr, Vec::new()))
-        .collect();
-    vmspawn_seccomp::compile(
-        entries,
-        SeccompAction::Allow,
-        SeccompAction::Errno(libc::EPERM as u32),
-    )
-    .map_err(compile_error)
+/// The seccomp policy of a process, keyed by its role (one table per kind of process, as
+/// crosvm keeps one policy per device).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SeccompTable {
+    /// QEMU: the common deny-list, on top of QEMU's own `-sandbox`.
+    Qemu,
+    /// swtpm: the common deny-list plus making sockets of its own (it serves only the control
+    /// socket vmspawn bound and passed to it), on top of swtpm's own `--seccomp action=kill`
+    /// where it has one.
+    Swtpm,
+    /// swtpm_setup: the common deny-list (it starts swtpm, so exec stays allowed).
+    SwtpmSetup,
+}
+
+impl SeccompTable {
+    pub fn name(self) -> &'static str {
+        match self {
+            SeccompTable::Qemu => "qemu",
+            SeccompTable::Swtpm => "swtpm",
+            SeccompTable::SwtpmSetup => "swtpm_setup",
+        }
+    }
+
+    /// The calls this table refuses with EPERM; everything else is allowed.
+    pub fn denied_syscalls(self) -> Vec<(&'static str, i64)> {
+        let mut list = qemu_denied_syscalls();
+        if self == SeccompTable::Swtpm {
+            list.extend([
+                ("socket", libc::SYS_socket),
+                ("socketpair", libc::SYS_socketpair),
+                ("connect", libc::SYS_connect),
+                ("bind", libc::SYS_bind),
+                ("listen", libc::SYS_listen),
+            ]);
+        }
+        list
+    }
+
+    /// The compiled deny-list filter.
+    pub fn filter(self) -> Result<BpfProgram> {
+        let entries = self
+            .denied_syscalls()
+            .into_iter()
+            .map(|(name, nr)| (name, nr, Vec::new()))
+            .collect();
+        vmspawn_seccomp::compile(
+            entries,
+            SeccompAction::Allow,
+            SeccompAction::Errno(libc::EPERM as u32),
+        )
+        .map_err(compile_error)
+    }
 }
 
 /// The launcher's allow-list once QEMU runs: console forwarding, QMP, waiting for QEMU,
@@ -328,8 +355,13 @@ pub fn launcher_allowed_syscalls() -> Vec<Entry> {
         ("close", libc::SYS_close, any()),
         ("wait4", libc::SYS_wait4, any()),
         ("waitid", libc::SYS_waitid, any()),
-        // Only to stop QEMU.
-        ("kill", libc::SYS_kill, one_of(1, &[libc::SIGKILL as u64])),
+        // Only to stop the VM's processes, through the pidfds of its own children: no kill(2),
+        // so no other process of the user can be signalled.
+        (
+            "pidfd_send_signal",
+            libc::SYS_pidfd_send_signal,
+            one_of(1, &[libc::SIGKILL as u64, libc::SIGTERM as u64]),
+        ),
         // Only for abort() on a fatal error.
         (
             "tgkill",
@@ -424,6 +456,7 @@ pub fn apply_filter(program: &BpfProgram) -> std::io::Result<()> {
 }
 
 #[cfg(test)]
+#[allow(unsafe_code)] // forks and raw system calls to exercise the filters
 mod tests {
     //! Firecracker-style filter tests: for each argument rule, a call with allowed arguments
     //! succeeds and a perturbed call is killed (launcher) or refused (QEMU), in a forked child.
@@ -502,9 +535,20 @@ mod tests {
         let sol = i64::from(libc::SOL_SOCKET);
         let cases: Vec<(&str, Call, Call)> = vec![
             (
+                "pidfd_send_signal",
+                call(
+                    libc::SYS_pidfd_send_signal,
+                    [-1, libc::SIGTERM.into(), 0, 0, 0, 0],
+                ),
+                call(
+                    libc::SYS_pidfd_send_signal,
+                    [-1, libc::SIGHUP.into(), 0, 0, 0, 0],
+                ),
+            ),
+            (
                 "kill",
+                succeeds(libc::SYS_getpid, [0; 6]),
                 call(libc::SYS_kill, [nobody, libc::SIGKILL.into(), 0, 0, 0, 0]),
-                call(libc::SYS_kill, [nobody, libc::SIGTERM.into(), 0, 0, 0, 0]),
             ),
             (
                 "ioctl",
@@ -580,26 +624,45 @@ mod tests {
     }
 
     #[test]
-    fn qemu_deny_list_refuses_with_eperm_and_allows_the_rest() {
-        let program = qemu_filter().unwrap();
-        for (name, nr) in qemu_denied_syscalls() {
-            // Null pointers and an invalid fd: the filter must answer EPERM before the kernel
-            // looks at them.
+    fn deny_lists_refuse_with_eperm_and_allow_the_rest() {
+        for table in [
+            SeccompTable::Qemu,
+            SeccompTable::Swtpm,
+            SeccompTable::SwtpmSetup,
+        ] {
+            let program = table.filter().unwrap();
+            for (name, nr) in table.denied_syscalls() {
+                // Null pointers and an invalid fd: the filter must answer EPERM before the
+                // kernel looks at them.
+                let status = in_child(&program, || {
+                    let rc = sys(nr, [-1, 0, 0, 0, 0, 0]);
+                    let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+                    i32::from(!(rc == -1 && errno == libc::EPERM))
+                });
+                assert!(
+                    exited(status, 0),
+                    "{}: {name} was not refused with EPERM: {status:?}",
+                    table.name()
+                );
+            }
+            // Calls the processes need still work.
             let status = in_child(&program, || {
-                let rc = sys(nr, [-1, 0, 0, 0, 0, 0]);
-                let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
-                i32::from(!(rc == -1 && errno == libc::EPERM))
+                i32::from(!(sys(libc::SYS_getpid, [0; 6]) > 0 && sys(libc::SYS_dup, [0; 6]) >= 0))
             });
-            assert!(
-                exited(status, 0),
-                "{name} was not refused with EPERM: {status:?}"
-            );
+            assert!(exited(status, 0), "{}: {status:?}", table.name());
         }
-        // Calls QEMU needs still work.
-        let status = in_child(&program, || {
-            i32::from(!(sys(libc::SYS_getpid, [0; 6]) > 0 && sys(libc::SYS_dup, [0; 6]) >= 0))
-        });
-        assert!(exited(status, 0), "{status:?}");
+        assert!(
+            SeccompTable::Swtpm
+                .denied_syscalls()
+                .iter()
+                .any(|(name, _)| *name == "socket")
+        );
+        assert!(
+            !SeccompTable::SwtpmSetup
+                .denied_syscalls()
+                .iter()
+                .any(|(name, _)| *name == "socket")
+        );
     }
 
     #[test]

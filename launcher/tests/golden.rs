@@ -6,13 +6,18 @@ use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
+use vmspawn::acquire::{Acquired, KvmAccess, KvmNeed, Needs, NetworkSetup, TapFacts};
 use vmspawn::cli::{self, Action, ParseEnv};
+use vmspawn::config::Network;
 use vmspawn::disk::{ImageFormat, RootKind, RootPartition};
 use vmspawn::firmware::Firmware;
 use vmspawn::parse::split_words;
-use vmspawn::plan::{self, DriveInfo, HostFacts, ImageInfo};
+use vmspawn::plan::{self, DriveInfo, HostFacts, ImageInfo, Plan, SwtpmFacts};
+use vmspawn::process::{EnvPlan, Jail, Lifetime, ProcessPlan, Stop};
+use vmspawn::register::Registrar;
+use vmspawn::sandbox::SandboxRules;
 
-fn host_facts(switches: &[&str], extra_drives: &[PathBuf]) -> HostFacts {
+fn host_facts(switches: &[&str], extra_drives: &[PathBuf], image: Option<&Path>) -> HostFacts {
     let has = |s: &str| switches.contains(&s);
     let secure_boot = !has("plain-firmware");
     HostFacts {
@@ -35,20 +40,10 @@ fn host_facts(switches: &[&str], extra_drives: &[PathBuf]) -> HostFacts {
             secure_boot,
         },
         kvm_usable: has("kvm"),
-        kvm_fd_from_helper: has("kvm-from-helper"),
-        tap: if has("tap-from-helper") {
-            Some(plan::TapFacts::FromHelper {
-                ifname: "vt-0123abcd".into(),
-            })
-        } else if has("tap-by-qemu") {
-            Some(plan::TapFacts::QemuCreates {
-                ifname: "vt-d".into(),
-                mac: [0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc],
-            })
-        } else {
-            None
-        },
-        image: Some(ImageInfo {
+        helper_installed: has("kvm-from-helper") || has("helper"),
+        net_admin: has("tap-by-qemu"),
+        image: ImageInfo {
+            path: image.map_or_else(|| PathBuf::from("/none"), Path::to_path_buf),
             format: if has("qcow2") {
                 ImageFormat::Qcow2
             } else {
@@ -68,10 +63,11 @@ fn host_facts(switches: &[&str], extra_drives: &[PathBuf]) -> HostFacts {
                     partuuid: "4f68bce3-0000-4000-8000-000000000001".into(),
                 })
             },
-        }),
+        },
         extra_drives: extra_drives
             .iter()
             .map(|p| DriveInfo {
+                path: p.clone(),
                 format: if p.extension().is_some_and(|e| e == "qcow2") {
                     ImageFormat::Qcow2
                 } else {
@@ -84,16 +80,165 @@ fn host_facts(switches: &[&str], extra_drives: &[PathBuf]) -> HostFacts {
         hostname: "buildhost".into(),
         vmgenid: *b"\x11\x22\x33\x44\x55\x66\x47\x88\x99\xaa\xbb\xcc\xdd\xee\xff\x00",
         display_paths: vec![PathBuf::from("/home/user/.Xauthority")],
-        registrar: if has("registrar-helper") {
-            Some(vmspawn::register::Registrar::Helper)
+        stdin_is_tty: has("tty"),
+        swtpm: (has("swtpm") || has("swtpm-no-setup") || has("swtpm-no-seccomp")).then(|| {
+            SwtpmFacts {
+                swtpm: PathBuf::from("/usr/bin/swtpm"),
+                swtpm_setup: (!has("swtpm-no-setup"))
+                    .then(|| PathBuf::from("/usr/bin/swtpm_setup")),
+                seccomp: !has("swtpm-no-seccomp"),
+            }
+        }),
+        tpm_auto_state_problem: has("tpm-state-unwritable").then(|| {
+            "'/home/user/d.raw.tpmstate' cannot be created in '/home/user': Permission denied"
+                .to_string()
+        }),
+    }
+}
+
+/// Acquisition as the switches say it went: the TAP and KVM fd from the helper, the machined
+/// reached.
+fn simulate_acquire(needs: &Needs, switches: &[&str]) -> Result<Acquired, String> {
+    let has = |s: &str| switches.contains(&s);
+    let network = match needs.network {
+        Network::None => NetworkSetup::None,
+        Network::UserMode => NetworkSetup::UserMode,
+        Network::Tap if has("tap-by-qemu") => NetworkSetup::Tap(TapFacts::QemuCreates {
+            ifname: "vt-d".into(),
+            mac: [0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc],
+        }),
+        Network::Tap if has("tap-from-helper") => NetworkSetup::Tap(TapFacts::FromHelper {
+            ifname: "vt-0123abcd".into(),
+        }),
+        Network::Tap => return Err("acquisition: no TAP (no helper)".into()),
+    };
+    let kvm = match needs.kvm {
+        KvmNeed::Off => KvmAccess::Off,
+        KvmNeed::Device => KvmAccess::Device,
+        KvmNeed::FromHelper { .. } if has("kvm-from-helper") => KvmAccess::HelperFd,
+        KvmNeed::FromHelper { required: true } => {
+            return Err("acquisition: no /dev/kvm fd (no helper)".into());
+        }
+        KvmNeed::FromHelper { required: false } => KvmAccess::Off,
+    };
+    let registrar = needs.registration.and_then(|_| {
+        if has("registrar-helper") {
+            Some(Registrar::Helper)
         } else if has("registrar-user") {
-            Some(vmspawn::register::Registrar::Varlink(PathBuf::from(
+            Some(Registrar::Varlink(PathBuf::from(
                 "/run/user/1000/systemd/machine/io.systemd.Machine",
             )))
         } else {
             None
-        },
-        stdin_is_tty: has("tty"),
+        }
+    });
+    Ok(Acquired {
+        network,
+        kvm,
+        registrar,
+    })
+}
+
+fn signal_name(signal: i32) -> String {
+    nix::sys::signal::Signal::try_from(signal)
+        .map(|s| s.as_str().to_string())
+        .unwrap_or_else(|_| signal.to_string())
+}
+
+fn render_rules(out: &mut String, prefix: &str, rules: &SandboxRules) {
+    for rule in rules.describe() {
+        writeln!(out, "{prefix}may access: {rule}").unwrap();
+    }
+    writeln!(
+        out,
+        "{prefix}scopes: abstract-unix={} signal={}",
+        rules.scope_abstract_unix, rules.scope_signal
+    )
+    .unwrap();
+}
+
+fn render_process(out: &mut String, process: &ProcessPlan) {
+    let ProcessPlan {
+        role,
+        binary,
+        args,
+        env,
+        fds,
+        stdio,
+        own_process_group,
+        death_signal,
+        jail,
+        lifetime,
+    } = process;
+    writeln!(out, "process {role:?}: {}", role.describe()).unwrap();
+    writeln!(out, "  argv:").unwrap();
+    writeln!(out, "    {}", binary.display()).unwrap();
+    for arg in args {
+        writeln!(out, "    {}", arg.to_string_lossy()).unwrap();
+    }
+    match env {
+        EnvPlan::Inherit { defaults } => {
+            let list: Vec<String> = defaults.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            writeln!(out, "  env: inherited, defaults {}", list.join(" ")).unwrap();
+        }
+        EnvPlan::Clean(vars) => {
+            let list: Vec<String> = vars.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            writeln!(out, "  env: only [{}]", list.join(" ")).unwrap();
+        }
+    }
+    let table: Vec<String> = fds
+        .iter()
+        .map(|f| format!("{}={:?}", f.number, f.name))
+        .collect();
+    writeln!(out, "  fds: [{}]", table.join(" ")).unwrap();
+    writeln!(
+        out,
+        "  stdio: {stdio:?}; own process group {own_process_group}; on launcher death {}",
+        signal_name(*death_signal)
+    )
+    .unwrap();
+    match lifetime {
+        Lifetime::Setup { fallback_args } => {
+            writeln!(out, "  lifetime: setup step, runs to completion").unwrap();
+            if let Some(fallback) = fallback_args {
+                writeln!(
+                    out,
+                    "  on failure, once more as: {}",
+                    plan::render_argv(binary, fallback)
+                )
+                .unwrap();
+            }
+        }
+        Lifetime::Vm { readiness, stop } => {
+            writeln!(out, "  lifetime: with the VM; ready when {readiness:?}").unwrap();
+            match stop {
+                Stop::PowerButton => writeln!(
+                    out,
+                    "  stop: ACPI power button, $VMSPAWN_SHUTDOWN_TIMEOUT_SEC, then SIGKILL"
+                )
+                .unwrap(),
+                Stop::Signal { signal, grace } => writeln!(
+                    out,
+                    "  stop: {}, {} s, then SIGKILL",
+                    signal_name(*signal),
+                    grace.as_secs()
+                )
+                .unwrap(),
+            }
+        }
+    }
+    match jail {
+        None => writeln!(out, "  unconfined").unwrap(),
+        Some(Jail { landlock, seccomp }) => {
+            writeln!(
+                out,
+                "  seccomp: table {} ({} calls denied)",
+                seccomp.name(),
+                seccomp.denied_syscalls().len()
+            )
+            .unwrap();
+            render_rules(out, "  ", landlock);
+        }
     }
 }
 
@@ -118,19 +263,46 @@ fn render(header: &Header) -> String {
         Err(e) => return format!("error: {e}\n"),
     };
     let switches: Vec<&str> = header.facts.iter().map(String::as_str).collect();
-    let facts = host_facts(&switches, &config.extra_drives);
-    let plan = match plan::plan(&config, &facts) {
+    let facts = host_facts(&switches, &config.extra_drives, config.image.as_deref());
+    let needs = match plan::needs(&config, &facts) {
+        Ok(n) => n,
+        Err(e) => return format!("error: {e}\n"),
+    };
+    let acquired = match simulate_acquire(&needs, &switches) {
+        Ok(a) => a,
+        Err(e) => return format!("error: {e}\n"),
+    };
+    let plan = match plan::plan(&config, &facts, &acquired) {
         Ok(p) => p,
         Err(e) => return format!("error: {e}\n"),
     };
+    // Destructured, so a new field of the plan cannot escape the golden files.
+    let Plan {
+        machine,
+        runtime_dir,
+        files,
+        nvram_copy,
+        initrd_merge,
+        grow_image,
+        state_dirs,
+        sockets,
+        processes,
+        console,
+        banner,
+        quiet,
+        ready_at_start,
+        launcher_jail,
+        warnings,
+        notes,
+        registration,
+    } = &plan;
     let mut out = String::new();
-    writeln!(out, "machine: {}", plan.machine).unwrap();
-    writeln!(out, "argv:").unwrap();
-    writeln!(out, "  {}", plan.qemu_binary.display()).unwrap();
-    for arg in &plan.qemu_args {
-        writeln!(out, "  {}", arg.to_string_lossy()).unwrap();
+    writeln!(out, "machine: {machine}").unwrap();
+    writeln!(out, "runtime-dir: {}", runtime_dir.display()).unwrap();
+    for process in processes {
+        render_process(&mut out, process);
     }
-    for file in &plan.files {
+    for file in files {
         writeln!(
             out,
             "file {}: {}",
@@ -142,11 +314,11 @@ fn render(header: &Header) -> String {
     writeln!(
         out,
         "nvram: {} -> {}",
-        plan.nvram_copy.0.display(),
-        plan.nvram_copy.1.display()
+        nvram_copy.0.display(),
+        nvram_copy.1.display()
     )
     .unwrap();
-    if let Some((sources, dest)) = &plan.initrd_merge {
+    if let Some((sources, dest)) = initrd_merge {
         let list: Vec<String> = sources.iter().map(|s| s.display().to_string()).collect();
         writeln!(
             out,
@@ -156,14 +328,40 @@ fn render(header: &Header) -> String {
         )
         .unwrap();
     }
-    if let Some(grow) = &plan.grow_image {
+    if let Some(grow) = grow_image {
         writeln!(out, "grow: {} to {} bytes", grow.path.display(), grow.size).unwrap();
     }
-    writeln!(out, "console: {:?}", plan.console).unwrap();
-    for line in &plan.banner {
+    for dir in state_dirs {
+        writeln!(
+            out,
+            "state-dir: {} ({}, {})",
+            dir.path.display(),
+            dir.what,
+            if dir.persistent {
+                "persistent"
+            } else {
+                "removed with the runtime directory"
+            }
+        )
+        .unwrap();
+    }
+    for socket in sockets {
+        writeln!(
+            out,
+            "socket: {:?} at {}",
+            socket.name,
+            socket.path.display()
+        )
+        .unwrap();
+    }
+    writeln!(out, "console: {console:?}").unwrap();
+    for line in banner {
         writeln!(out, "banner: {line}").unwrap();
     }
-    if let Some(r) = &plan.registration {
+    if *quiet {
+        writeln!(out, "quiet").unwrap();
+    }
+    if let Some(r) = registration {
         writeln!(
             out,
             "register: {:?} via {:?}, required {}, allocate-unit {}, interactive-auth {}",
@@ -175,28 +373,18 @@ fn render(header: &Header) -> String {
         )
         .unwrap();
     }
-    if plan.ready_at_start {
+    if *ready_at_start {
         writeln!(out, "ready-at-start").unwrap();
     }
-    match &plan.confinement {
-        None => writeln!(out, "unconfined").unwrap(),
-        Some(c) => {
-            for rule in c.qemu.describe() {
-                writeln!(out, "qemu may access: {rule}").unwrap();
-            }
-            writeln!(
-                out,
-                "qemu scopes: abstract-unix={} signal={}",
-                c.qemu.scope_abstract_unix, c.qemu.scope_signal
-            )
-            .unwrap();
-            for rule in c.launcher.describe() {
-                writeln!(out, "launcher may access: {rule}").unwrap();
-            }
-            for warning in &c.warnings {
-                writeln!(out, "warning: {warning}").unwrap();
-            }
-        }
+    match launcher_jail {
+        None => writeln!(out, "launcher unconfined").unwrap(),
+        Some(rules) => render_rules(&mut out, "launcher ", rules),
+    }
+    for warning in warnings {
+        writeln!(out, "warning: {warning}").unwrap();
+    }
+    for note in notes {
+        writeln!(out, "note: {note}").unwrap();
     }
     out
 }

@@ -8,6 +8,8 @@
 //! - setuid: `--serve-fd N`, started setuid-root by the launcher over a socketpair; serves that
 //!   one client (the real uid) and exits when the socket closes.
 
+#![deny(unsafe_code)]
+
 mod confine;
 mod handler;
 mod leader;
@@ -15,6 +17,7 @@ mod machined;
 mod polkit;
 mod privileges;
 mod process;
+#[allow(unsafe_code)]
 mod sys;
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};

@@ -17,7 +17,7 @@ export PATH=$PATH:/usr/local/sbin:/usr/sbin:/sbin
 IMAGES_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 CACHE_ROOT=/var/cache/vmspawn-test
 SUITE=bookworm
-GUEST_PACKAGES=systemd,systemd-sysv,udev,dbus,kmod,initramfs-tools,zstd
+GUEST_PACKAGES=systemd,systemd-sysv,udev,dbus,kmod,initramfs-tools,zstd,tpm2-tools
 UKI_CMDLINE="root=PARTLABEL=root rw quiet systemd.show_status=0"
 ESP_TYPE=c12a7328-f81f-11d2-ba4b-00a0c93ec93b
 ROOT_TYPE=4f68bce3-e8cd-4db1-96e7-fbcaf984b709

@@ -92,6 +92,17 @@ if [ -f /etc/vmtest-extra ]; then
     say "extra-initrd=$(cat /etc/vmtest-extra)"
 fi
 
+# The TPM driver (tpm_tis) is built into the guest kernel. When QEMU has a TPM device, its
+# ACPI table TPM2 is there; give the driver a moment to register tpm0 if it has not yet.
+if [ -e /sys/firmware/acpi/tables/TPM2 ]; then
+    i=0
+    while [ ! -e /sys/class/tpm/tpm0/tpm_version_major ] && [ "$i" -lt 50 ]; do
+        sleep 0.1
+        i=$((i + 1))
+    done
+fi
+say "tpm=$(cat /sys/class/tpm/tpm0/tpm_version_major 2>/dev/null || echo none)"
+
 # Blocks until an ACPI power-button press. The ACPI button driver (button.ko) registers an
 # input device named "Power Button"; evdev gives it a /dev/input/eventN node. The nodes are
 # opened *before* "waiting-for-powerbutton" is printed, so that a press sent right after that

@@ -448,6 +448,55 @@ pub fn children_of(pid: u32) -> Vec<u32> {
         .collect()
 }
 
+/// The command name of a process (`/proc/PID/comm`, at most 15 bytes, without the newline);
+/// empty when it is gone.
+pub fn comm(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map(|c| c.trim_end_matches('\n').to_string())
+        .unwrap_or_default()
+}
+
+/// The command name prefix of QEMU (`qemu-system-x86_64` shows as `qemu-system-x86`).
+pub const QEMU_COMM: &str = "qemu-system";
+/// The command name of the virtual TPM sidecar.
+pub const SWTPM_COMM: &str = "swtpm";
+/// The command name of vmspawn's cleanup process (it removes the runtime directory when
+/// vmspawn is killed).
+pub const CLEANUP_COMM: &str = "vmspawn-cleanup";
+
+/// The direct children of `pid` whose command name starts with `prefix`. vmspawn's children
+/// during a boot are QEMU, the sidecars (swtpm) and its cleanup process.
+pub fn children_named(pid: u32, prefix: &str) -> Vec<u32> {
+    children_of(pid)
+        .into_iter()
+        .filter(|&child| comm(child).starts_with(prefix))
+        .collect()
+}
+
+/// The first direct child of `pid` whose command name starts with `prefix`.
+pub fn child_named(pid: u32, prefix: &str) -> Option<u32> {
+    children_named(pid, prefix).into_iter().next()
+}
+
+/// Processes (other than this one) whose command line mentions `path`, as (pid, comm): e.g.
+/// a QEMU or swtpm that outlived vmspawn, found by the work directory in their arguments.
+pub fn processes_mentioning(path: &Path) -> Vec<(u32, String)> {
+    let needle = path.as_os_str().as_encoded_bytes();
+    let me = std::process::id();
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| pid != me)
+        .filter(|&pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.windows(needle.len()).any(|w| w == needle))
+        })
+        .map(|pid| (pid, comm(pid)))
+        .collect()
+}
+
 pub fn process_exists(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }

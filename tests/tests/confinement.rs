@@ -293,8 +293,9 @@ fn every_thread_of_launcher_and_qemu_is_confined_during_a_boot() {
     let mut vm = Background::start(cmd);
     vm.wait_for_line("boot", BOOT);
     let launcher = vm.child.id();
-    let qemu = children_of(launcher);
-    assert_eq!(qemu.len(), 1, "{qemu:?}");
+    // vmspawn's children: QEMU, and the TPM sidecar and the cleanup process.
+    let qemu = children_named(launcher, QEMU_COMM);
+    assert_eq!(qemu.len(), 1, "{qemu:?} of {:?}", children_of(launcher));
     let launcher_threads = thread_status(launcher);
     let qemu_threads = thread_status(qemu[0]);
     assert!(

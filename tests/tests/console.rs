@@ -36,8 +36,13 @@ fn interactive_console_input_reaches_guest_and_escape_ends_vm() {
         "no tint in output"
     );
     let vmspawn_pid = session.child.id();
-    let qemu = children_of(vmspawn_pid);
-    assert_eq!(qemu.len(), 1, "expected one QEMU child, got {qemu:?}");
+    let qemu = children_named(vmspawn_pid, QEMU_COMM);
+    assert_eq!(
+        qemu.len(),
+        1,
+        "expected one QEMU child, got {qemu:?} of {:?}",
+        children_of(vmspawn_pid)
+    );
     for _ in 0..3 {
         session.type_bytes(&[0x1d]);
         std::thread::sleep(Duration::from_millis(200));

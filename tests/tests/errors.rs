@@ -118,11 +118,18 @@ fn bad_input_gives_clear_errors_and_leaves_nothing() {
         ],
         "--network-tap needs the privileged helper, but no helper service listens on /nonexistent/privhelper.socket",
     );
+    // (--tpm=yes works now; tests/tests/tpm.rs has its errors.)
     fails(
         &work,
-        &["-i", "guest.raw", "--tpm=yes"],
+        &["-i", "guest.raw", "--vsock=yes"],
         &[],
         "is not supported yet",
+    );
+    fails(
+        &work,
+        &["-i", "guest.raw", "--tpm-state=bogus"],
+        &[],
+        "Failed to parse --tpm-state= parameter: bogus",
     );
     fails(&work, &["-i", "guest.raw", "--bogus"], &[], "--bogus");
     fails(

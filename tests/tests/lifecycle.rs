@@ -46,7 +46,8 @@ fn second_signal_stops_the_vm_at_once() {
     let work = Workdir::new("sigterm-twice", User::Tester);
     let mut vm = Background::start(busybox(&work, "ignore-powerbutton", &[]));
     vm.wait_for_line("ignoring-powerbutton", BOOT);
-    let qemu = children_of(vm.child.id());
+    let qemu = children_named(vm.child.id(), QEMU_COMM);
+    assert_eq!(qemu.len(), 1, "{:?}", children_of(vm.child.id()));
     vm.signal(Signal::SIGINT);
     std::thread::sleep(Duration::from_secs(1));
     vm.signal(Signal::SIGTERM);
@@ -69,8 +70,13 @@ fn qemu_killed_by_a_signal_is_an_error() {
     let work = Workdir::new("qemu-killed", User::Tester);
     let mut vm = Background::start(busybox(&work, "sleep=120", &[]));
     vm.wait_for_line("boot", BOOT);
-    let qemu = children_of(vm.child.id());
-    assert_eq!(qemu.len(), 1, "{qemu:?}");
+    let qemu = children_named(vm.child.id(), QEMU_COMM);
+    assert_eq!(
+        qemu.len(),
+        1,
+        "{qemu:?} of {:?}",
+        children_of(vm.child.id())
+    );
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(qemu[0] as i32), Signal::SIGKILL).unwrap();
     let out = vm.finish(Duration::from_secs(15));
     assert_eq!(out.code(), Some(1), "stderr:\n{}", out.stderr);
@@ -106,8 +112,13 @@ fn qemu_does_not_outlive_a_killed_launcher() {
     let work = Workdir::new("launcher-killed", User::Tester);
     let mut vm = Background::start(busybox(&work, "sleep=120", &[]));
     vm.wait_for_line("boot", BOOT);
-    let qemu = children_of(vm.child.id());
-    assert_eq!(qemu.len(), 1, "{qemu:?}");
+    let qemu = children_named(vm.child.id(), QEMU_COMM);
+    assert_eq!(
+        qemu.len(),
+        1,
+        "{qemu:?} of {:?}",
+        children_of(vm.child.id())
+    );
     vm.signal(Signal::SIGKILL);
     let _ = vm.finish(Duration::from_secs(10));
     let deadline = std::time::Instant::now() + Duration::from_secs(15);

@@ -223,7 +223,8 @@ fn setuid_helper_tap_vanishes_when_the_launcher_is_killed() {
     let details = netns.ip(&["-d", "link", "show", &tap]);
     assert!(details.contains(&format!("user {TEST_USER}")), "{details}");
     vm.wait_for_line("boot", BOOT);
-    let qemu = children_of(vm.child.id());
+    let qemu = children_named(vm.child.id(), QEMU_COMM);
+    assert_eq!(qemu.len(), 1, "{:?}", children_of(vm.child.id()));
     vm.signal(Signal::SIGKILL);
     let _ = vm.finish(Duration::from_secs(10));
     // QEMU follows the launcher (parent-death signal), and the TAP goes with the last fd.

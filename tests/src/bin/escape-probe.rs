@@ -3,6 +3,9 @@
 //! `PROBE <name> blocked <errno>` or `PROBE <name> ESCAPED`. Positive controls — things QEMU must
 //! still be able to do — print `PROBE <name> ok` or `PROBE <name> FAILED <errno>`.
 //! Targets come from the environment (PROBE_*), set by the test.
+//!
+//! Copied as `swtpm` (and `swtpm_setup`), it stands in for the TPM sidecar instead; see
+//! `swtpm_main`.
 
 use std::ffi::CString;
 use std::io::Write;
@@ -72,8 +75,165 @@ fn qemu_option_value(args: &[String], needle: &str, key: &str) -> Option<String>
     })
 }
 
+/// The file name this probe was started as (argv[0], else the executable's name).
+fn invoked_as(args: &[String]) -> String {
+    let name = |p: &std::path::Path| {
+        p.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    let from_argv = args
+        .first()
+        .map(|a| name(std::path::Path::new(a)))
+        .unwrap_or_default();
+    if from_argv == "swtpm" || from_argv == "swtpm_setup" {
+        return from_argv;
+    }
+    std::env::current_exe()
+        .map(|p| name(&p))
+        .unwrap_or(from_argv)
+}
+
+/// Forks; the child runs `/bin/sh -c 'exit 0'` and reports how that went.
+fn exec_shell() -> String {
+    // SAFETY: the child only calls execve and _exit.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        let (sh, dash_c, script) = (cstr("/bin/sh"), cstr("-c"), cstr("exit 0"));
+        let argv = [
+            sh.as_ptr(),
+            dash_c.as_ptr(),
+            script.as_ptr(),
+            std::ptr::null(),
+        ];
+        // SAFETY: valid argv/envp arrays.
+        unsafe {
+            libc::execve(sh.as_ptr(), argv.as_ptr(), [std::ptr::null()].as_ptr());
+            libc::_exit(errno());
+        }
+    }
+    if pid < 0 {
+        return format!("blocked {}", errno_name(errno()));
+    }
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) != 0 {
+        format!("blocked {}", errno_name(libc::WEXITSTATUS(status)))
+    } else if libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGSYS {
+        // A seccomp filter whose action kills the calling thread.
+        "blocked SIGSYS".to_string()
+    } else {
+        "ESCAPED".to_string()
+    }
+}
+
+/// The probe as the swtpm sidecar. The sidecar gets a clean environment, so its targets come
+/// from its own command line: the state directory from `--tpmstate dir=PATH`; the test puts the
+/// canary `canary` in PATH's parent, which swtpm's rules do not cover. It prints its report on
+/// stdout (inherited from vmspawn) and exits without ever answering on its control socket, so
+/// vmspawn fails with "... before it was ready".
+fn swtpm_main(args: &[String]) {
+    // vmspawn asks for the capabilities while looking at the host (unconfined): no attempts
+    // then, and no seccomp profile to offer.
+    if args.iter().any(|a| a == "--print-capabilities") {
+        println!(r#"{{ "type": "swtpm", "features": [], "version": "0.7.1" }}"#);
+        return;
+    }
+    let state = args
+        .iter()
+        .position(|a| a == "--tpmstate")
+        .and_then(|i| args.get(i + 1).cloned())
+        .or_else(|| {
+            args.iter()
+                .find_map(|a| a.strip_prefix("--tpmstate=").map(str::to_string))
+        })
+        .and_then(|value| {
+            value
+                .split(',')
+                .find_map(|part| part.strip_prefix("dir=").map(str::to_string))
+        });
+    let Some(state) = state else {
+        println!("PROBE swtpm-without-tpmstate {args:?}");
+        println!("PROBE end");
+        let _ = std::io::stdout().flush();
+        return;
+    };
+    let parent = std::path::Path::new(&state)
+        .parent()
+        .expect("state directory has a parent")
+        .to_str()
+        .unwrap()
+        .to_string();
+
+    // Positive control: swtpm keeps its state.
+    control(
+        "create-file-in-state-dir",
+        open(
+            &format!("{state}/probe-scratch"),
+            libc::O_CREAT | libc::O_WRONLY,
+        ),
+    );
+
+    report(
+        "read-canary",
+        open(&format!("{parent}/canary"), libc::O_RDONLY),
+    );
+    report(
+        "write-outside-state-dir",
+        open(&format!("{parent}/escaped"), libc::O_CREAT | libc::O_WRONLY),
+    );
+    report("read-etc-passwd", open("/etc/passwd", libc::O_RDONLY));
+    report("read-etc-shadow", open("/etc/shadow", libc::O_RDONLY));
+    report("read-root-home", open("/root/.profile", libc::O_RDONLY));
+    // SAFETY: getppid has no arguments.
+    let launcher = unsafe { libc::getppid() };
+    report(
+        "read-launcher-environ",
+        open(&format!("/proc/{launcher}/environ"), libc::O_RDONLY),
+    );
+    println!("PROBE exec-shell {}", exec_shell());
+    let attached = sys(
+        libc::SYS_ptrace,
+        [libc::PTRACE_ATTACH.into(), launcher.into(), 0, 0, 0, 0],
+    );
+    report("ptrace-launcher", attached);
+    if attached == 0 {
+        sys(
+            libc::SYS_wait4,
+            [launcher.into(), 0, libc::__WALL.into(), 0, 0, 0],
+        );
+        sys(
+            libc::SYS_ptrace,
+            [libc::PTRACE_DETACH.into(), launcher.into(), 0, 0, 0, 0],
+        );
+    }
+
+    let names: Vec<String> = std::env::vars_os()
+        .map(|(k, _)| k.to_string_lossy().into_owned())
+        .collect();
+    println!("PROBE environment [{}]", names.join(","));
+    // SAFETY: prctl queries and getuid have no memory arguments.
+    let (uid, nnp, seccomp) = unsafe {
+        (
+            libc::getuid(),
+            libc::prctl(libc::PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0),
+            libc::prctl(libc::PR_GET_SECCOMP, 0, 0, 0, 0),
+        )
+    };
+    println!("PROBE status uid={uid} no_new_privs={nnp} seccomp={seccomp}");
+    println!("PROBE end");
+    let _ = std::io::stdout().flush();
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    match invoked_as(&args).as_str() {
+        // The state "exists": vmspawn goes on to start swtpm.
+        "swtpm_setup" => return,
+        "swtpm" => return swtpm_main(&args),
+        _ => {}
+    }
 
     // Positive controls: what QEMU needs keeps working.
     let image = qemu_option_value(&args, "id=vmspawn,", "file=").expect("image drive in argv");
@@ -116,34 +276,7 @@ fn main() {
     report("open-dev-net-tun", open("/dev/net/tun", libc::O_RDWR));
 
     // Executing anything but QEMU (Landlock Execute), in a child so we survive success.
-    // SAFETY: the child only calls execve and _exit.
-    let pid = unsafe { libc::fork() };
-    if pid == 0 {
-        let (sh, dash_c, script) = (cstr("/bin/sh"), cstr("-c"), cstr("exit 0"));
-        let argv = [
-            sh.as_ptr(),
-            dash_c.as_ptr(),
-            script.as_ptr(),
-            std::ptr::null(),
-        ];
-        // SAFETY: valid argv/envp arrays.
-        unsafe {
-            libc::execve(sh.as_ptr(), argv.as_ptr(), [std::ptr::null()].as_ptr());
-            libc::_exit(errno());
-        }
-    }
-    let mut status = 0;
-    // SAFETY: waiting for our own child.
-    unsafe { libc::waitpid(pid, &mut status, 0) };
-    let exec_errno = libc::WEXITSTATUS(status);
-    println!(
-        "{}",
-        if libc::WIFEXITED(status) && exec_errno != 0 {
-            format!("PROBE exec-shell blocked {}", errno_name(exec_errno))
-        } else {
-            "PROBE exec-shell ESCAPED".to_string()
-        }
-    );
+    println!("PROBE exec-shell {}", exec_shell());
 
     // IPC scopes (Landlock ABI 6): abstract sockets and signals outside the domain.
     let name = env("PROBE_ABSTRACT");

@@ -1,0 +1,195 @@
+//! Acquisition: obtains exactly what the planner said the VM needs (`plan::needs`) — a TAP
+//! device, an fd of /dev/kvm, a connection to register the VM with machined — by itself where
+//! this user may, otherwise through the privileged helper. Runs before any confinement.
+//!
+//! The result is two halves: `Acquired`, plain facts the planner renders the QEMU command line
+//! from, and `Resources`, the fds and connections the runner hands to the VM's processes.
+
+use std::ffi::OsString;
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::helper::HelperClient;
+use crate::network;
+use crate::process::FdName;
+use crate::register::{self, Registrar};
+use crate::spawn::FdStore;
+
+/// How the VM gets its TAP device (`--network-tap`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TapFacts {
+    /// The launcher has CAP_NET_ADMIN: QEMU creates the TAP itself, named and addressed as 259 does.
+    QemuCreates { ifname: String, mac: [u8; 6] },
+    /// The privileged helper created `ifname`; its fd is passed to QEMU.
+    FromHelper { ifname: String },
+}
+
+/// The VM's network, as acquired.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NetworkSetup {
+    None,
+    UserMode,
+    Tap(TapFacts),
+}
+
+/// How QEMU reaches KVM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KvmAccess {
+    /// Software emulation (TCG).
+    Off,
+    /// QEMU opens /dev/kvm itself.
+    Device,
+    /// The privileged helper gave us an fd of /dev/kvm.
+    HelperFd,
+}
+
+/// What the KVM part of the VM needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KvmNeed {
+    Off,
+    /// This user can open /dev/kvm.
+    Device,
+    /// An fd from the helper; without one, `required` fails and otherwise TCG is used.
+    FromHelper {
+        required: bool,
+    },
+}
+
+/// What the VM needs from the host beyond files: computed by `plan::needs`, pure.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Needs {
+    pub machine: String,
+    /// `--network-tap` (None/UserMode need nothing acquired).
+    pub network: crate::config::Network,
+    pub kvm: KvmNeed,
+    /// Registration with machined: `Some(required)`.
+    pub registration: Option<bool>,
+    /// polkit may ask the user for a password.
+    pub interactive_auth: bool,
+}
+
+/// The planner's view of what was acquired.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Acquired {
+    pub network: NetworkSetup,
+    pub kvm: KvmAccess,
+    /// The machined the VM will be registered with, when a connection to it was made.
+    pub registrar: Option<Registrar>,
+}
+
+/// The fds (TAP, /dev/kvm) for the VM's processes, and the connection that registers the VM
+/// once QEMU runs.
+#[derive(Default)]
+pub struct Resources {
+    pub fds: FdStore,
+    pub registration: Option<register::Connection>,
+}
+
+/// Whether this process has CAP_NET_ADMIN: then QEMU can create the TAP itself.
+pub struct Env<'a> {
+    pub var: &'a dyn Fn(&str) -> Option<OsString>,
+    pub is_root: bool,
+    pub net_admin: bool,
+}
+
+fn machine_id() -> Result<[u8; 16]> {
+    let text = std::fs::read_to_string("/etc/machine-id").map_err(|e| {
+        Error::io(
+            "Failed to read /etc/machine-id (needed for the TAP's MAC address)",
+            e,
+        )
+    })?;
+    crate::parse::parse_uuid(text.trim())
+        .ok_or_else(|| Error::new("/etc/machine-id is not a valid machine ID"))
+}
+
+/// Obtains what `needs` lists. The helper is started (or connected to) at most once.
+pub fn acquire(needs: &Needs, env: &Env) -> Result<(Acquired, Resources)> {
+    let mut resources = Resources::default();
+    let mut client: Option<HelperClient> = None;
+    let interactive = needs.interactive_auth;
+
+    let network = match needs.network {
+        crate::config::Network::None => NetworkSetup::None,
+        crate::config::Network::UserMode => NetworkSetup::UserMode,
+        crate::config::Network::Tap if env.net_admin => NetworkSetup::Tap(TapFacts::QemuCreates {
+            ifname: network::tap_ifname(&needs.machine),
+            mac: network::tap_mac(&machine_id()?, &needs.machine),
+        }),
+        crate::config::Network::Tap => {
+            let helper = client.insert(HelperClient::connect(
+                env.var,
+                "--network-tap",
+                interactive,
+            )?);
+            let (ifname, fd) = helper.create_tap(&needs.machine)?;
+            resources.fds.insert(FdName::Tap, fd);
+            NetworkSetup::Tap(TapFacts::FromHelper { ifname })
+        }
+    };
+
+    let kvm = match needs.kvm {
+        KvmNeed::Off => KvmAccess::Off,
+        KvmNeed::Device => KvmAccess::Device,
+        KvmNeed::FromHelper { required } => {
+            let helper = match client.as_mut() {
+                Some(helper) => Ok(helper),
+                None => HelperClient::connect(
+                    env.var,
+                    "--kvm=yes without access to /dev/kvm",
+                    interactive,
+                )
+                .map(|c| client.insert(c)),
+            };
+            match helper.and_then(HelperClient::open_kvm) {
+                Ok(fd) => {
+                    resources.fds.insert(FdName::Kvm, fd);
+                    KvmAccess::HelperFd
+                }
+                // Auto falls back to software emulation; an explicit --kvm=yes must not.
+                Err(e) if required => return Err(e),
+                Err(_) => KvmAccess::Off,
+            }
+        }
+    };
+
+    // Connect now, while the launcher may still start the setuid helper; the registration
+    // itself needs QEMU's pid and happens once it runs.
+    let mut registrar = None;
+    if let Some(required) = needs.registration {
+        let chosen = register::choose(env.var, env.is_root, &|p: &Path| p.exists());
+        let connection = match &chosen {
+            None if required => {
+                return Err(register::nothing_to_register_with(env.is_root, env.var));
+            }
+            None => None,
+            Some(Registrar::Varlink(path)) => {
+                Some(register::Varlink::connect(path).map(register::Connection::Varlink))
+            }
+            Some(Registrar::Helper) => Some(
+                match client.take() {
+                    Some(helper) => Ok(helper),
+                    None => HelperClient::connect(env.var, "--register=yes", interactive),
+                }
+                .map(register::Connection::Helper),
+            ),
+        };
+        match connection {
+            Some(Ok(connection)) => {
+                registrar = chosen;
+                resources.registration = Some(connection);
+            }
+            Some(Err(e)) if required => return Err(e),
+            // Unset --register=: run unregistered.
+            Some(Err(_)) | None => {}
+        }
+    }
+    Ok((
+        Acquired {
+            network,
+            kvm,
+            registrar,
+        },
+        resources,
+    ))
+}

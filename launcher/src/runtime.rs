@@ -1,0 +1,389 @@
+//! Materialisation: the per-VM private runtime directory and everything the plan lists in it
+//! (credentials, SMBIOS strings, the NVRAM copy, a merged initrd), state directories, listening
+//! sockets, and growing the image — before any process of the VM starts.
+
+use std::fs::{DirBuilder, File, OpenOptions};
+use std::io::Write;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::plan::{GrowImage, Plan, StateDir};
+use crate::sandbox::{self, SandboxRules};
+use crate::spawn::FdStore;
+
+/// The private per-VM directory. Removed with everything in it when dropped; and if vmspawn is
+/// killed before that, by a small cleanup process of vmspawn's that waits for exactly that.
+pub struct RuntimeDir {
+    path: PathBuf,
+    cleanup: Option<CleanupProcess>,
+}
+
+/// A forked copy of vmspawn, named `vmspawn-cleanup`, that holds the read end of a pipe whose
+/// write end only vmspawn has. When the pipe closes — vmspawn exited, however it died — it
+/// removes the runtime directory (if vmspawn has not) and exits. It keeps the signals vmspawn
+/// blocked blocked, so a Ctrl-C on the terminal does not end it, and runs in the launcher's
+/// own confinement.
+struct CleanupProcess {
+    pipe: Option<OwnedFd>,
+    pid: nix::unistd::Pid,
+}
+
+impl RuntimeDir {
+    pub fn create(path: &Path, confinement: Option<&SandboxRules>) -> Result<Self> {
+        if let Some(parent) = path.parent()
+            && !parent.is_dir()
+        {
+            DirBuilder::new()
+                .recursive(true)
+                .mode(0o755)
+                .create(parent)
+                .map_err(|e| {
+                    Error::io(
+                        format!("Failed to create runtime directory '{}'", parent.display()),
+                        e,
+                    )
+                })?;
+        }
+        DirBuilder::new().mode(0o700).create(path).map_err(|e| {
+            Error::io(
+                format!("Failed to create runtime directory '{}'", path.display()),
+                e,
+            )
+        })?;
+        let mut dir = RuntimeDir {
+            path: path.to_path_buf(),
+            cleanup: None,
+        };
+        dir.cleanup = Some(CleanupProcess::start(path, confinement)?);
+        Ok(dir)
+    }
+}
+
+impl CleanupProcess {
+    fn start(path: &Path, confinement: Option<&SandboxRules>) -> Result<Self> {
+        let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| Error::io("Failed to create a pipe for the cleanup process", e))?;
+        let filter = confinement
+            .map(|_| sandbox::launcher_filter())
+            .transpose()?;
+        // The closure owns `read_end`: the parent's copy closes when fork_child returns.
+        let write_raw = write_end.as_raw_fd();
+        let pid = crate::sys::fork_child(move || {
+            let _ = nix::unistd::close(write_raw);
+            crate::sys::set_process_name(c"vmspawn-cleanup");
+            // Nothing of the terminal: output to /dev/null, stderr kept for a failure message.
+            if let Ok(null) = OpenOptions::new().read(true).write(true).open("/dev/null") {
+                let _ = nix::unistd::dup2(null.as_raw_fd(), libc::STDIN_FILENO);
+                let _ = nix::unistd::dup2(null.as_raw_fd(), libc::STDOUT_FILENO);
+            }
+            if let (Some(rules), Some(filter)) = (confinement, &filter)
+                && (sandbox::restrict_self(rules).is_err()
+                    || sandbox::apply_filter(filter).is_err())
+            {
+                return 1;
+            }
+            let mut byte = [0u8; 1];
+            while matches!(
+                nix::unistd::read(read_end.as_raw_fd(), &mut byte),
+                Err(nix::errno::Errno::EINTR)
+            ) {}
+            remove_runtime_dir(path);
+            0
+        })
+        .map_err(|e| Error::io("Failed to start the cleanup process", e))?;
+        Ok(CleanupProcess {
+            pipe: Some(write_end),
+            pid: nix::unistd::Pid::from_raw(pid),
+        })
+    }
+}
+
+impl Drop for CleanupProcess {
+    fn drop(&mut self) {
+        drop(self.pipe.take());
+        let _ = nix::sys::wait::waitpid(self.pid, None);
+    }
+}
+
+/// Removes the runtime directory. A process of the VM that is still exiting may create a file
+/// in it meanwhile, so a directory that is not empty yet is tried again for a moment.
+fn remove_runtime_dir(path: &Path) {
+    for attempt in 0..50 {
+        match std::fs::remove_dir_all(path) {
+            Ok(()) => return,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Err(e) if attempt == 49 => {
+                eprintln!(
+                    "Failed to remove runtime directory '{}': {e}",
+                    path.display()
+                );
+            }
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(100)),
+        }
+    }
+}
+
+impl Drop for RuntimeDir {
+    fn drop(&mut self) {
+        remove_runtime_dir(&self.path);
+        drop(self.cleanup.take());
+    }
+}
+
+fn create_private_file(path: &Path) -> Result<File> {
+    if let Some(parent) = path.parent()
+        && !parent.is_dir()
+    {
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)
+            .map_err(|e| {
+                Error::io(
+                    format!("Failed to create directory '{}'", parent.display()),
+                    e,
+                )
+            })?;
+    }
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| Error::io(format!("Failed to create '{}'", path.display()), e))
+}
+
+/// Creates the files, copies and directories the plan lists, before any process starts.
+pub fn materialise(plan: &Plan) -> Result<()> {
+    for file in &plan.files {
+        create_private_file(&file.path)?
+            .write_all(&file.contents)
+            .map_err(|e| Error::io(format!("Failed to write '{}'", file.path.display()), e))?;
+    }
+    let (template, copy) = &plan.nvram_copy;
+    let mut source = File::open(template).map_err(|e| {
+        Error::io(
+            format!("Failed to open OVMF vars file {}", template.display()),
+            e,
+        )
+    })?;
+    let mut dest = create_private_file(copy)?;
+    std::io::copy(&mut source, &mut dest).map_err(|e| {
+        Error::io(
+            format!(
+                "Failed to copy bytes from {} to {}",
+                template.display(),
+                copy.display()
+            ),
+            e,
+        )
+    })?;
+    if let Some((sources, merged)) = &plan.initrd_merge {
+        merge_initrds(sources, merged)?;
+    }
+    for dir in &plan.state_dirs {
+        create_state_dir(dir)?;
+    }
+    if let Some(grow) = &plan.grow_image {
+        grow_image(grow, plan.quiet)?;
+    }
+    Ok(())
+}
+
+/// Creates a state directory, mode 0700 (a persistent one with its missing parents, as
+/// `mkdir -p`), and checks that it is a directory this user can write.
+fn create_state_dir(dir: &StateDir) -> Result<()> {
+    use nix::unistd::{AccessFlags, access};
+    let path = &dir.path;
+    let failed = |why: String| {
+        Error::new(format!(
+            "Failed to create {} '{}': {why}",
+            dir.what,
+            path.display()
+        ))
+    };
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) if std::fs::metadata(path).is_ok_and(|m| m.is_dir()) => {}
+        Ok(_) => return Err(failed("it exists and is not a directory".into())),
+        Err(_) => DirBuilder::new()
+            .recursive(dir.persistent)
+            .mode(0o700)
+            .create(path)
+            .map_err(|e| failed(e.to_string()))?,
+    }
+    access(path, AccessFlags::W_OK | AccessFlags::X_OK).map_err(|e| {
+        Error::new(format!(
+            "The {} '{}' is not writable: {}",
+            dir.what,
+            path.display(),
+            std::io::Error::from(e)
+        ))
+    })
+}
+
+/// Binds the listening sockets the plan lists; their fds go into `fds` for the processes that
+/// serve them.
+pub fn bind_sockets(plan: &Plan, fds: &mut FdStore) -> Result<()> {
+    for socket in &plan.sockets {
+        let listener = UnixListener::bind(&socket.path).map_err(|e| {
+            Error::io(
+                format!("Failed to bind socket '{}'", socket.path.display()),
+                e,
+            )
+        })?;
+        fds.insert(socket.name, OwnedFd::from(listener));
+    }
+    Ok(())
+}
+
+/// Concatenates initrds, each starting at a 4-byte aligned offset (the kernel's cpio rule).
+fn merge_initrds(sources: &[PathBuf], merged: &Path) -> Result<()> {
+    let mut out = create_private_file(merged)?;
+    let mut offset: u64 = 0;
+    for source in sources {
+        let padding = offset.next_multiple_of(4) - offset;
+        out.write_all(&[0u8; 4][..padding as usize])
+            .map_err(|e| Error::io(format!("Failed to write '{}'", merged.display()), e))?;
+        offset += padding;
+        let mut input = File::open(source)
+            .map_err(|e| Error::io(format!("Failed to open initrd '{}'", source.display()), e))?;
+        offset += std::io::copy(&mut input, &mut out).map_err(|e| {
+            Error::io(
+                format!(
+                    "Failed to copy initrd '{}' into '{}'",
+                    source.display(),
+                    merged.display()
+                ),
+                e,
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// Human-readable size like systemd's FORMAT_BYTES: "2G", "1.5G", "512M".
+pub fn format_bytes(bytes: u64) -> String {
+    const UNITS: [(&str, u64); 6] = [
+        ("E", 1 << 60),
+        ("P", 1 << 50),
+        ("T", 1 << 40),
+        ("G", 1 << 30),
+        ("M", 1 << 20),
+        ("K", 1 << 10),
+    ];
+    for (suffix, factor) in UNITS {
+        if bytes >= factor {
+            let whole = bytes / factor;
+            let tenth = (bytes % factor) * 10 / factor;
+            return if tenth == 0 {
+                format!("{whole}{suffix}")
+            } else {
+                format!("{whole}.{tenth}{suffix}")
+            };
+        }
+    }
+    format!("{bytes}B")
+}
+
+pub fn grow_image(grow: &GrowImage, quiet: bool) -> Result<()> {
+    let path = &grow.path;
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| Error::io(format!("Failed to open image file '{}'", path.display()), e))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| Error::io(format!("Failed to stat '{}'", path.display()), e))?;
+    if !meta.is_file() {
+        return Err(Error::new(format!(
+            "Failed to open image file '{}': not a regular file",
+            path.display()
+        )));
+    }
+    if meta.len() >= grow.size {
+        return Ok(());
+    }
+    let (from, to) = (format_bytes(meta.len()), format_bytes(grow.size));
+    file.set_len(grow.size).map_err(|e| {
+        Error::io(
+            format!(
+                "Failed to grow image file '{}' from {from} to {to}",
+                path.display()
+            ),
+            e,
+        )
+    })?;
+    file.sync_all().map_err(|e| {
+        Error::io(
+            format!(
+                "Failed to sync image file '{}' after growing to {to}",
+                path.display()
+            ),
+            e,
+        )
+    })?;
+    if !quiet {
+        eprintln!(
+            "Image file '{}' successfully grown from {from} to {to}.",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_formatting() {
+        assert_eq!(format_bytes(2 << 30), "2G");
+        assert_eq!(format_bytes(3 << 29), "1.5G");
+        assert_eq!(format_bytes(4096), "4K");
+        assert_eq!(format_bytes(100), "100B");
+    }
+
+    #[test]
+    fn initrd_merge_aligns_to_four_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a");
+        let b = dir.path().join("b");
+        std::fs::write(&a, b"12345").unwrap();
+        std::fs::write(&b, b"xy").unwrap();
+        let merged = dir.path().join("m");
+        merge_initrds(&[a, b], &merged).unwrap();
+        assert_eq!(std::fs::read(&merged).unwrap(), b"12345\0\0\0xy");
+    }
+
+    #[test]
+    fn grow_rounds_and_never_shrinks() {
+        let dir = tempfile::tempdir().unwrap();
+        let img = dir.path().join("img");
+        std::fs::write(&img, vec![0u8; 10000]).unwrap();
+        grow_image(
+            &GrowImage {
+                path: img.clone(),
+                size: 8192,
+            },
+            true,
+        )
+        .unwrap();
+        assert_eq!(std::fs::metadata(&img).unwrap().len(), 10000);
+        grow_image(
+            &GrowImage {
+                path: img.clone(),
+                size: 16384,
+            },
+            true,
+        )
+        .unwrap();
+        assert_eq!(std::fs::metadata(&img).unwrap().len(), 16384);
+    }
+}

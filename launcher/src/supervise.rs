@@ -1,0 +1,330 @@
+//! Supervision: one event loop over every source while the VM runs — signals, the console
+//! (terminal ↔ pseudo-terminal), and the pidfds of QEMU and of each sidecar. It ends when
+//! QEMU has exited, or when a sidecar exits (then QEMU is stopped: like 259, any sidecar
+//! exiting ends the VM).
+
+use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::process::ExitStatus;
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::Signal;
+use nix::sys::signalfd::SignalFd;
+
+use crate::console::{self, EscapeDetector, Tinter};
+use crate::error::{Error, Result};
+use crate::process::Role;
+use crate::qmp::Qmp;
+use crate::spawn::ChildGuard;
+use crate::sys;
+
+/// After a sidecar exits, how long QEMU gets to finish by itself: swtpm exits when QEMU shuts
+/// the TPM down during a normal power-off, a moment before QEMU exits.
+const SIDECAR_EXIT_GRACE: Duration = Duration::from_secs(2);
+/// How long QEMU gets to exit after SIGTERM once a sidecar has died.
+const QEMU_STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// How the VM ended.
+pub enum Ending {
+    /// QEMU exited. `forced`: vmspawn had to kill it (the guest did not power off in time, or
+    /// a second signal asked for it).
+    Qemu { status: ExitStatus, forced: bool },
+    /// Ctrl-] three times: QEMU was killed on the user's request.
+    Escaped,
+    /// A sidecar exited while QEMU ran; QEMU was stopped.
+    Sidecar {
+        role: Role,
+        pid: u32,
+        status: ExitStatus,
+    },
+}
+
+/// The console as the supervisor forwards it.
+pub struct ConsoleIo<'a> {
+    /// The pseudo-terminal's master side (QEMU's stdio is the other side), non-blocking.
+    pub master: &'a OwnedFd,
+    /// Forward the user's input (interactive) or not (read-only).
+    pub read_input: bool,
+    pub tinter: Option<Tinter>,
+    /// The terminal is in raw mode: line ends need "\r\n".
+    pub raw: bool,
+}
+
+pub struct Supervisor<'a> {
+    pub qmp: Option<Qmp>,
+    pub shutdown_timeout: Duration,
+    pub quiet: bool,
+    pub qemu: &'a mut ChildGuard,
+    pub sidecars: &'a mut [ChildGuard],
+    pub raw: bool,
+    stop_requested: bool,
+    forced: bool,
+    escaped: bool,
+    deadline: Option<Instant>,
+}
+
+impl<'a> Supervisor<'a> {
+    pub fn new(
+        qemu: &'a mut ChildGuard,
+        sidecars: &'a mut [ChildGuard],
+        qmp: Option<Qmp>,
+        shutdown_timeout: Duration,
+        quiet: bool,
+    ) -> Self {
+        Supervisor {
+            qmp,
+            shutdown_timeout,
+            quiet,
+            qemu,
+            sidecars,
+            raw: false,
+            stop_requested: false,
+            forced: false,
+            escaped: false,
+            deadline: None,
+        }
+    }
+
+    fn say(&self, message: &str) {
+        let end = if self.raw { "\r\n" } else { "\n" };
+        eprint!("{message}{end}");
+    }
+
+    fn kill_now(&mut self) {
+        self.forced = true;
+        self.qemu.signal(Signal::SIGKILL);
+    }
+
+    fn request_stop(&mut self) {
+        if self.stop_requested {
+            self.say("Stopping the VM at once.");
+            self.kill_now();
+            return;
+        }
+        self.stop_requested = true;
+        let result = match self.qmp.as_mut() {
+            Some(qmp) => qmp.system_powerdown(Duration::from_secs(5)),
+            None => Err(Error::new("no QMP connection")),
+        };
+        match result {
+            Ok(()) => {
+                self.deadline = Some(Instant::now() + self.shutdown_timeout);
+                if !self.quiet {
+                    self.say(&format!(
+                        "Asked the guest to power off (ACPI power button); waiting up to {} s. Send the signal again to stop the VM at once.",
+                        self.shutdown_timeout.as_secs()
+                    ));
+                }
+            }
+            Err(e) => {
+                self.say(&format!(
+                    "Failed to ask the guest to power off ({e}); stopping the VM at once."
+                ));
+                self.kill_now();
+            }
+        }
+    }
+
+    fn poll_timeout(&self) -> PollTimeout {
+        match self.deadline {
+            None => PollTimeout::NONE,
+            Some(d) => {
+                let ms = d
+                    .saturating_duration_since(Instant::now())
+                    .as_millis()
+                    .min(60_000) as i32;
+                PollTimeout::try_from(ms).unwrap_or(PollTimeout::ZERO)
+            }
+        }
+    }
+
+    /// A sidecar exited. If it exited cleanly and QEMU finishes by itself right away, this was
+    /// QEMU ending (swtpm exits when QEMU shuts the TPM down) and QEMU's status is the verdict.
+    /// Otherwise the VM cannot go on without the sidecar: QEMU is stopped, and the sidecar's
+    /// exit is the verdict.
+    fn sidecar_exited(&mut self, index: usize, status: ExitStatus) -> Option<Ending> {
+        if status.success() && self.qemu.wait_timeout(SIDECAR_EXIT_GRACE).is_some() {
+            return None;
+        }
+        let sidecar = &self.sidecars[index];
+        let ending = Ending::Sidecar {
+            role: sidecar.role(),
+            pid: sidecar.id(),
+            status,
+        };
+        self.qemu.stop(Signal::SIGTERM, QEMU_STOP_GRACE);
+        Some(ending)
+    }
+
+    /// Runs until the VM ends.
+    pub fn run(&mut self, signals: &SignalFd, mut console: Option<ConsoleIo>) -> Result<Ending> {
+        let mut escape = EscapeDetector::new();
+        let mut to_guest: Vec<u8> = Vec::new();
+        let mut master_open = console.is_some();
+        let mut last_written: Option<u8> = None;
+        let mut buf = vec![0u8; 16 * 1024];
+        let stdin = sys::stdin();
+
+        let ending = loop {
+            if let Some(status) = self.qemu.try_wait() {
+                break if self.escaped {
+                    Ending::Escaped
+                } else {
+                    Ending::Qemu {
+                        status,
+                        forced: self.forced,
+                    }
+                };
+            }
+            let mut sidecar_ended = None;
+            for (index, sidecar) in self.sidecars.iter_mut().enumerate() {
+                if let Some(status) = sidecar.try_wait() {
+                    sidecar_ended = Some((index, status));
+                    break;
+                }
+            }
+            if let Some((index, status)) = sidecar_ended {
+                match self.sidecar_exited(index, status) {
+                    Some(ending) => break ending,
+                    None => continue,
+                }
+            }
+
+            let mut fds = vec![
+                PollFd::new(signals.as_fd(), PollFlags::POLLIN),
+                PollFd::new(self.qemu.pidfd(), PollFlags::POLLIN),
+            ];
+            for sidecar in self.sidecars.iter() {
+                fds.push(PollFd::new(sidecar.pidfd(), PollFlags::POLLIN));
+            }
+            let master_index = console.as_ref().filter(|_| master_open).map(|c| {
+                let mut flags = PollFlags::POLLIN;
+                if !to_guest.is_empty() {
+                    flags |= PollFlags::POLLOUT;
+                }
+                fds.push(PollFd::new(c.master.as_fd(), flags));
+                fds.len() - 1
+            });
+            let stdin_index = console
+                .as_ref()
+                .filter(|c| c.read_input && master_open && to_guest.len() < 64 * 1024)
+                .map(|_| {
+                    fds.push(PollFd::new(stdin, PollFlags::POLLIN));
+                    fds.len() - 1
+                });
+
+            match poll(&mut fds, self.poll_timeout()) {
+                Ok(_) | Err(Errno::EINTR) => {}
+                Err(e) => return Err(Error::io("Failed to poll", e)),
+            }
+            let revents = |i: usize| fds[i].revents().unwrap_or(PollFlags::empty());
+            let signal_ready = !revents(0).is_empty();
+            let master_events = master_index.map(revents).unwrap_or(PollFlags::empty());
+            let stdin_events = stdin_index.map(revents).unwrap_or(PollFlags::empty());
+            drop(fds);
+
+            if let Some(deadline) = self.deadline
+                && Instant::now() >= deadline
+                && !self.forced
+            {
+                self.say(&format!(
+                    "The guest did not power off within {} s; stopping the VM.",
+                    self.shutdown_timeout.as_secs()
+                ));
+                self.kill_now();
+                self.deadline = None;
+            }
+
+            if signal_ready {
+                while let Ok(Some(info)) = signals.read_signal() {
+                    match Signal::try_from(info.ssi_signo as i32) {
+                        Ok(Signal::SIGWINCH) => {
+                            if let Some(c) = &console {
+                                console::copy_window_size(sys::stdout(), c.master.as_fd());
+                            }
+                        }
+                        Ok(Signal::SIGINT | Signal::SIGTERM | Signal::SIGHUP) => {
+                            self.request_stop()
+                        }
+                        _ => {}
+                    }
+                }
+            }
+
+            if let Some(c) = console.as_mut() {
+                if master_events.intersects(PollFlags::POLLIN | PollFlags::POLLHUP) {
+                    match nix::unistd::read(c.master.as_raw_fd(), &mut buf) {
+                        Ok(0) | Err(Errno::EIO) => master_open = false,
+                        Ok(n) => forward_output(&buf[..n], &mut c.tinter, &mut last_written),
+                        Err(Errno::EAGAIN | Errno::EINTR) => {}
+                        Err(e) => return Err(Error::io("Failed to read from the console", e)),
+                    }
+                }
+                if master_events.contains(PollFlags::POLLOUT) && !to_guest.is_empty() {
+                    match nix::unistd::write(c.master, &to_guest) {
+                        Ok(n) => {
+                            to_guest.drain(..n);
+                        }
+                        Err(Errno::EAGAIN | Errno::EINTR) => {}
+                        Err(_) => to_guest.clear(),
+                    }
+                }
+                if stdin_events
+                    .intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR)
+                {
+                    match nix::unistd::read(stdin.as_raw_fd(), &mut buf) {
+                        Ok(0) | Err(_) => c.read_input = false,
+                        Ok(n) => {
+                            if escape.feed(&buf[..n], Instant::now()) {
+                                self.escaped = true;
+                                self.qemu.signal(Signal::SIGKILL);
+                                c.read_input = false;
+                            } else {
+                                to_guest.extend_from_slice(&buf[..n]);
+                            }
+                        }
+                    }
+                }
+            }
+        };
+
+        // Drain what QEMU wrote before it went away.
+        if let Some(c) = console.as_mut() {
+            if master_open {
+                while let Ok(n) = nix::unistd::read(c.master.as_raw_fd(), &mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    forward_output(&buf[..n], &mut c.tinter, &mut last_written);
+                }
+            }
+            if let Some(t) = c.tinter.as_ref() {
+                let _ = std::io::stdout().write_all(t.finish());
+            }
+        }
+        if last_written.is_some_and(|b| b != b'\n') {
+            let stdout_tty = nix::unistd::isatty(libc::STDOUT_FILENO).unwrap_or(false);
+            let plain_newline = !stdout_tty || last_written == Some(b'\r');
+            let _ = std::io::stdout().write_all(if plain_newline { b"\n" } else { b"\r\n" });
+        }
+        let _ = std::io::stdout().flush();
+        Ok(ending)
+    }
+}
+
+fn forward_output(data: &[u8], tinter: &mut Option<Tinter>, last: &mut Option<u8>) {
+    if data.is_empty() {
+        return;
+    }
+    let mut out = Vec::with_capacity(data.len() + 32);
+    match tinter {
+        Some(t) => t.process(data, &mut out),
+        None => out.extend_from_slice(data),
+    }
+    *last = data.last().copied();
+    let mut stdout = std::io::stdout();
+    let _ = stdout.write_all(&out);
+    let _ = stdout.flush();
+}

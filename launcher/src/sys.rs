@@ -1,0 +1,192 @@
+//! The launcher's only `unsafe` code: thin wrappers around system calls that nix and the
+//! standard library do not offer safely, and the code that runs in a forked child between
+//! fork and exec. Everything else in the crate is `#![deny(unsafe_code)]`.
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+
+/// Standard input, which stays open for the whole life of the process.
+pub fn stdin() -> BorrowedFd<'static> {
+    // SAFETY: fd 0 is never closed by vmspawn.
+    unsafe { BorrowedFd::borrow_raw(libc::STDIN_FILENO) }
+}
+
+/// Standard output, which stays open for the whole life of the process.
+pub fn stdout() -> BorrowedFd<'static> {
+    // SAFETY: fd 1 is never closed by vmspawn.
+    unsafe { BorrowedFd::borrow_raw(libc::STDOUT_FILENO) }
+}
+
+fn owned(raw: libc::c_long) -> io::Result<OwnedFd> {
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the caller passes the result of a system call that just created this fd, so
+    // nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw as RawFd) })
+}
+
+/// A duplicate of `fd` numbered `min` or higher, close-on-exec.
+pub fn dup_at_least(fd: BorrowedFd<'_>, min: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC only reads its integer arguments and returns a new fd.
+    owned(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, min) }.into())
+}
+
+/// A pidfd of process `pid` (our child, so the pid cannot have been reused while it is unreaped).
+pub fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open only reads its integer arguments and returns a new fd.
+    owned(unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) })
+}
+
+/// Sends `signal` to the process behind `pidfd`; a process that has exited is not an error.
+pub fn pidfd_send_signal(pidfd: BorrowedFd<'_>, signal: i32) -> io::Result<()> {
+    // SAFETY: integer arguments only; a NULL siginfo means "as kill(2) would".
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            signal,
+            std::ptr::null::<libc::siginfo_t>(),
+            0u32,
+        )
+    };
+    match rc {
+        0 => Ok(()),
+        _ if io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH) => Ok(()),
+        _ => Err(io::Error::last_os_error()),
+    }
+}
+
+/// Fills `buf` from the kernel's random number generator.
+pub fn getrandom(buf: &mut [u8]) {
+    let mut filled = 0;
+    while filled < buf.len() {
+        let tail = &mut buf[filled..];
+        // SAFETY: the pointer and length describe the unfilled tail of `buf`.
+        let got = unsafe { libc::getrandom(tail.as_mut_ptr().cast(), tail.len(), 0) };
+        if got > 0 {
+            filled += got as usize;
+        }
+    }
+}
+
+/// The kernel's Landlock ABI version, 0 when Landlock is unavailable.
+pub fn landlock_abi() -> i32 {
+    // SAFETY: with a NULL attribute, size 0 and the VERSION flag, the call only returns a number.
+    let version = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<libc::c_void>(),
+            0usize,
+            1u32, /* LANDLOCK_CREATE_RULESET_VERSION */
+        )
+    };
+    if version < 0 { 0 } else { version as i32 }
+}
+
+/// The window size of the terminal `fd`, if it is one.
+pub fn window_size(fd: BorrowedFd<'_>) -> Option<libc::winsize> {
+    let mut size = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes one winsize into the struct we pass.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCGWINSZ, &mut size) };
+    (rc == 0).then_some(size)
+}
+
+pub fn set_window_size(fd: BorrowedFd<'_>, size: &libc::winsize) {
+    // SAFETY: TIOCSWINSZ reads one winsize from the struct we pass.
+    unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, size) };
+}
+
+/// Names the calling thread (what `ps` and /proc/PID/comm show), at most 15 bytes.
+pub fn set_process_name(name: &std::ffi::CStr) {
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
+    unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
+}
+
+/// Forks; the child runs `child` and exits with its status without returning (no destructors,
+/// no atexit handlers of the parent's state). Returns the child's pid in the parent.
+///
+/// The launcher is single-threaded when it calls this, so the child inherits no lock held by
+/// another thread.
+pub fn fork_child(child: impl FnOnce() -> i32) -> io::Result<libc::pid_t> {
+    // SAFETY: see above: no other thread exists, so the child's memory is consistent.
+    match unsafe { libc::fork() } {
+        -1 => Err(io::Error::last_os_error()),
+        0 => {
+            let code = child();
+            // SAFETY: _exit never returns and runs nothing of the parent's.
+            unsafe { libc::_exit(code) }
+        }
+        pid => Ok(pid),
+    }
+}
+
+/// What a forked child does between fork and exec, decided in the parent so the child only
+/// makes async-signal-safe system calls.
+pub struct ChildSetup {
+    /// Become the leader of a new process group (so the terminal's Ctrl-C reaches only vmspawn).
+    pub own_process_group: bool,
+    /// Sent to the child when vmspawn dies.
+    pub death_signal: i32,
+    /// (source, target): each source is dup2'ed onto its target number; sources are above
+    /// every target, so no dup2 overwrites a source still needed.
+    pub fds: Vec<(RawFd, RawFd)>,
+    /// Every fd from this number up is closed at exec (stdio and `fds` are below it).
+    pub close_from: RawFd,
+    /// The Landlock domain to enter (a ruleset fd), and the seccomp filter to install last.
+    pub ruleset: Option<RawFd>,
+    pub filter: Option<seccompiler::BpfProgram>,
+}
+
+/// Arranges for `cmd`'s child to carry out `setup` right before exec.
+pub fn set_child_setup(cmd: &mut Command, setup: ChildSetup) {
+    // SAFETY: the closure runs in the forked child before exec and makes only async-signal-safe
+    // system calls (sigprocmask, setpgid, prctl, dup2, fcntl, close_range, landlock, seccomp);
+    // it allocates nothing (the filter was compiled in the parent).
+    unsafe {
+        cmd.pre_exec(move || {
+            let mut empty: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut empty);
+            libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+            if setup.own_process_group {
+                libc::setpgid(0, 0);
+            }
+            libc::prctl(libc::PR_SET_PDEATHSIG, setup.death_signal as libc::c_ulong);
+            for &(source, target) in &setup.fds {
+                if libc::dup2(source, target) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            // Nothing the plan does not list reaches the program. Marked close-on-exec rather
+            // than closed, so the standard library can still report a failed exec.
+            if libc::syscall(
+                libc::SYS_close_range,
+                setup.close_from as libc::c_uint,
+                libc::c_uint::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            ) != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            if let Some(filter) = &setup.filter {
+                if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                if let Some(fd) = setup.ruleset
+                    && libc::syscall(libc::SYS_landlock_restrict_self, fd, 0u32) != 0
+                {
+                    return Err(io::Error::last_os_error());
+                }
+                seccompiler::apply_filter(filter).map_err(|e| io::Error::other(e.to_string()))?;
+            }
+            Ok(())
+        });
+    }
+}

@@ -20,8 +20,9 @@ use crate::spawn::FdStore;
 pub enum TapFacts {
     /// The launcher has CAP_NET_ADMIN: QEMU creates the TAP itself, named and addressed as 259 does.
     QemuCreates { ifname: String, mac: [u8; 6] },
-    /// The privileged helper created `ifname`; its fd is passed to QEMU.
-    FromHelper { ifname: String },
+    /// The privileged helper created `ifname`; its fd is passed to QEMU. `mac` is the guest's,
+    /// derived as for `QemuCreates`.
+    FromHelper { ifname: String, mac: [u8; 6] },
 }
 
 /// The VM's network, as acquired.
@@ -85,7 +86,8 @@ pub struct Resources {
     pub registration: Option<register::Connection>,
 }
 
-/// Whether this process has CAP_NET_ADMIN: then QEMU can create the TAP itself.
+/// What acquisition reads of the environment, and whether this process has CAP_NET_ADMIN
+/// (then QEMU creates the TAP itself).
 pub struct Env<'a> {
     pub var: &'a dyn Fn(&str) -> Option<OsString>,
     pub is_root: bool,
@@ -117,6 +119,7 @@ pub fn acquire(needs: &Needs, env: &Env) -> Result<(Acquired, Resources)> {
             mac: network::tap_mac(&machine_id()?, &needs.machine),
         }),
         crate::config::Network::Tap => {
+            let mac = network::tap_mac(&machine_id()?, &needs.machine);
             let helper = client.insert(HelperClient::connect(
                 env.var,
                 "--network-tap",
@@ -124,7 +127,7 @@ pub fn acquire(needs: &Needs, env: &Env) -> Result<(Acquired, Resources)> {
             )?);
             let (ifname, fd) = helper.create_tap(&needs.machine)?;
             resources.fds.insert(FdName::Tap, fd);
-            NetworkSetup::Tap(TapFacts::FromHelper { ifname })
+            NetworkSetup::Tap(TapFacts::FromHelper { ifname, mac })
         }
     };
 

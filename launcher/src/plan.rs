@@ -485,12 +485,18 @@ pub fn plan(config: &Config, host: &HostFacts, acquired: &Acquired) -> Result<Pl
                     )),
                 ]);
             }
-            TapFacts::FromHelper { .. } => {
-                let mut nic = format!("tap,fd={},model=virtio-net-pci", fds.add(FdName::Tap));
-                if let Some(mac) = &config.network_mac {
-                    nic.push_str(&format!(",mac={}", parse::format_mac(mac)));
-                }
-                args.extend([os("-nic"), os(nic)]);
+            // The guest's MAC is derived as 259 does on every path, so two users' VMs on one
+            // bridge do not share QEMU's default MAC.
+            TapFacts::FromHelper { mac, .. } => {
+                let mac = config.network_mac.unwrap_or(*mac);
+                args.extend([
+                    os("-nic"),
+                    os(format!(
+                        "tap,fd={},model=virtio-net-pci,mac={}",
+                        fds.add(FdName::Tap),
+                        parse::format_mac(&mac)
+                    )),
+                ]);
             }
         },
     }

@@ -109,6 +109,7 @@ fn simulate_acquire(needs: &Needs, switches: &[&str]) -> Result<Acquired, String
         }),
         Network::Tap if has("tap-from-helper") => NetworkSetup::Tap(TapFacts::FromHelper {
             ifname: "vt-0123abcd".into(),
+            mac: [0x22, 0x34, 0x56, 0x78, 0x9a, 0xbc],
         }),
         Network::Tap => return Err("acquisition: no TAP (no helper)".into()),
     };

@@ -10,7 +10,9 @@ use vmspawn::config::Config;
 use vmspawn::error::{Error, Result};
 use vmspawn::host::{self, HostEnv};
 use vmspawn::plan;
+use vmspawn::process::Role;
 use vmspawn::runner::{self, RunEnv};
+use vmspawn::sandbox::{QemuSockets, SeccompTable};
 
 /// How long a SIGTERM/SIGINT waits for the guest to power off before QEMU is stopped.
 const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(60);
@@ -57,11 +59,13 @@ fn launch(mut config: Config) -> Result<i32> {
     )?;
     let plan = plan::plan(&config, &facts, &acquired)?;
     if debug_enabled() {
+        // "Executing:" is QEMU's line, as in systemd-vmspawn.
         for process in &plan.processes {
-            eprintln!(
-                "Executing: {}",
-                plan::render_argv(&process.binary, &process.args)
-            );
+            let argv = plan::render_argv(&process.binary, &process.args);
+            match process.role {
+                Role::Qemu => eprintln!("Executing: {argv}"),
+                role => eprintln!("Starting {}: {argv}", role.describe()),
+            }
         }
     }
     runner::run(
@@ -102,11 +106,14 @@ fn main() {
             println!("{}", vmspawn::sandbox::landlock_summary());
             println!(
                 "seccomp: QEMU deny-list of {} system calls over QEMU's -sandbox {}; swtpm deny-list of {}; launcher allow-list of {} system calls",
-                vmspawn::sandbox::SeccompTable::Qemu.denied_syscalls().len(),
+                SeccompTable::Qemu(QemuSockets {
+                    inet: false,
+                    unix: false
+                })
+                .denied()
+                .len(),
                 plan::QEMU_SANDBOX,
-                vmspawn::sandbox::SeccompTable::Swtpm
-                    .denied_syscalls()
-                    .len(),
+                SeccompTable::Swtpm.denied().len(),
                 vmspawn::sandbox::launcher_allowed_syscalls().len()
             );
             0

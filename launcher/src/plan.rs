@@ -20,7 +20,7 @@ use crate::process::{
     EnvPlan, FdName, FdTable, Jail, Lifetime, ProcessPlan, Readiness, Role, StdioPlan, Stop,
 };
 use crate::register::Registrar;
-use crate::sandbox::{SandboxRules, SeccompTable};
+use crate::sandbox::{QemuSockets, SandboxRules, SeccompTable};
 
 /// What the host looks like, as far as planning is concerned. Gathered by `host::discover`.
 #[derive(Clone, Debug)]
@@ -320,6 +320,30 @@ fn qemu_rules(
         })
         .collect();
     (q, warnings)
+}
+
+/// QEMU's environment: the locale and terminal type (LANG=C.UTF-8 when vmspawn has none, as
+/// 259 sets it); a graphical console also needs to find the display server.
+fn qemu_env(gui: bool) -> EnvPlan {
+    let mut pass: Vec<String> = ["LANG", "LC_ALL", "LC_CTYPE", "TERM"]
+        .map(String::from)
+        .to_vec();
+    if gui {
+        pass.extend(
+            [
+                "DISPLAY",
+                "WAYLAND_DISPLAY",
+                "XAUTHORITY",
+                "XDG_RUNTIME_DIR",
+                "HOME",
+            ]
+            .map(String::from),
+        );
+    }
+    EnvPlan {
+        pass,
+        set: vec![("LANG".into(), "C.UTF-8".into())],
+    }
 }
 
 /// The launcher's domain once the VM runs: it only removes its runtime directory. It must be
@@ -799,9 +823,7 @@ pub fn plan(config: &Config, host: &HostFacts, acquired: &Acquired) -> Result<Pl
         role: Role::Qemu,
         binary: host.qemu_binary.clone(),
         args,
-        env: EnvPlan::Inherit {
-            defaults: vec![("LANG".into(), "C.UTF-8".into())],
-        },
+        env: qemu_env(gui),
         fds: fds.into_vec(),
         stdio: match console {
             ConsolePlan::Forwarded { .. } => StdioPlan::Console,
@@ -813,7 +835,10 @@ pub fn plan(config: &Config, host: &HostFacts, acquired: &Acquired) -> Result<Pl
         death_signal: libc::SIGTERM,
         jail: confined.then_some(Jail {
             landlock: qemu_landlock,
-            seccomp: SeccompTable::Qemu,
+            seccomp: SeccompTable::Qemu(QemuSockets {
+                inet: acquired.network == NetworkSetup::UserMode,
+                unix: gui,
+            }),
         }),
         lifetime: Lifetime::Vm {
             readiness: Readiness::Started,

@@ -73,13 +73,14 @@ impl FdTable {
     }
 }
 
-/// The environment a process starts with.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum EnvPlan {
-    /// vmspawn's own environment, with these variables added where vmspawn has none.
-    Inherit { defaults: Vec<(String, String)> },
-    /// Only these variables.
-    Clean(Vec<(String, String)>),
+/// The environment a process starts with: built from nothing, so nothing of the user's
+/// session (bus addresses, agent sockets, display) reaches it unless listed here.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EnvPlan {
+    /// Variables copied from vmspawn's own environment, where it has them.
+    pub pass: Vec<String>,
+    /// Variables set to these values, unless `pass` already gave them one.
+    pub set: Vec<(String, String)>,
 }
 
 /// Standard input and output.

@@ -473,7 +473,7 @@ fn confine_launcher(plan: &Plan, rules: &sandbox::SandboxRules, env: &RunEnv) ->
                     "{} runs under the seccomp table '{}' ({} calls denied)",
                     process.role.describe(),
                     jail.seccomp.name(),
-                    jail.seccomp.denied_syscalls().len()
+                    jail.seccomp.denied().len()
                 );
                 for rule in jail.landlock.describe() {
                     eprintln!("{} may access: {rule}", process.role.describe());

@@ -18,7 +18,8 @@ use landlock::{
     RulesetCreatedAttr, RulesetStatus, Scope, path_beneath_rules,
 };
 use vmspawn_seccomp::{
-    BpfProgram, Entry, SeccompAction, SeccompCmpOp, cond32, no_exec_prot, one_of, rule,
+    BpfProgram, Entry, SeccompAction, SeccompCmpOp, SeccompRule, cond, cond32, no_exec_prot,
+    one_of, rule,
 };
 
 use crate::error::{Error, Result};
@@ -211,9 +212,9 @@ fn compile_error(e: vmspawn_seccomp::BackendError) -> Error {
     Error::new(format!("Failed to build seccomp filter: {e}"))
 }
 
-/// System calls QEMU never needs for a vmspawn VM; they fail with EPERM. This sits on top of
-/// QEMU's own `-sandbox on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny`.
-pub fn qemu_denied_syscalls() -> Vec<(&'static str, i64)> {
+/// System calls none of the VM's processes needs; they fail with EPERM. For QEMU this sits on
+/// top of its own `-sandbox on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny`.
+pub fn common_denied_syscalls() -> Vec<(&'static str, i64)> {
     let mut list = vec![
         ("ptrace", libc::SYS_ptrace),
         ("process_vm_readv", libc::SYS_process_vm_readv),
@@ -259,6 +260,13 @@ pub fn qemu_denied_syscalls() -> Vec<(&'static str, i64)> {
         ("syslog", libc::SYS_syslog),
         ("kcmp", libc::SYS_kcmp),
         ("fanotify_init", libc::SYS_fanotify_init),
+        // Taking fds from, or advising the memory of, another process (the launcher).
+        ("pidfd_getfd", libc::SYS_pidfd_getfd),
+        ("process_madvise", libc::SYS_process_madvise),
+        // io_uring performs operations beyond the reach of seccomp.
+        ("io_uring_setup", libc::SYS_io_uring_setup),
+        ("io_uring_enter", libc::SYS_io_uring_enter),
+        ("io_uring_register", libc::SYS_io_uring_register),
     ];
     #[cfg(target_arch = "x86_64")]
     list.extend([
@@ -269,12 +277,23 @@ pub fn qemu_denied_syscalls() -> Vec<(&'static str, i64)> {
     list
 }
 
+/// The address families QEMU may create sockets of. Everything else it needs (QMP, the
+/// console, the TPM's control connection, a TAP) vmspawn creates and passes as an fd.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QemuSockets {
+    /// AF_INET and AF_INET6: `--network-user-mode` (QEMU's user-mode network stack).
+    pub inet: bool,
+    /// AF_UNIX: `--console=gui`, to reach the display server (the one documented exception).
+    pub unix: bool,
+}
+
 /// The seccomp policy of a process, keyed by its role (one table per kind of process, as
 /// crosvm keeps one policy per device).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SeccompTable {
-    /// QEMU: the common deny-list, on top of QEMU's own `-sandbox`.
-    Qemu,
+    /// QEMU: the common deny-list and sockets only of the families the plan needs, on top of
+    /// QEMU's own `-sandbox`.
+    Qemu(QemuSockets),
     /// swtpm: the common deny-list plus making sockets of its own (it serves only the control
     /// socket vmspawn bound and passed to it), on top of swtpm's own `--seccomp action=kill`
     /// where it has one.
@@ -283,43 +302,128 @@ pub enum SeccompTable {
     SwtpmSetup,
 }
 
+/// Rules that match when any of `flags` is set in argument `arg`.
+fn any_flag(arg: u8, flags: &[u64]) -> Vec<SeccompRule> {
+    flags
+        .iter()
+        .map(|&f| rule(vec![cond(arg, SeccompCmpOp::MaskedEq(f), f)]))
+        .collect()
+}
+
+const NAMESPACE_FLAGS: [u64; 8] = [
+    libc::CLONE_NEWNS as u64,
+    libc::CLONE_NEWCGROUP as u64,
+    libc::CLONE_NEWUTS as u64,
+    libc::CLONE_NEWIPC as u64,
+    libc::CLONE_NEWUSER as u64,
+    libc::CLONE_NEWPID as u64,
+    libc::CLONE_NEWNET as u64,
+    0x80, /* CLONE_NEWTIME */
+];
+
 impl SeccompTable {
     pub fn name(self) -> &'static str {
         match self {
-            SeccompTable::Qemu => "qemu",
+            SeccompTable::Qemu(QemuSockets {
+                inet: false,
+                unix: false,
+            }) => "qemu",
+            SeccompTable::Qemu(QemuSockets {
+                inet: true,
+                unix: false,
+            }) => "qemu+inet",
+            SeccompTable::Qemu(QemuSockets {
+                inet: false,
+                unix: true,
+            }) => "qemu+unix",
+            SeccompTable::Qemu(QemuSockets {
+                inet: true,
+                unix: true,
+            }) => "qemu+inet+unix",
             SeccompTable::Swtpm => "swtpm",
             SeccompTable::SwtpmSetup => "swtpm_setup",
         }
     }
 
-    /// The calls this table refuses with EPERM; everything else is allowed.
-    pub fn denied_syscalls(self) -> Vec<(&'static str, i64)> {
-        let mut list = qemu_denied_syscalls();
-        if self == SeccompTable::Swtpm {
-            list.extend([
-                ("socket", libc::SYS_socket),
-                ("socketpair", libc::SYS_socketpair),
-                ("connect", libc::SYS_connect),
-                ("bind", libc::SYS_bind),
-                ("listen", libc::SYS_listen),
-            ]);
+    /// The calls this table refuses with EPERM (with the argument rules that make a call
+    /// match; none: always); everything else is allowed.
+    pub fn denied(self) -> Vec<Entry> {
+        let always = Vec::new;
+        let mut list: Vec<Entry> = common_denied_syscalls()
+            .into_iter()
+            .map(|(name, nr)| (name, nr, always()))
+            .collect();
+        // New namespaces only through clone(2), whose flags a filter can see (clone3 gets
+        // ENOSYS from a filter of its own, see `filters`).
+        list.push(("clone", libc::SYS_clone, any_flag(0, &NAMESPACE_FLAGS)));
+        // Typing into the terminal: the console is the user's. The kernel takes the request
+        // as 32 bits, so the filter compares 32 bits.
+        list.push((
+            "ioctl",
+            libc::SYS_ioctl,
+            [libc::TIOCSTI, libc::TIOCLINUX]
+                .into_iter()
+                .map(|r| rule(vec![cond32(1, SeccompCmpOp::Eq, r)]))
+                .collect(),
+        ));
+        // Only the query (0xffffffff) and the default (PER_LINUX).
+        list.push((
+            "personality",
+            libc::SYS_personality,
+            vec![rule(vec![
+                cond32(0, SeccompCmpOp::Ne, 0xffff_ffff),
+                cond32(0, SeccompCmpOp::Ne, 0),
+            ])],
+        ));
+        match self {
+            SeccompTable::Qemu(sockets) => {
+                let mut allowed = Vec::new();
+                if sockets.inet {
+                    allowed.extend([libc::AF_INET as u64, libc::AF_INET6 as u64]);
+                }
+                if sockets.unix {
+                    allowed.push(libc::AF_UNIX as u64);
+                }
+                let families = if allowed.is_empty() {
+                    always()
+                } else {
+                    vec![rule(
+                        allowed
+                            .into_iter()
+                            .map(|f| cond32(0, SeccompCmpOp::Ne, f))
+                            .collect(),
+                    )]
+                };
+                list.push(("socket", libc::SYS_socket, families));
+            }
+            SeccompTable::Swtpm => list.extend([
+                ("socket", libc::SYS_socket, always()),
+                ("socketpair", libc::SYS_socketpair, always()),
+                ("connect", libc::SYS_connect, always()),
+                ("bind", libc::SYS_bind, always()),
+                ("listen", libc::SYS_listen, always()),
+            ]),
+            SeccompTable::SwtpmSetup => {}
         }
         list
     }
 
-    /// The compiled deny-list filter.
-    pub fn filter(self) -> Result<BpfProgram> {
-        let entries = self
-            .denied_syscalls()
-            .into_iter()
-            .map(|(name, nr)| (name, nr, Vec::new()))
-            .collect();
-        vmspawn_seccomp::compile(
-            entries,
+    /// The compiled filters: the deny-list (EPERM), and clone3 answered with ENOSYS so that
+    /// the C library falls back to clone(2), whose flags the deny-list checks.
+    pub fn filters(self) -> Result<Vec<BpfProgram>> {
+        let deny = vmspawn_seccomp::compile(
+            self.denied(),
             SeccompAction::Allow,
             SeccompAction::Errno(libc::EPERM as u32),
         )
-        .map_err(compile_error)
+        .map_err(compile_error)?;
+        let no_clone3 = vmspawn_seccomp::compile(
+            vec![("clone3", libc::SYS_clone3, Vec::new())],
+            SeccompAction::Allow,
+            SeccompAction::Errno(libc::ENOSYS as u32),
+        )
+        .map_err(compile_error)?;
+        Ok(vec![deny, no_clone3])
     }
 }
 
@@ -623,46 +727,195 @@ mod tests {
         }
     }
 
-    #[test]
-    fn deny_lists_refuse_with_eperm_and_allow_the_rest() {
-        for table in [
-            SeccompTable::Qemu,
+    const NO_SOCKETS: SeccompTable = SeccompTable::Qemu(QemuSockets {
+        inet: false,
+        unix: false,
+    });
+
+    fn tables() -> Vec<SeccompTable> {
+        vec![
+            NO_SOCKETS,
+            SeccompTable::Qemu(QemuSockets {
+                inet: true,
+                unix: true,
+            }),
             SeccompTable::Swtpm,
             SeccompTable::SwtpmSetup,
-        ] {
-            let program = table.filter().unwrap();
-            for (name, nr) in table.denied_syscalls() {
+        ]
+    }
+
+    /// Runs `call` in a forked child under all of `table`'s filters; the child exits 0 when
+    /// the call failed with `errno`, 1 when it failed otherwise or succeeded.
+    fn fails_with(table: SeccompTable, errno: i32, call: impl FnOnce() -> i64) -> bool {
+        let filters = table.filters().unwrap();
+        // SAFETY: the child only makes raw system calls and leaves with _exit.
+        match unsafe { nix::unistd::fork() }.unwrap() {
+            nix::unistd::ForkResult::Child => {
+                let code = if filters.iter().all(|f| apply_filter(f).is_ok()) {
+                    let rc = call();
+                    let got = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+                    i32::from(!(rc == -1 && got == errno))
+                } else {
+                    99
+                };
+                // SAFETY: _exit is async-signal-safe and never returns.
+                unsafe { libc::_exit(code) }
+            }
+            nix::unistd::ForkResult::Parent { child } => {
+                let status = nix::sys::wait::waitpid(child, None).unwrap();
+                exited(status, 0)
+            }
+        }
+    }
+
+    #[test]
+    fn deny_lists_refuse_with_eperm_and_allow_the_rest() {
+        for table in tables() {
+            for (name, nr, rules) in table.denied() {
+                if !rules.is_empty() {
+                    continue; // the argument rules have a test of their own
+                }
                 // Null pointers and an invalid fd: the filter must answer EPERM before the
                 // kernel looks at them.
-                let status = in_child(&program, || {
-                    let rc = sys(nr, [-1, 0, 0, 0, 0, 0]);
-                    let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
-                    i32::from(!(rc == -1 && errno == libc::EPERM))
-                });
                 assert!(
-                    exited(status, 0),
-                    "{}: {name} was not refused with EPERM: {status:?}",
+                    fails_with(table, libc::EPERM, || sys(nr, [-1, 0, 0, 0, 0, 0])),
+                    "{}: {name} was not refused with EPERM",
                     table.name()
                 );
             }
             // Calls the processes need still work.
-            let status = in_child(&program, || {
+            let status = in_child(&table.filters().unwrap()[0], || {
                 i32::from(!(sys(libc::SYS_getpid, [0; 6]) > 0 && sys(libc::SYS_dup, [0; 6]) >= 0))
             });
             assert!(exited(status, 0), "{}: {status:?}", table.name());
         }
-        assert!(
-            SeccompTable::Swtpm
-                .denied_syscalls()
-                .iter()
-                .any(|(name, _)| *name == "socket")
-        );
-        assert!(
-            !SeccompTable::SwtpmSetup
-                .denied_syscalls()
-                .iter()
-                .any(|(name, _)| *name == "socket")
-        );
+    }
+
+    #[test]
+    fn argument_rules_refuse_exactly_what_they_name() {
+        let sock = |family: i32| {
+            move || {
+                let fd = sys(
+                    libc::SYS_socket,
+                    [family.into(), libc::SOCK_STREAM.into(), 0, 0, 0, 0],
+                );
+                if fd >= 0 {
+                    sys(libc::SYS_close, [fd, 0, 0, 0, 0, 0]);
+                    0
+                } else {
+                    -1
+                }
+            }
+        };
+        let inet_and_unix = SeccompTable::Qemu(QemuSockets {
+            inet: true,
+            unix: true,
+        });
+        for table in tables() {
+            let name = table.name();
+            // Namespaces through clone(2): refused; a plain fork-like clone is not.
+            assert!(
+                fails_with(table, libc::EPERM, || {
+                    let flags = i64::from(libc::CLONE_NEWUSER | libc::SIGCHLD);
+                    let rc = sys(libc::SYS_clone, [flags, 0, 0, 0, 0, 0]);
+                    if rc == 0 {
+                        // SAFETY: the clone's child leaves at once.
+                        unsafe { libc::_exit(0) }
+                    }
+                    rc
+                }),
+                "{name}: clone(CLONE_NEWUSER)"
+            );
+            assert!(
+                !fails_with(table, libc::EPERM, || {
+                    let rc = sys(libc::SYS_clone, [libc::SIGCHLD.into(), 0, 0, 0, 0, 0]);
+                    if rc == 0 {
+                        // SAFETY: the clone's child leaves at once.
+                        unsafe { libc::_exit(0) }
+                    }
+                    -1 // "failed with EPERM" only if errno says so
+                }),
+                "{name}: plain clone refused"
+            );
+            assert!(
+                fails_with(table, libc::ENOSYS, || sys(libc::SYS_clone3, [0; 6])),
+                "{name}: clone3 is not ENOSYS"
+            );
+            // TIOCSTI, also with high bits the kernel ignores; TIOCGWINSZ passes the filter.
+            let winsize = Box::leak(Box::new([0u16; 4])).as_mut_ptr() as i64;
+            let byte = c"x".as_ptr() as i64;
+            for request in [libc::TIOCSTI as i64, (1i64 << 32) | libc::TIOCSTI as i64] {
+                assert!(
+                    fails_with(table, libc::EPERM, || sys(
+                        libc::SYS_ioctl,
+                        [0, request, byte, 0, 0, 0]
+                    )),
+                    "{name}: TIOCSTI {request:#x}"
+                );
+            }
+            assert!(
+                !fails_with(table, libc::EPERM, || sys(
+                    libc::SYS_ioctl,
+                    [0, libc::TIOCGWINSZ as i64, winsize, 0, 0, 0]
+                )),
+                "{name}: TIOCGWINSZ refused"
+            );
+            // personality: the query passes, a change does not.
+            assert!(
+                fails_with(table, libc::EPERM, || sys(
+                    libc::SYS_personality,
+                    [0x0008 /* PER_LINUX32 */, 0, 0, 0, 0, 0]
+                )),
+                "{name}: personality change"
+            );
+            assert!(
+                !fails_with(table, libc::EPERM, || sys(
+                    libc::SYS_personality,
+                    [0xffff_ffff, 0, 0, 0, 0, 0]
+                )),
+                "{name}: personality query refused"
+            );
+        }
+        // Sockets: QEMU only of the families its plan needs; swtpm none at all.
+        for family in [
+            libc::AF_UNIX,
+            libc::AF_INET,
+            libc::AF_INET6,
+            libc::AF_NETLINK,
+            libc::AF_PACKET,
+            libc::AF_VSOCK,
+            libc::AF_ALG,
+        ] {
+            assert!(
+                fails_with(NO_SOCKETS, libc::EPERM, sock(family)),
+                "qemu: socket({family}) allowed"
+            );
+            assert!(
+                fails_with(SeccompTable::Swtpm, libc::EPERM, sock(family)),
+                "swtpm: socket({family}) allowed"
+            );
+            let allowed = [libc::AF_UNIX, libc::AF_INET, libc::AF_INET6].contains(&family);
+            assert_eq!(
+                fails_with(inet_and_unix, libc::EPERM, sock(family)),
+                !allowed,
+                "qemu+inet+unix: socket({family})"
+            );
+        }
+        // socketpair stays (QEMU's TPM emulator makes one for the data channel).
+        assert!(!fails_with(NO_SOCKETS, libc::EPERM, || {
+            let mut pair = [0i32; 2];
+            sys(
+                libc::SYS_socketpair,
+                [
+                    libc::AF_UNIX.into(),
+                    libc::SOCK_STREAM.into(),
+                    0,
+                    pair.as_mut_ptr() as i64,
+                    0,
+                    0,
+                ],
+            )
+        }));
     }
 
     #[test]

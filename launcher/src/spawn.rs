@@ -16,7 +16,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::Signal;
 
 use crate::error::{Error, Result};
-use crate::process::{EnvPlan, FdName, Jail, ProcessPlan, Role, StdioPlan};
+use crate::process::{FdName, Jail, ProcessPlan, Role, StdioPlan};
 use crate::sandbox;
 use crate::sys;
 
@@ -46,8 +46,8 @@ pub struct Launch {
     pub own_process_group: bool,
     /// Sent to the child when vmspawn dies; 0 for none.
     pub death_signal: i32,
-    /// A Landlock ruleset fd (None: the kernel has no Landlock) and a seccomp filter.
-    pub jail: Option<(Option<OwnedFd>, seccompiler::BpfProgram)>,
+    /// A Landlock ruleset fd (None: the kernel has no Landlock) and seccomp filters.
+    pub jail: Option<(Option<OwnedFd>, Vec<seccompiler::BpfProgram>)>,
 }
 
 /// Starts `cmd` as `launch` says. Every fd of vmspawn except stdio and `launch.fds` is closed
@@ -67,12 +67,9 @@ pub fn launch(cmd: &mut Command, launch: Launch) -> std::io::Result<Child> {
         .max()
         .unwrap_or(3)
         .max(3);
-    let (ruleset, filter) = match &launch.jail {
-        Some((ruleset, filter)) => (
-            ruleset.as_ref().map(AsRawFd::as_raw_fd),
-            Some(filter.clone()),
-        ),
-        None => (None, None),
+    let (ruleset, filters) = match &launch.jail {
+        Some((ruleset, filters)) => (ruleset.as_ref().map(AsRawFd::as_raw_fd), filters.clone()),
+        None => (None, Vec::new()),
     };
     sys::set_child_setup(
         cmd,
@@ -81,8 +78,9 @@ pub fn launch(cmd: &mut Command, launch: Launch) -> std::io::Result<Child> {
             death_signal: launch.death_signal,
             fds: placements,
             close_from,
+            confined: launch.jail.is_some(),
             ruleset,
-            filter,
+            filters,
         },
     );
     let child = cmd.spawn();
@@ -92,9 +90,12 @@ pub fn launch(cmd: &mut Command, launch: Launch) -> std::io::Result<Child> {
     child
 }
 
-/// The Landlock ruleset (built now that the paths it names exist) and seccomp filter of a jail.
-pub fn prepare_jail(jail: &Jail) -> Result<(Option<OwnedFd>, seccompiler::BpfProgram)> {
-    Ok((sandbox::ruleset_fd(&jail.landlock)?, jail.seccomp.filter()?))
+/// The Landlock ruleset (built now that the paths it names exist) and seccomp filters of a jail.
+pub fn prepare_jail(jail: &Jail) -> Result<(Option<OwnedFd>, Vec<seccompiler::BpfProgram>)> {
+    Ok((
+        sandbox::ruleset_fd(&jail.landlock)?,
+        jail.seccomp.filters()?,
+    ))
 }
 
 /// A started process of the VM. Dropping it stops (SIGKILL) and reaps the process if that has
@@ -244,17 +245,17 @@ pub fn spawn(
     let what = process.role.describe();
     let mut cmd = Command::new(&process.binary);
     cmd.args(&process.args);
-    match &process.env {
-        EnvPlan::Inherit { defaults } => {
-            for (name, value) in defaults {
-                if var(name).is_none() {
-                    cmd.env(name, value);
-                }
-            }
+    cmd.env_clear();
+    let mut given = Vec::new();
+    for name in &process.env.pass {
+        if let Some(value) = var(name) {
+            cmd.env(name, value);
+            given.push(name.as_str());
         }
-        EnvPlan::Clean(vars) => {
-            cmd.env_clear();
-            cmd.envs(vars.iter().map(|(k, v)| (k, v)));
+    }
+    for (name, value) in &process.env.set {
+        if !given.contains(&name.as_str()) {
+            cmd.env(name, value);
         }
     }
     match process.stdio {

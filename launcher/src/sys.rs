@@ -140,9 +140,11 @@ pub struct ChildSetup {
     pub fds: Vec<(RawFd, RawFd)>,
     /// Every fd from this number up is closed at exec (stdio and `fds` are below it).
     pub close_from: RawFd,
-    /// The Landlock domain to enter (a ruleset fd), and the seccomp filter to install last.
+    /// Enter the Landlock domain `ruleset` (a ruleset fd; None when the kernel has none) and
+    /// install the seccomp `filters` last.
+    pub confined: bool,
     pub ruleset: Option<RawFd>,
-    pub filter: Option<seccompiler::BpfProgram>,
+    pub filters: Vec<seccompiler::BpfProgram>,
 }
 
 /// Arranges for `cmd`'s child to carry out `setup` right before exec.
@@ -175,7 +177,7 @@ pub fn set_child_setup(cmd: &mut Command, setup: ChildSetup) {
             {
                 return Err(io::Error::last_os_error());
             }
-            if let Some(filter) = &setup.filter {
+            if setup.confined {
                 if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
                     return Err(io::Error::last_os_error());
                 }
@@ -184,7 +186,10 @@ pub fn set_child_setup(cmd: &mut Command, setup: ChildSetup) {
                 {
                     return Err(io::Error::last_os_error());
                 }
-                seccompiler::apply_filter(filter).map_err(|e| io::Error::other(e.to_string()))?;
+                for filter in &setup.filters {
+                    seccompiler::apply_filter(filter)
+                        .map_err(|e| io::Error::other(e.to_string()))?;
+                }
             }
             Ok(())
         });

@@ -179,7 +179,10 @@ pub fn plan(
         role: Role::SwtpmSetup,
         binary: swtpm_setup.clone(),
         args: setup_args(true),
-        env: EnvPlan::Clean(vec![("PATH".into(), swtpm_dir.display().to_string())]),
+        env: EnvPlan {
+            pass: Vec::new(),
+            set: vec![("PATH".into(), swtpm_dir.display().to_string())],
+        },
         fds: Vec::new(),
         stdio: StdioPlan::Quiet,
         own_process_group: true,
@@ -213,7 +216,7 @@ pub fn plan(
         role: Role::Swtpm,
         binary: swtpm.swtpm.clone(),
         args,
-        env: EnvPlan::Clean(Vec::new()),
+        env: EnvPlan::default(),
         fds: vec![PassedFd {
             name: FdName::TpmControlListener,
             number: control_fd,

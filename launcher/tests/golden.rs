@@ -177,16 +177,15 @@ fn render_process(out: &mut String, process: &ProcessPlan) {
     for arg in args {
         writeln!(out, "    {}", arg.to_string_lossy()).unwrap();
     }
-    match env {
-        EnvPlan::Inherit { defaults } => {
-            let list: Vec<String> = defaults.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            writeln!(out, "  env: inherited, defaults {}", list.join(" ")).unwrap();
-        }
-        EnvPlan::Clean(vars) => {
-            let list: Vec<String> = vars.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            writeln!(out, "  env: only [{}]", list.join(" ")).unwrap();
-        }
-    }
+    let EnvPlan { pass, set } = env;
+    let set: Vec<String> = set.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    writeln!(
+        out,
+        "  env: only [{}] from vmspawn's, else [{}]",
+        pass.join(" "),
+        set.join(" ")
+    )
+    .unwrap();
     let table: Vec<String> = fds
         .iter()
         .map(|f| format!("{}={:?}", f.number, f.name))
@@ -231,11 +230,19 @@ fn render_process(out: &mut String, process: &ProcessPlan) {
     match jail {
         None => writeln!(out, "  unconfined").unwrap(),
         Some(Jail { landlock, seccomp }) => {
+            let denied = seccomp.denied();
+            let by_argument: Vec<&str> = denied
+                .iter()
+                .filter(|(_, _, rules)| !rules.is_empty())
+                .map(|(name, _, _)| *name)
+                .collect();
             writeln!(
                 out,
-                "  seccomp: table {} ({} calls denied)",
+                "  seccomp: table {}, {} calls denied ({} by argument: {}), clone3 ENOSYS",
                 seccomp.name(),
-                seccomp.denied_syscalls().len()
+                denied.len(),
+                by_argument.len(),
+                by_argument.join(" ")
             )
             .unwrap();
             render_rules(out, "  ", landlock);

@@ -78,12 +78,14 @@ pub struct Acquired {
     pub registrar: Option<Registrar>,
 }
 
-/// The fds (TAP, /dev/kvm) for the VM's processes, and the connection that registers the VM
-/// once QEMU runs.
+/// The fds (TAP, /dev/kvm) for the VM's processes, the connection that registers the VM once
+/// QEMU runs, and the connection to the helper, held while the VM runs: the helper's TAP lives
+/// as long as that session.
 #[derive(Default)]
 pub struct Resources {
     pub fds: FdStore,
     pub registration: Option<register::Connection>,
+    pub helper: Option<HelperClient>,
 }
 
 /// What acquisition reads of the environment, and whether this process has CAP_NET_ADMIN
@@ -187,6 +189,7 @@ pub fn acquire(needs: &Needs, env: &Env) -> Result<(Acquired, Resources)> {
             Some(Err(_)) | None => {}
         }
     }
+    resources.helper = client;
     Ok((
         Acquired {
             network,

@@ -85,16 +85,17 @@ fn query_tint(var: &dyn Fn(&str) -> Option<OsString>) -> Option<String> {
     None
 }
 
-/// Registers the VM led by QEMU (`leader`) as the plan says. Returns the connection to
-/// unregister through later; a failure is fatal only with `--register=yes`.
+/// Registers the VM led by QEMU (`leader`) as the plan says; a failure is fatal only with
+/// `--register=yes`. Returns whether it is registered; the connection stays open either way
+/// (a connection to the helper is the session its TAP lives for).
 fn register_vm(
     plan: &Plan,
     env: &RunEnv,
-    connection: Option<register::Connection>,
+    connection: &mut Option<register::Connection>,
     leader: u32,
-) -> Result<Option<register::Connection>> {
-    let (Some(registration), Some(mut connection)) = (&plan.registration, connection) else {
-        return Ok(None);
+) -> Result<bool> {
+    let (Some(registration), Some(connection)) = (&plan.registration, connection.as_mut()) else {
+        return Ok(false);
     };
     match connection.register(&registration.request, leader) {
         Ok(()) => {
@@ -105,7 +106,7 @@ fn register_vm(
                     connection.describe()
                 );
             }
-            Ok(Some(connection))
+            Ok(true)
         }
         Err(e) if registration.required => Err(e),
         Err(e) => {
@@ -115,13 +116,13 @@ fn register_vm(
                     connection.describe()
                 );
             }
-            Ok(None)
+            Ok(false)
         }
     }
 }
 
-fn unregister_vm(plan: &Plan, env: &RunEnv, connection: Option<register::Connection>) {
-    let Some(mut connection) = connection else {
+fn unregister_vm(plan: &Plan, env: &RunEnv, connection: Option<&mut register::Connection>) {
+    let Some(connection) = connection else {
         return;
     };
     // As in 259, a failure to unregister is not an error of the VM.
@@ -334,7 +335,8 @@ pub fn run(plan: &Plan, env: &RunEnv, resources: Resources) -> Result<i32> {
     runtime::materialise(plan)?;
     let Resources {
         mut fds,
-        registration,
+        mut registration,
+        helper,
     } = resources;
     runtime::bind_sockets(plan, &mut fds)?;
     for line in &plan.banner {
@@ -400,7 +402,7 @@ pub fn run(plan: &Plan, env: &RunEnv, resources: Resources) -> Result<i32> {
     };
 
     // Register once QEMU runs (it is the leader), before the launcher confines itself.
-    let registered = register_vm(plan, env, registration, qemu.id())?;
+    let registered = register_vm(plan, env, &mut registration, qemu.id())?;
     let qmp = Qmp::new(qmp_parent).ok();
     let notify_socket = (env.var)("NOTIFY_SOCKET");
     notify(
@@ -449,7 +451,12 @@ pub fn run(plan: &Plan, env: &RunEnv, resources: Resources) -> Result<i32> {
     // Restore the terminal before we print our verdict.
     drop(raw_mode);
     drop(runtime_dir);
-    unregister_vm(plan, env, registered);
+    if registered {
+        unregister_vm(plan, env, registration.as_mut());
+    }
+    // The helper's session (its TAP) ends with the VM.
+    drop(registration);
+    drop(helper);
     Ok(verdict(plan, ending?))
 }
 

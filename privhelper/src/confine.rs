@@ -71,12 +71,26 @@ pub fn allowed_syscalls() -> Vec<Entry> {
         ("readlink", libc::SYS_readlink, any()),
         ("fcntl", libc::SYS_fcntl, any()),
         ("getsockopt", libc::SYS_getsockopt, any()),
-        // The control socket for interface ioctls, and NSS's local sockets.
+        // The control socket for interface ioctls, NSS's local sockets, and rtnetlink (only
+        // NETLINK_ROUTE) to delete TAP devices whose session ended.
         (
             "socket",
             libc::SYS_socket,
-            one_of(0, &[libc::AF_INET as u64, libc::AF_UNIX as u64]),
+            vec![
+                rule(vec![cond(0, SeccompCmpOp::Eq, libc::AF_INET as u64)]),
+                rule(vec![cond(0, SeccompCmpOp::Eq, libc::AF_UNIX as u64)]),
+                rule(vec![
+                    cond(0, SeccompCmpOp::Eq, libc::AF_NETLINK as u64),
+                    cond(2, SeccompCmpOp::Eq, libc::NETLINK_ROUTE as u64),
+                ]),
+            ],
         ),
+        ("sendto", libc::SYS_sendto, any()),
+        ("recvfrom", libc::SYS_recvfrom, any()),
+        // The TAP records: locked, and read and written in place.
+        ("flock", libc::SYS_flock, any()),
+        ("pread64", libc::SYS_pread64, any()),
+        ("pwrite64", libc::SYS_pwrite64, any()),
         ("connect", libc::SYS_connect, any()),
         (
             "ioctl",
@@ -91,6 +105,11 @@ pub fn allowed_syscalls() -> Vec<Entry> {
                     libc::SIOCGIFFLAGS,
                     libc::SIOCSIFFLAGS,
                     crate::sys::SIOCBRADDIF,
+                    crate::sys::SIOCGIFNAME,
+                    crate::sys::SIOCGIFMTU,
+                    crate::sys::SIOCSIFMTU,
+                    crate::sys::SIOCGIFHWADDR,
+                    crate::sys::SIOCSIFHWADDR,
                     crate::sys::VHOST_VSOCK_SET_GUEST_CID,
                 ],
             ),

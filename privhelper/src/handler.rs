@@ -2,10 +2,9 @@
 //! answer. The caller's identity comes from the kernel (the socket), never from the message.
 
 use std::fs::OpenOptions;
-use std::hash::{Hash, Hasher};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use vmspawn_policy::{Caller, Operation, Policy};
@@ -33,6 +32,9 @@ pub struct Session {
     pub interactive_auth: bool,
     /// Machines registered through this connection; unregistered when it ends.
     pub registered: Vec<String>,
+    /// TAP devices created through this connection (name, ifindex); deleted when the session
+    /// ends.
+    pub taps: Vec<(String, i32)>,
 }
 
 /// A launcher runs one VM: one registration per connection.
@@ -51,10 +53,12 @@ pub struct Handler {
     /// root-only, and the helper keeps no CAP_DAC_OVERRIDE). Each is good for one request, and
     /// is handed out only after the policy allowed it.
     pub preopened: Mutex<Vec<(&'static str, std::fs::File)>>,
-    /// Held from counting TAPs to creating one, so concurrent callers cannot both pass a quota.
+    /// Held (with the records' flock, which threads of one process share) from counting TAPs
+    /// to recording a new one, so concurrent callers cannot both pass a quota.
     pub tap_step: Mutex<()>,
-    /// Where interfaces are listed (sysfs), for quotas.
-    pub net_class: PathBuf,
+    /// The root-owned records of the TAPs helpers made (quotas and lifetimes), or why they
+    /// cannot be used (then no TAP is created).
+    pub records: Result<crate::taps::Records, String>,
 }
 
 fn error(kind: ErrorKind, message: impl Into<String>) -> Response {
@@ -64,20 +68,20 @@ fn error(kind: ErrorKind, message: impl Into<String>) -> Response {
     })
 }
 
-/// A hash of a user's machine, stable across runs: DefaultHasher::new() is SipHash with fixed
-/// keys.
-fn machine_hash(uid: u32, machine: &str) -> u64 {
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    uid.hash(&mut hasher);
-    machine.hash(&mut hasher);
-    hasher.finish()
+/// FNV-1a (64 bits) of the user and the machine name: a fixed, documented algorithm, only to
+/// spread the CIDs VMs start looking from (not for anything an attacker must not predict).
+fn spread(uid: u32, machine: &str) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in uid.to_le_bytes().iter().chain(machine.as_bytes()) {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
 }
 
-/// The TAP name for a user's machine: `vt-` and 8 hex digits of a hash of both. Users cannot
-/// choose it, and it never names an interface the helper did not create (IFF_TUN_EXCL).
-pub fn tap_name(uid: u32, machine: &str) -> String {
-    format!("vt-{:08x}", machine_hash(uid, machine) as u32)
-}
+/// How many random names a TAP request tries before giving up (a name is only taken if
+/// someone created an interface of that name; 48 random bits make that a guess).
+const TAP_NAME_ATTEMPTS: usize = 8;
 
 /// Locks `mutex`; the helper does not panic while holding a lock, so a poisoned one holds
 /// consistent data.
@@ -91,7 +95,7 @@ pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// the machine name (so a VM tends to get the same CID each time).
 pub fn vsock_candidates(uid: u32, machine: &str, first: u32, last: u32) -> Vec<u32> {
     let size = u64::from(last.saturating_sub(first)) + 1;
-    let start = machine_hash(uid, machine) % size;
+    let start = spread(uid, machine) % size;
     (0..size.min(64))
         .map(|i| first + ((start + i) % size) as u32)
         .collect()
@@ -126,24 +130,6 @@ pub fn resolve_caller(peer: &Peer) -> Result<Caller, Response> {
         user: user.name,
         groups,
     })
-}
-
-/// How many of our TAPs exist in total, and how many belong to `uid`.
-fn count_taps(net_class: &Path, uid: u32) -> (u32, u32) {
-    let (mut total, mut mine) = (0, 0);
-    for entry in std::fs::read_dir(net_class).into_iter().flatten().flatten() {
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if !name.starts_with("vt-") {
-            continue;
-        }
-        total += 1;
-        let owner = std::fs::read_to_string(entry.path().join("owner")).unwrap_or_default();
-        if owner.trim().parse::<u32>().ok() == Some(uid) {
-            mine += 1;
-        }
-    }
-    (total, mine)
 }
 
 impl Handler {
@@ -529,69 +515,169 @@ impl Handler {
         }
     }
 
+    /// Runs `step` on the TAP records, locked against other threads and other helpers.
+    pub fn with_records<T>(
+        &self,
+        step: impl FnOnce(&crate::taps::Locked<'_>) -> Result<T, String>,
+    ) -> Result<T, String> {
+        let records = self.records.as_ref().map_err(Clone::clone)?;
+        let _one_thread = lock(&self.tap_step);
+        let locked = records.lock()?;
+        step(&locked)
+    }
+
+    /// The session ended (connection closed and, in service mode, the caller's process gone):
+    /// its TAP devices go, whatever their holder did with them.
+    pub fn delete_session_taps(&self, session: &mut Session) {
+        let taps = std::mem::take(&mut session.taps);
+        if taps.is_empty() {
+            return;
+        }
+        let result = self.with_records(|records| {
+            for (ifname, ifindex) in &taps {
+                records.remove(ifname, *ifindex)?;
+            }
+            Ok(())
+        });
+        if let Err(e) = result {
+            eprintln!("vmspawn-privhelper: {e}");
+        }
+    }
+
     fn create_tap(
         &self,
         peer: &Peer,
         machine: &str,
         bridge: Option<&str>,
-        session: &Session,
+        session: &mut Session,
     ) -> Result<(String, OwnedFd), Response> {
         let (grant, policy) =
             self.authorize(peer, Operation::CreateTap, Some(machine), bridge, session)?;
-        let _one_at_a_time = lock(&self.tap_step);
-        let (total, mine) = count_taps(&self.net_class, peer.uid);
-        if mine >= grant.max_taps {
+        let Some(start) = peer.start_time.filter(|_| peer.pid != 0) else {
             return Err(error(
-                ErrorKind::QuotaExceeded,
-                format!(
-                    "you already have {mine} TAP devices, the limit of {} ({})",
-                    grant.max_taps, grant.rule
-                ),
+                ErrorKind::Denied,
+                "the caller's process could not be identified, and a TAP device lives no longer \
+                 than the process that asked for it",
             ));
-        }
-        if total >= policy.max_taps_total() {
-            return Err(error(
-                ErrorKind::QuotaExceeded,
-                format!(
-                    "the host already has {total} vmspawn TAP devices, the limit of {}",
-                    policy.max_taps_total()
-                ),
-            ));
-        }
-        let ifname = tap_name(peer.uid, machine);
-        let fd = privileges::with_net_admin(|| {
-            let tun = match self.take_preopened("/dev/net/tun") {
-                Some(tun) => tun,
-                None => OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
-                    .open("/dev/net/tun")
-                    .map_err(|e| format!("failed to open /dev/net/tun: {e}"))?,
-            };
-            sys::tun_create(tun.as_fd(), &ifname).map_err(|e| match e.raw_os_error() {
-                Some(libc::EBUSY) => format!("an interface named {ifname} already exists (is VM '{machine}' already running?)"),
-                _ => format!("failed to create TAP {ifname}: {e}"),
-            })?;
-            sys::tun_set_owner(tun.as_fd(), peer.uid, peer.gid).map_err(|e| format!("failed to set the owner of {ifname}: {e}"))?;
-            let sock = nix::sys::socket::socket(
-                nix::sys::socket::AddressFamily::Inet,
-                nix::sys::socket::SockType::Datagram,
-                nix::sys::socket::SockFlag::SOCK_CLOEXEC,
-                None,
-            )
-            .map_err(|e| format!("failed to create a control socket: {e}"))?;
-            if let Some(bridge) = bridge {
-                let index = sys::if_index(sock.as_fd(), &ifname).map_err(|e| format!("failed to look up {ifname}: {e}"))?;
-                sys::bridge_add(sock.as_fd(), bridge, index)
-                    .map_err(|e| format!("failed to attach {ifname} to bridge {bridge}: {e}"))?;
+        };
+        let caller = crate::taps::Proc {
+            pid: peer.pid,
+            start,
+        };
+        let created = self.with_records(|records| {
+            records.reconcile()?;
+            let (total, mine) = records.count(peer.uid)?;
+            if mine >= grant.max_taps {
+                return Ok(Err(error(
+                    ErrorKind::QuotaExceeded,
+                    format!(
+                        "you already have {mine} TAP devices, the limit of {} ({})",
+                        grant.max_taps, grant.rule
+                    ),
+                )));
             }
-            sys::link_up(sock.as_fd(), &ifname).map_err(|e| format!("failed to bring {ifname} up: {e}"))?;
-            Ok(OwnedFd::from(tun))
-        })
-        .map_err(|message| error(ErrorKind::Failed, message))?;
-        Ok((ifname, fd))
+            if total >= policy.max_taps_total() {
+                return Ok(Err(error(
+                    ErrorKind::QuotaExceeded,
+                    format!(
+                        "the host already has {total} vmspawn TAP devices, the limit of {}",
+                        policy.max_taps_total()
+                    ),
+                )));
+            }
+            let (ifname, ifindex, tun) = self.make_tap(peer)?;
+            let me = records.identity();
+            let record = crate::taps::Record {
+                ifname: ifname.clone(),
+                ifindex,
+                uid: peer.uid,
+                netns: me.1,
+                holder: me.0,
+                session: caller,
+            };
+            // Recorded before the caller can make it persistent; if recording fails, the
+            // device goes with our fd.
+            records.add(&record)?;
+            session.taps.push((ifname.clone(), ifindex));
+            Ok(Ok((ifname, ifindex, tun)))
+        });
+        let (ifname, ifindex, tun) = match created {
+            Ok(Ok(made)) => made,
+            Ok(Err(refusal)) => return Err(refusal),
+            Err(e) => return Err(error(ErrorKind::Failed, e)),
+        };
+        if let Err(e) = privileges::with_net_admin(|| set_up_tap(&ifname, bridge)) {
+            // Not handed out: delete it now.
+            let _ = self.with_records(|records| records.remove(&ifname, ifindex));
+            session.taps.retain(|(name, _)| name != &ifname);
+            return Err(error(ErrorKind::Failed, e));
+        }
+        Ok((ifname, tun))
     }
+
+    /// Creates a TAP device with a random free name, owned by the caller: (name, ifindex, fd).
+    fn make_tap(&self, peer: &Peer) -> Result<(String, i32, OwnedFd), String> {
+        privileges::with_net_admin(|| {
+            for _ in 0..TAP_NAME_ATTEMPTS {
+                let ifname = crate::taps::random_name()?;
+                let tun = match self.take_preopened("/dev/net/tun") {
+                    Some(tun) => tun,
+                    None => OpenOptions::new()
+                        .read(true)
+                        .write(true)
+                        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+                        .open("/dev/net/tun")
+                        .map_err(|e| format!("failed to open /dev/net/tun: {e}"))?,
+                };
+                match sys::tun_create(tun.as_fd(), &ifname) {
+                    Ok(()) => {}
+                    // Someone made an interface of that name: never touch it; try another.
+                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) => continue,
+                    Err(e) => return Err(format!("failed to create TAP {ifname}: {e}")),
+                }
+                sys::tun_set_owner(tun.as_fd(), peer.uid, peer.gid)
+                    .map_err(|e| format!("failed to set the owner of {ifname}: {e}"))?;
+                let sock = control_socket()?;
+                let index = sys::if_index(sock.as_fd(), &ifname)
+                    .map_err(|e| format!("failed to look up {ifname}: {e}"))?;
+                return Ok((ifname, index, OwnedFd::from(tun)));
+            }
+            Err(format!(
+                "no free TAP name after {TAP_NAME_ATTEMPTS} random attempts; someone is creating \
+                 vt-* interfaces"
+            ))
+        })
+    }
+}
+
+fn control_socket() -> Result<OwnedFd, String> {
+    nix::sys::socket::socket(
+        nix::sys::socket::AddressFamily::Inet,
+        nix::sys::socket::SockType::Datagram,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(|e| format!("failed to create a control socket: {e}"))
+}
+
+/// Bridge (with qemu-bridge-helper's precautions: a MAC starting with 0xFE, so the bridge,
+/// which takes the lowest MAC of its ports, never takes the TAP's; and the bridge's MTU), then
+/// up.
+fn set_up_tap(ifname: &str, bridge: Option<&str>) -> Result<(), String> {
+    let sock = control_socket()?;
+    if let Some(bridge) = bridge {
+        let mtu = sys::mtu(sock.as_fd(), bridge)
+            .map_err(|e| format!("failed to read the MTU of bridge {bridge}: {e}"))?;
+        sys::set_mtu(sock.as_fd(), ifname, mtu)
+            .map_err(|e| format!("failed to set the MTU of {ifname} to {mtu}: {e}"))?;
+        sys::set_mac_first_byte(sock.as_fd(), ifname, 0xfe)
+            .map_err(|e| format!("failed to set the MAC address of {ifname}: {e}"))?;
+        let index = sys::if_index(sock.as_fd(), ifname)
+            .map_err(|e| format!("failed to look up {ifname}: {e}"))?;
+        sys::bridge_add(sock.as_fd(), bridge, index)
+            .map_err(|e| format!("failed to attach {ifname} to bridge {bridge}: {e}"))?;
+    }
+    sys::link_up(sock.as_fd(), ifname).map_err(|e| format!("failed to bring {ifname} up: {e}"))
 }
 
 #[cfg(test)]
@@ -613,12 +699,9 @@ mod tests {
     }
 
     #[test]
-    fn tap_names_are_fixed_pattern_and_stable() {
-        let a = tap_name(1001, "debian");
-        assert_eq!(a.len(), 11);
-        assert!(a.starts_with("vt-") && a[3..].chars().all(|c| c.is_ascii_hexdigit()));
-        assert_eq!(a, tap_name(1001, "debian"));
-        assert_ne!(a, tap_name(1002, "debian"));
-        assert_ne!(a, tap_name(1001, "debian2"));
+    fn cid_spread_is_fixed() {
+        // FNV-1a: the same on every build and every run.
+        assert_eq!(spread(0, ""), 0x4d25_767f_9dce_13f5);
+        assert_ne!(spread(1001, "vm"), spread(1002, "vm"));
     }
 }

@@ -19,6 +19,7 @@ mod privileges;
 mod process;
 #[allow(unsafe_code)]
 mod sys;
+mod taps;
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
@@ -39,6 +40,8 @@ const SYSTEM_BUS_SOCKET: &str = "/run/dbus/system_bus_socket";
 /// A connection that does not finish a request in this time is closed.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_CONNECTIONS: usize = 512;
+/// How often the service looks for TAP devices whose holder and session are gone.
+const RECONCILE_INTERVAL: Duration = Duration::from_secs(5);
 const MAX_CONNECTIONS_PER_UID: usize = 128;
 
 fn usage() -> &'static str {
@@ -70,6 +73,9 @@ fn parse_options(
     setuid: bool,
     activated: Option<OwnedFd>,
 ) -> Result<Options, String> {
+    if args.iter().filter(|a| *a == "--serve-fd").count() > 1 {
+        return Err(format!("--serve-fd is given twice\n{}", usage()));
+    }
     let mut policy = PathBuf::from(vmspawn_policy::DEFAULT_POLICY_PATH);
     let mut mode = None;
     let mut i = 0;
@@ -254,6 +260,20 @@ impl Occupancy {
 fn serve_many(handler: Handler, listener: OwnedFd) -> Result<(), String> {
     let handler = Arc::new(handler);
     let occupancy = Arc::new(Mutex::new(Occupancy::default()));
+    // TAPs of setuid helpers (and of an earlier service) whose holder and session are gone.
+    let reconciler = Arc::clone(&handler);
+    std::thread::Builder::new()
+        .name("reconcile".into())
+        .stack_size(256 * 1024)
+        .spawn(move || {
+            loop {
+                std::thread::sleep(RECONCILE_INTERVAL);
+                if let Err(e) = reconciler.with_records(|records| records.reconcile()) {
+                    eprintln!("vmspawn-privhelper: {e}");
+                }
+            }
+        })
+        .map_err(|e| format!("cannot start the reconcile thread: {e}"))?;
     loop {
         let raw = match socket::accept4(
             listener.as_raw_fd(),
@@ -295,7 +315,7 @@ fn serve_many(handler: Handler, listener: OwnedFd) -> Result<(), String> {
             .name("connection".into())
             .stack_size(256 * 1024)
             .spawn(move || {
-                serve_caller(&thread_handler, sock, peer);
+                serve_caller(&thread_handler, sock, peer, true);
                 handler::lock(&thread_occupancy).leave(uid);
             });
         if let Err(e) = spawned {
@@ -306,7 +326,11 @@ fn serve_many(handler: Handler, listener: OwnedFd) -> Result<(), String> {
     }
 }
 
-fn serve_caller(handler: &Handler, sock: OwnedFd, peer: Peer) {
+/// Serves one connection. When it ends, its registrations end; its TAP devices go once the
+/// caller's process has exited too (`wait_for_caller`, service mode: vmspawn's launcher lives
+/// exactly as long as its VM, and may close the connection early) — in setuid mode the
+/// helper's warden waits for that instead, as the launcher waits for the helper to exit.
+fn serve_caller(handler: &Handler, sock: OwnedFd, peer: Peer, wait_for_caller: bool) {
     let mut greeted = false;
     let mut session = Session::default();
     loop {
@@ -327,7 +351,26 @@ fn serve_caller(handler: &Handler, sock: OwnedFd, peer: Peer) {
             break;
         }
     }
+    drop(sock);
     handler.end_session(&mut session);
+    if session.taps.is_empty() || !wait_for_caller {
+        return;
+    }
+    if let Some(pidfd) = &peer.pidfd {
+        wait_for_exit(pidfd.as_fd());
+    }
+    handler.delete_session_taps(&mut session);
+}
+
+/// Waits until the process of `pidfd` has exited (a pidfd polls readable then).
+fn wait_for_exit(pidfd: BorrowedFd<'_>) {
+    loop {
+        let mut fds = [PollFd::new(pidfd, PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            _ => return,
+        }
+    }
 }
 
 /// The system bus, for polkit and machined. Its threads are created here, so they inherit
@@ -356,14 +399,164 @@ fn confine_service(handler: &mut Handler, policy: &Path, bus: &str) -> Result<()
     confine::seccomp()
 }
 
+/// Resource limits a setuid helper runs with, whatever its caller set: (resource, soft, hard).
+/// Called as root, before anything is opened.
+/// The caller's limits must not change a decision (a low RLIMIT_NOFILE making counting fail,
+/// RLIMIT_FSIZE killing a record write, RLIMIT_NPROC stopping the warden).
+fn reset_resource_limits() -> Result<(), String> {
+    use nix::sys::resource::{RLIM_INFINITY, Resource, getrlimit, setrlimit};
+    let limits = [
+        (Resource::RLIMIT_NOFILE, 4096, 4096),
+        (Resource::RLIMIT_FSIZE, RLIM_INFINITY, RLIM_INFINITY),
+        (Resource::RLIMIT_AS, RLIM_INFINITY, RLIM_INFINITY),
+        (Resource::RLIMIT_DATA, RLIM_INFINITY, RLIM_INFINITY),
+        (Resource::RLIMIT_STACK, 8 << 20, RLIM_INFINITY),
+        (Resource::RLIMIT_NPROC, RLIM_INFINITY, RLIM_INFINITY),
+        (Resource::RLIMIT_CPU, RLIM_INFINITY, RLIM_INFINITY),
+        (Resource::RLIMIT_MEMLOCK, 8 << 20, 8 << 20),
+        (Resource::RLIMIT_SIGPENDING, 1024, 1024),
+        (Resource::RLIMIT_CORE, 0, 0),
+    ];
+    for (resource, soft, hard) in limits {
+        let reset = match setrlimit(resource, soft, hard) {
+            // Raising a hard limit needs CAP_SYS_RESOURCE, which a container may withhold:
+            // then up to the hard limit the caller left (a limit too low makes requests fail,
+            // never succeed where they should not).
+            Err(nix::errno::Errno::EPERM) => {
+                getrlimit(resource).and_then(|(_, max)| setrlimit(resource, soft.min(max), max))
+            }
+            other => other,
+        };
+        reset.map_err(|e| format!("failed to reset resource limit {resource:?}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// The one `--serve-fd` value, for closing everything else before anything is opened.
+fn serve_fd_argument(args: &[String]) -> Option<i32> {
+    let values: Vec<&String> = args
+        .iter()
+        .zip(args.iter().skip(1))
+        .filter(|(flag, _)| *flag == "--serve-fd")
+        .map(|(_, value)| value)
+        .collect();
+    match values[..] {
+        [one] => one.parse().ok().filter(|&fd: &i32| fd >= 3),
+        _ => None,
+    }
+}
+
+/// Setuid mode: the serve fd's peer must be our parent (vmspawn's launcher made the
+/// socketpair), running as our real uid. Returns the parent's pidfd, pinned.
+fn check_serve_peer(sock: BorrowedFd<'_>, real: u32) -> Result<(OwnedFd, taps::Proc), String> {
+    let (uid, _, pid) = wire::peer_credentials(sock)
+        .map_err(|e| format!("cannot identify the peer of --serve-fd: {e}"))?;
+    let parent = nix::unistd::getppid().as_raw();
+    if pid != parent || uid != real {
+        return Err(format!(
+            "the peer of --serve-fd is pid {pid} (uid {uid}), not this helper's parent (pid {parent}, uid {real}); only vmspawn starts the setuid helper, over a socketpair of its own"
+        ));
+    }
+    let parent = parent as u32;
+    let pidfd = sys::try_pidfd_open(parent).map_err(|e| format!("cannot pin the caller: {e}"))?;
+    let start = process::start_time(parent);
+    // The parent is still the one checked (it did not exit and have its pid reused).
+    match (start, nix::unistd::getppid().as_raw() as u32 == parent) {
+        (Some(start), true) => Ok((pidfd, taps::Proc { pid: parent, start })),
+        _ => Err("the caller exited while the helper started".into()),
+    }
+}
+
+/// Setuid mode: a root process that outlives this helper (which exits when the launcher closes
+/// the connection, or is killed by the user it runs as) and deletes the TAP devices this
+/// helper made once the launcher — the VM's session — has exited. It is root again (the user
+/// cannot signal it), in a session of its own, with nothing but CAP_NET_ADMIN, confined like
+/// the helper. Forked while the helper has one thread.
+fn start_warden(launcher: &OwnedFd, holder: taps::Proc, policy: &Path) -> Result<(), String> {
+    let (ready_read, ready_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| format!("cannot start the warden: {e}"))?;
+    match sys::fork().map_err(|e| format!("cannot start the warden: {e}"))? {
+        Some(_) => {
+            drop(ready_write);
+            let mut byte = [0u8; 1];
+            match nix::unistd::read(ready_read.as_raw_fd(), &mut byte) {
+                Ok(1) => Ok(()),
+                _ => Err("the helper's warden (which deletes its TAP devices after the VM) did not start"
+                    .into()),
+            }
+        }
+        None => {
+            let code = match warden(launcher, holder, policy, ready_write) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("vmspawn-privhelper (warden): {e}");
+                    1
+                }
+            };
+            std::process::exit(code)
+        }
+    }
+}
+
+fn warden(
+    launcher: &OwnedFd,
+    holder: taps::Proc,
+    policy: &Path,
+    ready: OwnedFd,
+) -> Result<(), String> {
+    use nix::unistd::{Gid, Uid, setgroups, setresgid, setresuid};
+    let parent = sys::try_pidfd_open(holder.pid).map_err(|e| format!("pidfd: {e}"))?;
+    if nix::unistd::getppid().as_raw() as u32 != holder.pid {
+        return Err("the helper exited before its warden started".into());
+    }
+    sys::close_fds_except(&[launcher.as_raw_fd(), parent.as_raw_fd(), ready.as_raw_fd()])
+        .map_err(|e| format!("close_range: {e}"))?;
+    nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
+    setgroups(&[]).map_err(|e| format!("setgroups: {e}"))?;
+    setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0))
+        .map_err(|e| format!("setresgid: {e}"))?;
+    setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0))
+        .map_err(|e| format!("setresuid: {e}"))?;
+    nix::sys::prctl::set_dumpable(false).map_err(|e| format!("PR_SET_DUMPABLE: {e}"))?;
+    // Its own open file description: flock does not exclude holders of the same one.
+    let records = taps::open_records(Path::new(taps::RUN_DIR), holder)?;
+    privileges::drop_for_service()?;
+    confine::landlock(policy)?;
+    confine::seccomp()?;
+    nix::unistd::write(&ready, &[1]).map_err(|e| format!("write: {e}"))?;
+    drop(ready);
+    wait_for_exit(parent.as_fd());
+    let held = {
+        let locked = records.lock()?;
+        locked.held_by(holder)?
+    };
+    if held == 0 {
+        return Ok(());
+    }
+    wait_for_exit(launcher.as_fd());
+    let locked = records.lock()?;
+    locked.end_session(holder, false)?;
+    locked.reconcile()
+}
+
 fn run() -> Result<(), String> {
-    sys::ensure_stdio().map_err(|e| format!("failed to set up standard fds: {e}"))?;
     let (real, effective) = (
         nix::unistd::getuid().as_raw(),
         nix::unistd::geteuid().as_raw(),
     );
     let real_gid = nix::unistd::getgid().as_raw();
     let setuid = effective == 0 && real != 0;
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if setuid {
+        // Before anything else: the caller (who is the real uid) must not be able to ptrace
+        // us or read our memory, pass us fds we keep, or set limits that change a decision.
+        nix::sys::prctl::set_dumpable(false)
+            .map_err(|e| format!("failed to make the helper non-dumpable: {e}"))?;
+        sys::close_fds_except(&serve_fd_argument(&args).into_iter().collect::<Vec<_>>())
+            .map_err(|e| format!("failed to close inherited fds: {e}"))?;
+        reset_resource_limits()?;
+    }
+    sys::ensure_stdio().map_err(|e| format!("failed to set up standard fds: {e}"))?;
     // A setuid helper reads nothing from its (the caller's) environment, in particular no bus
     // address; the service takes these from its service manager.
     let (listen_pid, listen_fds, bus) = if setuid {
@@ -378,7 +571,6 @@ fn run() -> Result<(), String> {
     };
     // Nothing from the environment is used after this point.
     sys::clear_environment();
-    let args: Vec<String> = std::env::args().skip(1).collect();
     let options = parse_options(&args, setuid, activated_listener(listen_pid, listen_fds))?;
     if effective != 0 {
         return Err(
@@ -389,6 +581,12 @@ fn run() -> Result<(), String> {
 
     // Fail early on an unreadable or malformed policy.
     vmspawn_policy::Policy::load(&options.policy).map_err(|e| e.to_string())?;
+    // The TAP records, opened as root (a setuid helper keeps the fd after dropping to the
+    // caller's uid). Without them the helper serves everything but TAP devices.
+    let records = taps::me().and_then(|me| taps::open_records(Path::new(taps::RUN_DIR), me));
+    if let Err(e) = &records {
+        eprintln!("vmspawn-privhelper: no TAP devices can be created: {e}");
+    }
     let mut handler = Handler {
         policy_path: options.policy.clone(),
         polkit: None,
@@ -397,21 +595,30 @@ fn run() -> Result<(), String> {
         fixed_caller: None,
         preopened: Mutex::new(Vec::new()),
         tap_step: Mutex::new(()),
-        net_class: PathBuf::from("/sys/class/net"),
+        records,
     };
+    // Devices left behind by helpers that are gone, for sessions that are gone.
+    if handler.records.is_ok() {
+        if let Err(e) = handler.with_records(|records| records.reconcile()) {
+            eprintln!("vmspawn-privhelper: {e}");
+        }
+    }
     // Load the NSS modules now: after confinement they could not be mapped.
     let _ = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(0));
     let _ = nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(0));
 
     match options.mode {
         Mode::Setuid(sock) => {
-            let (pid, start_time, pidfd) = process::peer_process(sock.as_fd());
+            let (launcher, launcher_proc) = check_serve_peer(sock.as_fd(), real)?;
+            if let Ok(records) = &handler.records {
+                start_warden(&launcher, records.me, &options.policy)?;
+            }
             let peer = Peer {
                 uid: real,
                 gid: real_gid,
-                pid,
-                start_time,
-                pidfd,
+                pid: launcher_proc.pid,
+                start_time: Some(launcher_proc.start),
+                pidfd: Some(Arc::new(launcher)),
             };
             // The one caller is known now: resolve its names before confinement.
             handler.fixed_caller = handler::resolve_caller(&peer).ok();
@@ -426,6 +633,9 @@ fn run() -> Result<(), String> {
                 }
             }
             confine::landlock(&options.policy)?;
+            // Every thread, the bus library's included, gets a bounding set of at most
+            // CAP_NET_ADMIN: bounding sets are per thread, so this comes before the bus threads.
+            privileges::limit_bounding_set()?;
             // Connected while still root, so the bus knows the helper as root (machined lets
             // only root register); the address is fixed, never the caller's.
             if Path::new(SYSTEM_BUS_SOCKET).exists() {
@@ -434,8 +644,11 @@ fn run() -> Result<(), String> {
                 handler.no_bus_reason = format!("there is no system bus at {SYSTEM_BUS_SOCKET}");
             }
             privileges::drop_for_setuid(real, real_gid)?;
+            // Changing uids made us dumpable again if fs.suid_dumpable is 1.
+            nix::sys::prctl::set_dumpable(false)
+                .map_err(|e| format!("failed to make the helper non-dumpable: {e}"))?;
             confine::seccomp()?;
-            serve_caller(&handler, sock, peer);
+            serve_caller(&handler, sock, peer, false);
             Ok(())
         }
         Mode::Listen(path) => {

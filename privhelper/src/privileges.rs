@@ -11,7 +11,7 @@ fn fail(what: &str, e: impl std::fmt::Display) -> String {
 
 /// Bounding, inheritable and ambient sets: nothing but CAP_NET_ADMIN can ever come back.
 /// Needs CAP_SETPCAP, so it runs first, while the helper still has all capabilities.
-fn limit_bounding_set() -> Result<(), String> {
+pub fn limit_bounding_set() -> Result<(), String> {
     for cap in caps::all() {
         if cap != Capability::CAP_NET_ADMIN
             && caps::has_cap(None, CapSet::Bounding, cap).unwrap_or(false)

@@ -884,3 +884,215 @@ impl Workdir {
             .stdin(Stdio::null());
     }
 }
+
+/// The helper installed setuid root in a temporary directory, and the fixed policy path.
+pub struct SetuidHelper {
+    dir: PathBuf,
+    pub binary: PathBuf,
+    saved_policy: Option<Vec<u8>>,
+    created_policy_dir: bool,
+}
+
+pub const POLICY_PATH: &str = "/etc/vmspawn/policy.toml";
+
+impl SetuidHelper {
+    pub fn install(policy: &str) -> SetuidHelper {
+        let dir = PathBuf::from(format!("/var/tmp/vmspawn-it-suid-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let binary = dir.join("vmspawn-privhelper");
+        std::fs::copy(privhelper_bin(), &binary).unwrap();
+        std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o4755)).unwrap();
+        let saved_policy = std::fs::read(POLICY_PATH).ok();
+        let created_policy_dir = !Path::new("/etc/vmspawn").exists();
+        std::fs::create_dir_all("/etc/vmspawn").unwrap();
+        std::fs::write(POLICY_PATH, policy).unwrap();
+        std::fs::set_permissions(POLICY_PATH, std::fs::Permissions::from_mode(0o644)).unwrap();
+        SetuidHelper {
+            dir,
+            binary,
+            saved_policy,
+            created_policy_dir,
+        }
+    }
+}
+
+impl Drop for SetuidHelper {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+        match &self.saved_policy {
+            Some(old) => {
+                let _ = std::fs::write(POLICY_PATH, old);
+            }
+            None => {
+                let _ = std::fs::remove_file(POLICY_PATH);
+            }
+        }
+        if self.created_policy_dir {
+            let _ = std::fs::remove_dir("/etc/vmspawn");
+        }
+    }
+}
+
+impl Background {
+    /// Waits until vmspawn's stderr contains `needle` (e.g. the message that shows it handled
+    /// a signal); panics, showing the output, when it exits first or on timeout.
+    pub fn wait_for_stderr(&mut self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.stderr().contains(needle) {
+                return;
+            }
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!(
+                    "vmspawn exited ({status}) before printing '{needle}'\nstdout:\n{}\nstderr:\n{}",
+                    self.stdout(),
+                    self.stderr()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        kill_group(&self.child);
+        panic!(
+            "'{needle}' not on stderr within {timeout:?}\nstdout:\n{}\nstderr:\n{}",
+            self.stdout(),
+            self.stderr()
+        );
+    }
+}
+
+/// Waits until every one of `pids` has exited; returns those still running at the deadline
+/// (pid and command name). Fails the test when `pids` is empty: a check over no processes
+/// would pass whatever happened.
+pub fn survivors(pids: &[u32], timeout: Duration) -> Vec<(u32, String)> {
+    assert!(
+        !pids.is_empty(),
+        "no processes to check (the list is empty)"
+    );
+    let deadline = Instant::now() + timeout;
+    loop {
+        let alive: Vec<(u32, String)> = pids
+            .iter()
+            .filter(|&&pid| !wait_process_exit(pid, Duration::ZERO))
+            .map(|&pid| (pid, comm(pid)))
+            .collect();
+        if alive.is_empty() || Instant::now() >= deadline {
+            return alive;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds (the clock the stub QEMU of `escape-probe` reports).
+pub fn monotonic_ns() -> i64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the live timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    now.tv_sec * 1_000_000_000 + now.tv_nsec
+}
+
+/// The partition UUID (lower case) of the GPT partition named `name` in a disk image.
+pub fn gpt_partition_uuid(image: &Path, name: &str) -> String {
+    let out = Command::new("sfdisk")
+        .arg("--json")
+        .arg(image)
+        .output()
+        .expect("run sfdisk");
+    assert!(
+        out.status.success(),
+        "sfdisk --json {}: {}",
+        image.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table: serde_json::Value = serde_json::from_slice(&out.stdout).expect("sfdisk JSON");
+    table["partitiontable"]["partitions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| p["name"] == name)
+        .and_then(|p| p["uuid"].as_str())
+        .unwrap_or_else(|| panic!("no partition named '{name}' in {}", image.display()))
+        .to_ascii_lowercase()
+}
+
+/// A vmspawn command for any unprivileged account (`uid`:`gid`, groups cleared), with the
+/// same clean environment as `Workdir::vmspawn` (HOME `dir/home`, TMPDIR `dir/tmp`, run in
+/// `dir`), optionally inside a network namespace.
+pub fn vmspawn_as(uid: u32, gid: u32, dir: &Path, netns: Option<&Netns>) -> Command {
+    let mut cmd = match netns {
+        Some(netns) => {
+            let mut cmd = Command::new("ip");
+            cmd.args(["netns", "exec", &netns.name]);
+            cmd
+        }
+        None => Command::new("setpriv"),
+    };
+    if netns.is_some() {
+        cmd.arg("setpriv");
+    }
+    cmd.arg(format!("--reuid={uid}"))
+        .arg(format!("--regid={gid}"))
+        .args(["--clear-groups", "--"])
+        .arg(vmspawn_bin())
+        .env_clear()
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
+        .env("HOME", dir.join("home"))
+        .env("TMPDIR", dir.join("tmp"))
+        .env("LANG", "C.UTF-8")
+        .current_dir(dir)
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// Temporary unprivileged accounts (for tests that need several users), removed on drop.
+pub struct TempUsers {
+    pub names: Vec<String>,
+    created: Vec<String>,
+}
+
+impl TempUsers {
+    /// Creates (or reuses, if a crashed run left them) the accounts `prefix1`..`prefixN`.
+    pub fn create(prefix: &str, count: usize) -> TempUsers {
+        let mut users = TempUsers {
+            names: Vec::new(),
+            created: Vec::new(),
+        };
+        for i in 1..=count {
+            let name = format!("{prefix}{i}");
+            if nix::unistd::User::from_name(&name).ok().flatten().is_none() {
+                let status = Command::new("useradd")
+                    .args(["--system", "--user-group", "--no-create-home"])
+                    .args(["--shell", "/usr/sbin/nologin", "--home-dir", "/nonexistent"])
+                    .arg(&name)
+                    .status()
+                    .expect("run useradd");
+                assert!(status.success(), "useradd {name} failed");
+                users.created.push(name.clone());
+            }
+            users.names.push(name);
+        }
+        users
+    }
+
+    /// uid and gid of an account.
+    pub fn ids(name: &str) -> (u32, u32) {
+        let user = nix::unistd::User::from_name(name)
+            .expect("look up user")
+            .unwrap_or_else(|| panic!("no user {name}"));
+        (user.uid.as_raw(), user.gid.as_raw())
+    }
+}
+
+impl Drop for TempUsers {
+    fn drop(&mut self) {
+        for name in &self.created {
+            let _ = Command::new("userdel").arg(name).status();
+        }
+    }
+}

@@ -3,8 +3,6 @@
 //! creates, reaches the host end, and the TAP goes away with the VM; policy denials and a
 //! missing helper give clear errors; the helper runs with no effective capability.
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
@@ -156,55 +154,6 @@ fn missing_helper_is_a_clear_error() {
         out.stderr
     );
     work.assert_no_leftovers();
-}
-
-/// The helper installed setuid root in a temporary directory, and the fixed policy path.
-struct SetuidHelper {
-    dir: PathBuf,
-    binary: PathBuf,
-    saved_policy: Option<Vec<u8>>,
-    created_policy_dir: bool,
-}
-
-const POLICY_PATH: &str = "/etc/vmspawn/policy.toml";
-
-impl SetuidHelper {
-    fn install(policy: &str) -> SetuidHelper {
-        let dir = PathBuf::from(format!("/var/tmp/vmspawn-it-suid-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let binary = dir.join("vmspawn-privhelper");
-        std::fs::copy(privhelper_bin(), &binary).unwrap();
-        std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o4755)).unwrap();
-        let saved_policy = std::fs::read(POLICY_PATH).ok();
-        let created_policy_dir = !Path::new("/etc/vmspawn").exists();
-        std::fs::create_dir_all("/etc/vmspawn").unwrap();
-        std::fs::write(POLICY_PATH, policy).unwrap();
-        std::fs::set_permissions(POLICY_PATH, std::fs::Permissions::from_mode(0o644)).unwrap();
-        SetuidHelper {
-            dir,
-            binary,
-            saved_policy,
-            created_policy_dir,
-        }
-    }
-}
-
-impl Drop for SetuidHelper {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-        match &self.saved_policy {
-            Some(old) => {
-                let _ = std::fs::write(POLICY_PATH, old);
-            }
-            None => {
-                let _ = std::fs::remove_file(POLICY_PATH);
-            }
-        }
-        if self.created_policy_dir {
-            let _ = std::fs::remove_dir("/etc/vmspawn");
-        }
-    }
 }
 
 #[test]

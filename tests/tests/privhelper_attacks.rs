@@ -349,20 +349,22 @@ fn request_cases() -> Vec<Case> {
             ),
         ),
         (
-            "tap-quota-and-duplicate-name",
+            "tap-quota-and-fresh-names",
             Box::new(|h, netns| {
                 let s = connect(h);
                 hello(&s);
                 send_raw(&s, &create_tap("one", None), &[]);
-                let Ok((Response::Tap { .. }, first)) = answer(&s) else {
+                let Ok((Response::Tap { ifname: a }, first)) = answer(&s) else {
                     return Err("first TAP refused".into());
                 };
+                // The same machine again gets another, random name.
                 send_raw(&s, &create_tap("one", None), &[]);
-                expect_error(&s, ErrorKind::Failed, "already exists")?;
-                send_raw(&s, &create_tap("two", None), &[]);
-                let Ok((Response::Tap { .. }, second)) = answer(&s) else {
+                let Ok((Response::Tap { ifname: b }, second)) = answer(&s) else {
                     return Err("second TAP refused".into());
                 };
+                if a == b || a.len() != 15 || !a.starts_with("vt-") {
+                    return Err(format!("names {a} and {b}"));
+                }
                 send_raw(&s, &create_tap("three", None), &[]);
                 expect_error(&s, ErrorKind::QuotaExceeded, "the limit of 2")?;
                 if netns.taps().len() != 2 {
@@ -373,11 +375,43 @@ fn request_cases() -> Vec<Case> {
                 while !netns.taps().is_empty() && Instant::now() < deadline {
                     std::thread::sleep(Duration::from_millis(100));
                 }
-                if netns.taps().is_empty() {
-                    Ok(())
-                } else {
-                    Err("TAPs outlived their fds".into())
+                if !netns.taps().is_empty() {
+                    return Err("TAPs outlived their fds".into());
                 }
+                // Devices that are gone no longer count.
+                send_raw(&s, &create_tap("four", None), &[]);
+                match answer(&s) {
+                    Ok((Response::Tap { .. }, _)) => Ok(()),
+                    other => Err(format!("a TAP after the others were gone: {other:?}")),
+                }
+            }),
+        ),
+        (
+            "bridge-port-gets-fe-mac-and-bridge-mtu",
+            Box::new(|h, netns| {
+                let bridge = "abcdefghijklmno";
+                netns.ip(&["link", "add", bridge, "type", "bridge"]);
+                netns.ip(&["link", "set", bridge, "mtu", "1400"]);
+                let s = connect(h);
+                hello(&s);
+                send_raw(&s, &create_tap("br", Some(bridge)), &[]);
+                let result = match answer(&s) {
+                    Ok((Response::Tap { ifname }, fds)) => {
+                        let link = netns.ip(&["-o", "link", "show", "dev", &ifname]);
+                        drop(fds);
+                        if link.contains("mtu 1400")
+                            && link.contains(&format!("master {bridge}"))
+                            && link.contains("link/ether fe:")
+                        {
+                            Ok(())
+                        } else {
+                            Err(format!("bridge port: {link}"))
+                        }
+                    }
+                    other => Err(format!("TAP on the bridge refused: {other:?}")),
+                };
+                netns.ip(&["link", "del", bridge]);
+                result
             }),
         ),
         (
@@ -657,7 +691,7 @@ fn running_helper_refuses_every_adversarial_request() {
         .chain(request_cases())
         .chain(register_cases())
         .collect();
-    assert!(cases.len() >= 40, "{}", cases.len());
+    assert!(cases.len() >= 43, "{}", cases.len());
     for (name, case) in &cases {
         match case(&helper, &netns) {
             Ok(()) => println!("case {name}: refused as expected"),
@@ -766,4 +800,373 @@ fn helper_refuses_unsafe_setups() {
     }
     let _ = std::fs::remove_dir_all(&dir);
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Attacks by the unprivileged test user, against the service and against the setuid helper.
+
+fn tester_policy(max_taps: u32) -> String {
+    format!(
+        "[[allow]]\nusers = [\"{TEST_USER}\"]\noperations = [\"create-tap\"]\nmax-taps = {max_taps}\npolkit = \"no\"\n"
+    )
+}
+
+/// The helper under attack: the service in the namespace, or the setuid binary.
+enum Target {
+    Service(HelperService),
+    Setuid(SetuidHelper),
+}
+
+impl Target {
+    fn start(setuid: bool, netns: &Netns, tag: &str, policy: &str) -> Target {
+        if setuid {
+            Target::Setuid(SetuidHelper::install(policy))
+        } else {
+            Target::Service(HelperService::start(netns, tag, policy))
+        }
+    }
+
+    fn arg(&self) -> String {
+        match self {
+            Target::Service(h) => h.socket.display().to_string(),
+            Target::Setuid(h) => format!("setuid:{}", h.binary.display()),
+        }
+    }
+}
+
+/// helper-probe as the test user inside `netns`.
+fn probe(netns: &Netns, target: &Target, args: &[&str]) -> Command {
+    probe_in(&netns.name, &target.arg(), args)
+}
+
+fn probe_in(netns: &str, target: &str, args: &[&str]) -> Command {
+    let (uid, gid) = tester_ids();
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", netns, "setpriv"])
+        .arg(format!("--reuid={uid}"))
+        .arg(format!("--regid={gid}"))
+        .args(["--clear-groups", "--"])
+        .arg(env!("CARGO_BIN_EXE_helper-probe"))
+        .arg(target)
+        .args(args)
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .current_dir("/");
+    cmd
+}
+
+fn probe_output(netns: &Netns, target: &Target, args: &[&str]) -> (String, String) {
+    let out = probe(netns, target, args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn wait_no_taps(netns: &Netns, keep: &[&str], timeout: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left: Vec<String> = netns
+            .taps()
+            .into_iter()
+            .filter(|t| !keep.contains(&t.as_str()))
+            .collect();
+        if left.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(format!("TAP devices outlived their session: {left:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn taps_created(stdout: &str) -> Vec<String> {
+    stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("TAP "))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Runs one probe that holds a TAP until its stdin closes; returns it and its ANSWER line.
+fn start_holder(netns: &str, target: &str) -> (std::process::Child, String) {
+    let mut child = probe_in(netns, target, &["hold"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut text = String::new();
+    loop {
+        let mut line = String::new();
+        if std::io::BufRead::read_line(&mut lines, &mut line).unwrap_or(0) == 0 {
+            break;
+        }
+        text.push_str(&line);
+        if line.starts_with("ANSWER") {
+            break;
+        }
+    }
+    (child, text)
+}
+
+type UserCase = (
+    &'static str,
+    fn(&Netns, &Target, bool) -> Result<(), String>,
+);
+
+fn user_cases() -> Vec<UserCase> {
+    vec![
+        ("persist-and-close", |netns, target, _| {
+            let (stdout, stderr) = probe_output(netns, target, &["persist-and-exit"]);
+            if taps_created(&stdout).len() != 1 {
+                return Err(format!("no TAP: {stdout} {stderr}"));
+            }
+            wait_no_taps(netns, &[], Duration::from_secs(15))
+        }),
+        ("re-own-does-not-dodge-the-quota", |netns, target, _| {
+            let (stdout, stderr) = probe_output(netns, target, &["reown-quota", "0"]);
+            let made = taps_created(&stdout);
+            if made.len() != 2 || !stdout.contains("QuotaExceeded") {
+                return Err(format!(
+                    "expected 2 TAPs, then the quota: {stdout} {stderr}"
+                ));
+            }
+            wait_no_taps(netns, &[], Duration::from_secs(15))
+        }),
+        ("pre-created-victim-name", |netns, target, _| {
+            let victim = "vt-000000000000";
+            netns.ip(&["tuntap", "add", "dev", victim, "mode", "tap", "user", "0"]);
+            let (stdout, stderr) = probe_output(netns, target, &["persist-and-exit"]);
+            let made = taps_created(&stdout);
+            let result = if made.len() != 1 || made[0] == victim {
+                Err(format!("unexpected TAPs {made:?}: {stdout} {stderr}"))
+            } else {
+                wait_no_taps(netns, &[victim], Duration::from_secs(15))
+            };
+            // The victim's device is untouched: still there, still root's.
+            let details = netns.ip(&["-d", "link", "show", victim]);
+            netns.ip(&["link", "del", victim]);
+            result?;
+            if details.contains("user root") || details.contains("user 0") {
+                Ok(())
+            } else {
+                Err(format!("the victim's TAP changed: {details}"))
+            }
+        }),
+        ("twenty-parallel-callers-max-taps-2", |netns, target, _| {
+            // All started at once: each setuid helper checks the quota under the lock.
+            let holders: Vec<_> = (0..20)
+                .map(|_| {
+                    let (name, arg) = (netns.name.clone(), target.arg());
+                    std::thread::spawn(move || start_holder(&name, &arg))
+                })
+                .collect();
+            let mut children = Vec::new();
+            let mut granted = 0;
+            for h in holders {
+                let (child, text) = h.join().unwrap();
+                if text.contains("Some(Tap") {
+                    granted += 1;
+                } else if !text.contains("QuotaExceeded") {
+                    return Err(format!("a caller got neither a TAP nor the quota: {text}"));
+                }
+                children.push(child);
+            }
+            let present = netns.taps().len();
+            for mut child in children {
+                drop(child.stdin.take());
+                let _ = child.wait();
+            }
+            if granted != 2 || present != 2 {
+                return Err(format!(
+                    "{granted} TAPs granted, {present} present; the limit is 2"
+                ));
+            }
+            wait_no_taps(netns, &[], Duration::from_secs(15))
+        }),
+        ("rlimit-nofile-sweep-3-to-64", |netns, target, setuid| {
+            if !setuid {
+                return Ok(());
+            }
+            let mut child = probe(netns, target, &["rlimit-sweep", "3", "64"])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut lines = std::io::BufReader::new(child.stdout.take().unwrap());
+            let mut answers = Vec::new();
+            while answers.len() < 62 {
+                let mut line = String::new();
+                if std::io::BufRead::read_line(&mut lines, &mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                if line.starts_with("ANSWER") {
+                    answers.push(line);
+                }
+            }
+            let present = netns.taps().len();
+            drop(child.stdin.take());
+            let _ = child.wait();
+            // Where the helper can raise the limits again (CAP_SYS_RESOURCE) every answer is a
+            // TAP or the quota. Where it cannot, a low limit may make it refuse instead — an
+            // error, exit status 1 with a message, or 127 when the dynamic loader cannot even
+            // open its libraries — never more TAPs, never a crash.
+            let granted = answers.iter().filter(|a| a.contains("Tap {")).count();
+            let clean = answers.iter().all(|a| {
+                a.contains("Tap {")
+                    || a.contains("Error(")
+                    || a.contains("unix_wait_status(256)")
+                    || a.contains("unix_wait_status(32512)")
+            });
+            let refused = answers
+                .iter()
+                .filter(|a| a.contains("QuotaExceeded"))
+                .count();
+            if answers.len() != 62 || granted != 2 || !clean || refused < 40 || present > 2 {
+                return Err(format!(
+                    "{granted} granted, {refused} refused, {present} present: {answers:?}"
+                ));
+            }
+            wait_no_taps(netns, &[], Duration::from_secs(15))
+        }),
+        ("stdio-closed-at-exec", |netns, target, setuid| {
+            if !setuid {
+                return Ok(());
+            }
+            let (stdout, stderr) = probe_output(netns, target, &["stdio-closed"]);
+            if !stdout.contains("Some(Tap") {
+                return Err(format!("with fds 0-2 closed: {stdout} {stderr}"));
+            }
+            wait_no_taps(netns, &[], Duration::from_secs(15))?;
+            // The records were not written over by anything meant for stderr.
+            let (stdout, stderr) = probe_output(netns, target, &["persist-and-exit"]);
+            if taps_created(&stdout).len() != 1 {
+                return Err(format!("after the stdio-closed run: {stdout} {stderr}"));
+            }
+            wait_no_taps(netns, &[], Duration::from_secs(15))
+        }),
+        ("serve-fd-given-twice", |netns, target, _| {
+            let Target::Setuid(helper) = target else {
+                return Ok(());
+            };
+            let (uid, gid) = tester_ids();
+            let out = Command::new("ip")
+                .args(["netns", "exec", &netns.name, "setpriv"])
+                .arg(format!("--reuid={uid}"))
+                .arg(format!("--regid={gid}"))
+                .args(["--clear-groups", "--"])
+                .arg(&helper.binary)
+                .args(["--serve-fd", "3", "--serve-fd", "3"])
+                .stdin(Stdio::null())
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            if out.status.code() == Some(1) && stderr.contains("--serve-fd is given twice") {
+                Ok(())
+            } else {
+                Err(format!("exit {:?}: {stderr}", out.status.code()))
+            }
+        }),
+        (
+            "every-helper-thread-bounded-to-net-admin",
+            |netns, target, setuid| {
+                if !setuid {
+                    return Ok(());
+                }
+                let (mut child, text) = start_holder(&netns.name, &target.arg());
+                let helpers = children_of(child.id());
+                let mut problems = Vec::new();
+                for pid in &helpers {
+                    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+                        .unwrap()
+                        .flatten()
+                    {
+                        let status = std::fs::read_to_string(task.path().join("status")).unwrap();
+                        let field = |name: &str| {
+                            status
+                                .lines()
+                                .find_map(|l| l.strip_prefix(name))
+                                .map(|v| v.trim().to_string())
+                                .unwrap_or_default()
+                        };
+                        if field("CapBnd:") != format!("{:016x}", 1u64 << 12)
+                            || field("CapEff:") != "0000000000000000"
+                            || field("NoNewPrivs:") != "1"
+                        {
+                            problems.push(format!("{pid}/{:?}: {status}", task.file_name()));
+                        }
+                    }
+                }
+                drop(child.stdin.take());
+                let _ = child.wait();
+                if helpers.len() != 1 || !text.contains("Tap {") || !problems.is_empty() {
+                    return Err(format!("helpers {helpers:?}, {text}, {problems:?}"));
+                }
+                wait_no_taps(netns, &[], Duration::from_secs(15))
+            },
+        ),
+        ("forged-serve-fd-peer", |netns, target, setuid| {
+            if !setuid {
+                return Ok(());
+            }
+            let (stdout, stderr) = probe_output(netns, target, &["forged-peer"]);
+            if stdout.contains("ANSWER None") && stderr.contains("not this helper's parent") {
+                Ok(())
+            } else {
+                Err(format!(
+                    "a serve fd from another process: {stdout} {stderr}"
+                ))
+            }
+        }),
+    ]
+}
+
+/// Attacks on how the setuid helper is started; the service is not started by its caller.
+const SETUID_ONLY: [&str; 5] = [
+    "rlimit-nofile-sweep-3-to-64",
+    "stdio-closed-at-exec",
+    "serve-fd-given-twice",
+    "every-helper-thread-bounded-to-net-admin",
+    "forged-serve-fd-peer",
+];
+
+fn run_user_cases(setuid: bool) {
+    let netns = Netns::new(if setuid { "usr-suid" } else { "usr-svc" });
+    let target = Target::start(setuid, &netns, "usr-svc", &tester_policy(2));
+    let cases = user_cases();
+    let mut failures = Vec::new();
+    for (name, case) in &cases {
+        if !setuid && SETUID_ONLY.contains(name) {
+            println!("case {name}: setuid mode only");
+            continue;
+        }
+        match case(&netns, &target, setuid) {
+            Ok(()) => println!("case {name}: refused as expected"),
+            Err(e) => failures.push(format!("{name}: {e}")),
+        }
+        let _ = wait_no_taps(&netns, &[], Duration::from_secs(15));
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn the_test_user_attacks_the_helper_service() {
+    run_user_cases(false);
+}
+
+#[test]
+fn the_test_user_attacks_the_setuid_helper() {
+    run_user_cases(true);
 }

@@ -1,7 +1,9 @@
 //! A hostile (or plain) client of vmspawn-privhelper, for tests that run it as an unprivileged
 //! user where the helper serves, e.g. inside a container with a real systemd-machined.
 //!
-//! usage: helper-probe SOCKET ACTION MACHINE
+//! usage: helper-probe TARGET ACTION [ARG]
+//!   TARGET is the service socket's path, or `setuid:BINARY` to start the setuid helper over a
+//!   socketpair as vmspawn does.
 //!   register-parent       offer our parent (the user's shell) as the leader
 //!   register-self         offer ourselves
 //!   register-pid1         offer PID 1 (another user's process)
@@ -9,12 +11,23 @@
 //!   register-child-and-exit
 //!                         register our child (`sleep 120`) properly, then exit without
 //!                         unregistering: the registration must end with the connection
+//!   persist-and-exit      create a TAP, make it persistent (TUNSETPERSIST) and give it to
+//!                         uid 0 (TUNSETOWNER), close it and exit: it must not outlive us
+//!   reown-quota UID       create TAPs until refused, making each persistent and giving it to
+//!                         UID; then ask for one more (a quota counts what we created)
+//!   hold                  create a TAP and keep it until stdin closes
+//!   rlimit-sweep FROM TO  (setuid) one helper per RLIMIT_NOFILE value FROM..=TO, each asked
+//!                         for a TAP; all kept until the end
+//!   stdio-closed          (setuid) start the helper with fds 0-2 closed, ask for a TAP
+//!   forged-peer           (setuid) start the helper through `sh`, so the serve fd's peer is
+//!                         not its parent
 //!
-//! Prints one line: `ANSWER <response>`, and for register-child-and-exit `CHILD <pid>` first.
+//! Prints `ANSWER <response>` lines (`TAP <name>` after each TAP created).
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::process::{Command, Stdio};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
 
 use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, UnixAddr};
 use vmspawn_proto::{PROTOCOL_VERSION, Request, Response, wire};
@@ -23,20 +36,69 @@ fn pidfd_of(pid: u32) -> OwnedFd {
     vmspawn_tests::pidfd_open(pid, 0)
 }
 
-fn call(sock: &OwnedFd, request: &Request, fd: Option<&OwnedFd>) -> Response {
-    let fds: Vec<_> = fd.map(AsFd::as_fd).into_iter().collect();
-    wire::send_message(sock.as_fd(), request, &fds).expect("send");
-    wire::recv_message::<Response>(sock.as_fd())
-        .expect("answer")
-        .0
+/// A connection to the helper, and the setuid helper's process if we started one.
+struct Conn {
+    sock: OwnedFd,
+    child: Option<Child>,
 }
 
-fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let [_, socket_path, action, machine] = &args[..] else {
-        eprintln!("usage: helper-probe SOCKET ACTION MACHINE");
-        std::process::exit(2);
-    };
+#[derive(Default, Clone, Copy)]
+struct Start {
+    nofile: Option<u64>,
+    close_stdio: bool,
+    through_shell: bool,
+}
+
+fn connect(target: &str, start: Start) -> Conn {
+    if let Some(binary) = target.strip_prefix("setuid:") {
+        let (ours, theirs) = socket::socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .expect("socketpair");
+        let raw = theirs.as_raw_fd();
+        let mut cmd = if start.through_shell {
+            let mut cmd = Command::new("sh");
+            cmd.arg("-c").arg(format!("{binary} --serve-fd 3; true"));
+            cmd
+        } else {
+            let mut cmd = Command::new(binary);
+            cmd.args(["--serve-fd", "3"]);
+            cmd
+        };
+        cmd.env_clear().stdin(Stdio::null());
+        // SAFETY: dup2, fcntl, setrlimit and close are async-signal-safe.
+        unsafe {
+            cmd.pre_exec(move || {
+                if raw == 3 {
+                    libc::fcntl(3, libc::F_SETFD, 0);
+                } else if libc::dup2(raw, 3) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if let Some(n) = start.nofile {
+                    let limit = libc::rlimit {
+                        rlim_cur: n,
+                        rlim_max: n,
+                    };
+                    libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+                }
+                if start.close_stdio {
+                    for fd in 0..3 {
+                        libc::close(fd);
+                    }
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().expect("start the setuid helper");
+        drop(theirs);
+        return Conn {
+            sock: ours,
+            child: Some(child),
+        };
+    }
     let sock = socket::socket(
         AddressFamily::Unix,
         SockType::SeqPacket,
@@ -44,18 +106,183 @@ fn main() {
         None,
     )
     .expect("socket");
-    socket::connect(
-        sock.as_raw_fd(),
-        &UnixAddr::new(socket_path.as_str()).expect("path"),
-    )
-    .expect("connect to the helper");
+    socket::connect(sock.as_raw_fd(), &UnixAddr::new(target).expect("path"))
+        .expect("connect to the helper");
+    Conn { sock, child: None }
+}
+
+/// The answer, or None when the helper closed the connection (or is gone).
+fn try_call(
+    sock: &OwnedFd,
+    request: &Request,
+    fd: Option<&OwnedFd>,
+) -> Option<(Response, Vec<OwnedFd>)> {
+    let fds: Vec<_> = fd.map(AsFd::as_fd).into_iter().collect();
+    wire::send_message(sock.as_fd(), request, &fds).ok()?;
+    wire::recv_message::<Response>(sock.as_fd()).ok()
+}
+
+fn call(sock: &OwnedFd, request: &Request, fd: Option<&OwnedFd>) -> Response {
+    try_call(sock, request, fd).expect("answer").0
+}
+
+fn hello(conn: &Conn) -> bool {
     let hello = Request::Hello {
         version: PROTOCOL_VERSION,
         interactive_auth: false,
     };
-    assert!(matches!(call(&sock, &hello, None), Response::Hello { .. }));
+    matches!(
+        try_call(&conn.sock, &hello, None),
+        Some((Response::Hello { .. }, _))
+    )
+}
+
+/// Asks for a TAP; prints `TAP <name>` when one came, and returns the answer and its fd.
+fn create_tap(conn: &Conn, machine: &str) -> (Option<Response>, Option<OwnedFd>) {
+    let request = Request::CreateTap {
+        machine: machine.into(),
+        bridge: None,
+    };
+    match try_call(&conn.sock, &request, None) {
+        Some((response, mut fds)) => {
+            if let Response::Tap { ifname } = &response {
+                println!("TAP {ifname}");
+            }
+            (Some(response), fds.pop())
+        }
+        None => (None, None),
+    }
+}
+
+/// What a user may do with a TAP fd without any capability.
+fn persist_and_reown(fd: &OwnedFd, uid: u32) {
+    // SAFETY: both ioctls take an integer argument.
+    unsafe {
+        assert_eq!(libc::ioctl(fd.as_raw_fd(), libc::TUNSETPERSIST, 1), 0);
+        assert_eq!(
+            libc::ioctl(fd.as_raw_fd(), libc::TUNSETOWNER, uid as libc::c_ulong),
+            0,
+            "TUNSETOWNER: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+fn tap_actions(target: &str, action: &str, arg: Option<&String>) {
+    match action {
+        "persist-and-exit" => {
+            let conn = connect(target, Start::default());
+            assert!(hello(&conn));
+            let (answer, fd) = create_tap(&conn, "vm");
+            println!("ANSWER {answer:?}");
+            if let Some(fd) = fd {
+                persist_and_reown(&fd, 0);
+            }
+        }
+        "reown-quota" => {
+            let uid: u32 = arg.and_then(|a| a.parse().ok()).expect("UID");
+            let conn = connect(target, Start::default());
+            assert!(hello(&conn));
+            for i in 0..8 {
+                let (answer, fd) = create_tap(&conn, &format!("vm{i}"));
+                let Some(fd) = fd else {
+                    println!("ANSWER {answer:?}");
+                    break;
+                };
+                persist_and_reown(&fd, uid);
+            }
+        }
+        "hold" => {
+            let conn = connect(target, Start::default());
+            let answer = if hello(&conn) {
+                create_tap(&conn, "vm")
+            } else {
+                (None, None)
+            };
+            println!("ANSWER {:?}", answer.0);
+            let _ = std::io::stdin().read_to_end(&mut Vec::new());
+            drop(answer);
+            finish(conn);
+        }
+        "rlimit-sweep" => {
+            let bound = |a: Option<&String>| -> u64 { a.and_then(|v| v.parse().ok()).expect("N") };
+            let args: Vec<String> = std::env::args().collect();
+            let (from, to) = (bound(arg), bound(args.get(4)));
+            let mut kept = Vec::new();
+            for n in from..=to {
+                let conn = connect(
+                    target,
+                    Start {
+                        nofile: Some(n),
+                        ..Start::default()
+                    },
+                );
+                let answer = if hello(&conn) {
+                    create_tap(&conn, "vm")
+                } else {
+                    (None, None)
+                };
+                match answer.0 {
+                    Some(response) => println!("ANSWER {n} {response:?}"),
+                    None => {
+                        // The helper refused to start, or died: say how it ended.
+                        let status = conn.child.map(|mut c| c.wait());
+                        println!("ANSWER {n} None {status:?}");
+                        continue;
+                    }
+                }
+                kept.push((conn, answer.1));
+            }
+            let _ = std::io::stdin().read_to_end(&mut Vec::new());
+        }
+        "stdio-closed" | "forged-peer" => {
+            let start = Start {
+                close_stdio: action == "stdio-closed",
+                through_shell: action == "forged-peer",
+                ..Start::default()
+            };
+            let conn = connect(target, start);
+            let answer = if hello(&conn) {
+                create_tap(&conn, "vm").0
+            } else {
+                None
+            };
+            println!("ANSWER {answer:?}");
+            finish(conn);
+        }
+        other => {
+            eprintln!("unknown action {other}");
+            std::process::exit(2);
+        }
+    }
+}
+
+/// Closes the connection and reaps the setuid helper, printing how it ended.
+fn finish(mut conn: Conn) {
+    let _ = socket::shutdown(conn.sock.as_raw_fd(), socket::Shutdown::Both);
+    if let Some(child) = conn.child.as_mut() {
+        let status = child.wait().expect("wait for the helper");
+        // The test may have stopped reading.
+        let _ = writeln!(std::io::stdout(), "HELPER {status}");
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let (Some(target), Some(action)) = (args.get(1), args.get(2)) else {
+        eprintln!("usage: helper-probe TARGET ACTION [ARG]");
+        std::process::exit(2);
+    };
+    if !action.starts_with("register-") {
+        tap_actions(target, action, args.get(3));
+        return;
+    }
+    let machine = args.get(3).cloned().unwrap_or_else(|| "vm".into());
+    let conn = connect(target, Start::default());
+    let sock = &conn.sock;
+    assert!(hello(&conn));
     let register = Request::RegisterMachine {
-        machine: machine.clone(),
+        machine,
         uuid: None,
     };
     let mut keep_alive = None;
@@ -93,7 +320,7 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let answer = call(&sock, &register, Some(&leader));
+    let answer = call(sock, &register, Some(&leader));
     println!("ANSWER {answer:?}");
     if let Some((mut child, grandchild)) = keep_alive {
         let _ = nix::sys::signal::kill(

@@ -47,18 +47,22 @@ impl RuntimeDir {
                     )
                 })?;
         }
+        // The cleanup process first, so no moment exists in which vmspawn could die leaving a
+        // directory nobody removes.
+        let mut cleanup = CleanupProcess::start(path, confinement)?;
         DirBuilder::new().mode(0o700).create(path).map_err(|e| {
             Error::io(
                 format!("Failed to create runtime directory '{}'", path.display()),
                 e,
             )
         })?;
-        let mut dir = RuntimeDir {
+        let created = cleanup.directory_created();
+        // From here on dropping it removes the directory.
+        let dir = RuntimeDir {
             path: path.to_path_buf(),
-            cleanup: None,
+            cleanup: Some(cleanup),
         };
-        dir.cleanup = Some(CleanupProcess::start(path, confinement)?);
-        Ok(dir)
+        created.map(|()| dir)
     }
 }
 
@@ -79,17 +83,25 @@ impl CleanupProcess {
                 let _ = nix::unistd::dup2(null.as_raw_fd(), libc::STDIN_FILENO);
                 let _ = nix::unistd::dup2(null.as_raw_fd(), libc::STDOUT_FILENO);
             }
-            if let (Some(rules), Some(filter)) = (confinement, &filter)
-                && (sandbox::restrict_self(rules).is_err()
-                    || sandbox::apply_filter(filter).is_err())
-            {
-                return 1;
-            }
             let mut byte = [0u8; 1];
-            while matches!(
-                nix::unistd::read(read_end.as_raw_fd(), &mut byte),
-                Err(nix::errno::Errno::EINTR)
-            ) {}
+            let mut read = || loop {
+                match nix::unistd::read(read_end.as_raw_fd(), &mut byte) {
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    other => return other,
+                }
+            };
+            // Told the directory exists: confined to it (Landlock rules need the path to exist)
+            // for the rest of the wait. The end of the pipe, either way, means remove it.
+            if matches!(read(), Ok(1)) {
+                if let (Some(rules), Some(filter)) = (confinement, &filter)
+                    && (sandbox::restrict_self(rules).is_err()
+                        || sandbox::apply_filter(filter).is_err())
+                {
+                    remove_runtime_dir(path);
+                    return 1;
+                }
+                while matches!(read(), Ok(1)) {}
+            }
             remove_runtime_dir(path);
             0
         })
@@ -98,6 +110,19 @@ impl CleanupProcess {
             pipe: Some(write_end),
             pid: nix::unistd::Pid::from_raw(pid),
         })
+    }
+}
+
+impl CleanupProcess {
+    /// Tells the cleanup process the directory exists.
+    fn directory_created(&mut self) -> Result<()> {
+        let pipe = self
+            .pipe
+            .as_ref()
+            .ok_or_else(|| Error::new("internal error: the cleanup process's pipe is closed"))?;
+        nix::unistd::write(pipe, b"c")
+            .map(drop)
+            .map_err(|e| Error::io("Failed to talk to the cleanup process", e))
     }
 }
 

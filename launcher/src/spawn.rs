@@ -76,6 +76,7 @@ pub fn launch(cmd: &mut Command, launch: Launch) -> std::io::Result<Child> {
         sys::ChildSetup {
             own_process_group: launch.own_process_group,
             death_signal: launch.death_signal,
+            parent: std::process::id() as libc::pid_t,
             fds: placements,
             close_from,
             confined: launch.jail.is_some(),

@@ -135,6 +135,8 @@ pub struct ChildSetup {
     pub own_process_group: bool,
     /// Sent to the child when vmspawn dies.
     pub death_signal: i32,
+    /// vmspawn's pid: if it died before the death signal was set, the child must not run on.
+    pub parent: libc::pid_t,
     /// (source, target): each source is dup2'ed onto its target number; sources are above
     /// every target, so no dup2 overwrites a source still needed.
     pub fds: Vec<(RawFd, RawFd)>,
@@ -161,6 +163,10 @@ pub fn set_child_setup(cmd: &mut Command, setup: ChildSetup) {
                 libc::setpgid(0, 0);
             }
             libc::prctl(libc::PR_SET_PDEATHSIG, setup.death_signal as libc::c_ulong);
+            if setup.death_signal != 0 && libc::getppid() != setup.parent {
+                // vmspawn was killed between fork and prctl: nobody would stop this process.
+                libc::_exit(1);
+            }
             for &(source, target) in &setup.fds {
                 if libc::dup2(source, target) < 0 {
                     return Err(io::Error::last_os_error());

@@ -143,8 +143,31 @@ pub fn plan(
         arg.push(&state);
         arg
     };
+    // swtpm_setup runs this swtpm itself; with --terminate it ends when swtpm_setup's
+    // connection does, so a swtpm_setup killed with vmspawn leaves no swtpm behind. (The value
+    // is split on white space.)
+    if swtpm
+        .swtpm
+        .as_os_str()
+        .as_encoded_bytes()
+        .iter()
+        .any(u8::is_ascii_whitespace)
+    {
+        return Err(Error::new(format!(
+            "swtpm's path '{}' contains white space, which swtpm_setup's --tpm option cannot take. \
+             Install swtpm in a directory without white space, or use --tpm=no.",
+            swtpm.swtpm.display()
+        )));
+    }
+    let setup_tpm = {
+        let mut arg = swtpm.swtpm.as_os_str().to_os_string();
+        arg.push(" socket --terminate");
+        arg
+    };
     let setup_args = |profile: bool| {
         let mut args: Vec<OsString> = vec![
+            "--tpm".into(),
+            setup_tpm.clone(),
             "--tpm-state".into(),
             state.clone().into(),
             "--tpm2".into(),
@@ -157,9 +180,8 @@ pub fn plan(
         }
         args
     };
-    // swtpm_setup runs swtpm from $PATH, reads its configuration from /etc, and keeps swtpm's
-    // pid file in /tmp (a fixed path in swtpm 0.7, whatever $TMPDIR says).
-    let swtpm_dir = swtpm.swtpm.parent().unwrap_or(Path::new("/usr/bin"));
+    // swtpm_setup reads its configuration from /etc and keeps swtpm's pid file in /tmp (a
+    // fixed path in swtpm 0.7, whatever $TMPDIR says).
     let mut setup_rules = program_rules(&[swtpm_setup, &swtpm.swtpm], arch);
     for path in [
         "/etc/swtpm_setup.conf",
@@ -179,10 +201,7 @@ pub fn plan(
         role: Role::SwtpmSetup,
         binary: swtpm_setup.clone(),
         args: setup_args(true),
-        env: EnvPlan {
-            pass: Vec::new(),
-            set: vec![("PATH".into(), swtpm_dir.display().to_string())],
-        },
+        env: EnvPlan::default(),
         fds: Vec::new(),
         stdio: StdioPlan::Quiet,
         own_process_group: true,

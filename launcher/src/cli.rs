@@ -1072,17 +1072,30 @@ fn load_credential(id: &str, source: &str, env: &ParseEnv) -> Result<Vec<u8>> {
         );
     };
     let meta = std::fs::metadata(&path).map_err(|e| read_failed(&e))?;
-    if meta.file_type().is_socket() {
-        let mut stream =
-            std::os::unix::net::UnixStream::connect(&path).map_err(|e| read_failed(&e))?;
+    let source: Box<dyn Read> = if meta.file_type().is_socket() {
+        let stream = std::os::unix::net::UnixStream::connect(&path).map_err(|e| read_failed(&e))?;
         stream.shutdown(std::net::Shutdown::Write).ok();
-        let mut data = Vec::new();
-        stream.read_to_end(&mut data).map_err(|e| read_failed(&e))?;
-        Ok(data)
+        Box::new(stream)
     } else {
-        std::fs::read(&path).map_err(|e| read_failed(&e))
+        Box::new(std::fs::File::open(&path).map_err(|e| read_failed(&e))?)
+    };
+    // As systemd: a credential is at most CREDENTIAL_SIZE_MAX (so /dev/zero cannot eat memory).
+    let mut data = Vec::new();
+    source
+        .take(CREDENTIAL_SIZE_MAX + 1)
+        .read_to_end(&mut data)
+        .map_err(|e| read_failed(&e))?;
+    if data.len() as u64 > CREDENTIAL_SIZE_MAX {
+        return Err(read_failed(&format!(
+            "larger than {} bytes",
+            CREDENTIAL_SIZE_MAX
+        )));
     }
+    Ok(data)
 }
+
+/// The largest credential systemd accepts (1 MiB).
+const CREDENTIAL_SIZE_MAX: u64 = 1024 * 1024;
 
 #[cfg(test)]
 mod tests {
@@ -1260,6 +1273,12 @@ mod tests {
     fn credentials_unescape() {
         let c = config(&["--set-credential=foo:a\\nb\\x00c"]);
         assert_eq!(c.credentials[0].data, b"a\nb\0c");
+    }
+
+    #[test]
+    fn load_credential_is_bounded() {
+        let e = error(&["--load-credential=big:/dev/zero"]);
+        assert!(e.contains("larger than 1048576 bytes"), "{e}");
     }
 
     #[test]

@@ -255,6 +255,7 @@ struct RawPolicy {
 struct RawLimits {
     max_taps_per_user: Option<Spanned<u32>>,
     max_taps_total: Option<Spanned<u32>>,
+    allow_unconfined: Option<Spanned<bool>>,
 }
 
 type Names = Option<Spanned<Vec<Spanned<String>>>>;
@@ -290,6 +291,7 @@ pub struct Policy {
     origin: String,
     max_taps_per_user: u32,
     max_taps_total: u32,
+    allow_unconfined: bool,
     allow: Vec<AllowRule>,
     deny: Vec<DenyRule>,
 }
@@ -362,6 +364,7 @@ impl Policy {
 
         let (mut per_user, mut total) = (DEFAULT_MAX_TAPS_PER_USER, DEFAULT_MAX_TAPS_TOTAL);
         let mut per_user_span = None;
+        let mut allow_unconfined = false;
         if let Some(limits) = &raw.limits {
             let limits = limits.get_ref();
             if let Some(v) = &limits.max_taps_per_user {
@@ -370,6 +373,9 @@ impl Policy {
             }
             if let Some(v) = &limits.max_taps_total {
                 total = in_range(&src, v, "max-taps-total", MAX_TAPS_TOTAL_RANGE)?;
+            }
+            if let Some(v) = &limits.allow_unconfined {
+                allow_unconfined = *v.get_ref();
             }
         }
         if per_user > total {
@@ -400,6 +406,7 @@ impl Policy {
             origin: origin.to_string(),
             max_taps_per_user: per_user,
             max_taps_total: total,
+            allow_unconfined,
             allow,
             deny,
         })
@@ -422,9 +429,30 @@ impl Policy {
         self.max_taps_per_user
     }
 
+    /// `[limits] allow-unconfined`: the administrator lets the helper run where it cannot
+    /// confine itself (no Landlock, or not all of it). Off by default: the helper refuses to
+    /// start there.
+    pub fn allow_unconfined(&self) -> bool {
+        self.allow_unconfined
+    }
+
     /// Decides a request. Deny by default; any matching `[[deny]]` wins; the
     /// first fully matching `[[allow]]` gives the grant.
     pub fn check(&self, caller: &Caller, req: &Request) -> Result<Grant, Denial> {
+        self.check_with(caller, req, None)
+    }
+
+    /// [`Policy::check`] for a caller whose groups may not have been resolved completely
+    /// (`groups_unresolved` says why: a lookup error, a source the helper cannot read). Then
+    /// the groups it has may be missing some, so no rule that names groups can be decided:
+    /// every `[[deny]]` or `[[allow]]` rule that names groups and concerns the request denies
+    /// it. Rules that name only users are decided as usual.
+    pub fn check_with(
+        &self,
+        caller: &Caller,
+        req: &Request,
+        groups_unresolved: Option<&str>,
+    ) -> Result<Grant, Denial> {
         let op = req.operation;
         // Every name from the request is checked before any comparison.
         if !valid_account_name(&caller.user) {
@@ -469,6 +497,33 @@ impl Policy {
             who.users.contains(&caller.user)
                 || who.groups.iter().any(|g| groups.contains(&g.as_str()))
         };
+        if let Some(why) = groups_unresolved {
+            // Never fail open: a rule by group cannot be decided without all the groups.
+            let deny_lines = self.deny.iter().filter(|rule| {
+                !rule.who.groups.is_empty()
+                    && (rule.operations.is_empty() || rule.operations.contains(&op))
+                    && match (&rule.bridges, req.bridge) {
+                        (None, _) => true,
+                        (Some(list), Some(bridge)) => list.iter().any(|b| b == bridge),
+                        (Some(_), None) => false,
+                    }
+            });
+            let allow_lines = self
+                .allow
+                .iter()
+                .filter(|rule| !rule.who.groups.is_empty() && rule.operations.contains(&op));
+            let lines: Vec<String> = deny_lines
+                .map(|rule| format!("{}:{} [[deny]]", self.origin, rule.line))
+                .chain(allow_lines.map(|rule| format!("{}:{} [[allow]]", self.origin, rule.line)))
+                .collect();
+            if let Some(first) = lines.first() {
+                return Err(deny(format!(
+                    "your groups could not be resolved completely ({why}), and {first} names \
+                     groups, so it denies; ask an administrator to fix group resolution or to \
+                     name you in users = [...]"
+                )));
+            }
+        }
 
         for rule in &self.deny {
             let op_matches = rule.operations.is_empty() || rule.operations.contains(&op);

@@ -939,3 +939,82 @@ mod load {
         );
     }
 }
+
+#[test]
+fn allow_unconfined_key() {
+    let rule = "[[allow]]\nusers = [\"alice\"]\noperations = [\"create-tap\"]\n";
+    assert!(!parse(rule).allow_unconfined(), "off by default");
+    assert!(!parse(&format!("[limits]\nmax-taps-total = 9\n{rule}")).allow_unconfined());
+    assert!(parse(&format!("[limits]\nallow-unconfined = true\n{rule}")).allow_unconfined());
+    assert!(!parse(&format!("[limits]\nallow-unconfined = false\n{rule}")).allow_unconfined());
+    // A string or a number is not a yes; misspellings and other places are unknown keys.
+    for (text, expected) in [
+        ("[limits]\nallow-unconfined = \"yes\"\n", ":2: invalid type"),
+        ("[limits]\nallow-unconfined = 1\n", ":2: invalid type"),
+        (
+            "[limits]\nallow_unconfined = true\n",
+            ":2: unknown field `allow_unconfined`",
+        ),
+        (
+            "[limits]\nallow-unconfinded = true\n",
+            ":2: unknown field `allow-unconfinded`",
+        ),
+        (
+            "allow-unconfined = true\n",
+            ":1: unknown field `allow-unconfined`",
+        ),
+        (
+            "[[allow]]\nusers = [\"alice\"]\noperations = [\"create-tap\"]\nallow-unconfined = true\n",
+            ":4: unknown field `allow-unconfined`",
+        ),
+    ] {
+        assert_has(&parse_err(text), expected);
+    }
+}
+
+#[test]
+fn unresolved_groups_never_fail_open() {
+    let p = parse(
+        "[[allow]]\nusers = [\"alice\", \"bob\"]\noperations = [\"create-tap\", \"open-kvm\"]\npolkit = \"no\"\n\
+         [[allow]]\ngroups = [\"vmusers\"]\noperations = [\"register-machine\"]\npolkit = \"no\"\n\
+         [[deny]]\ngroups = [\"contractors\"]\noperations = [\"create-tap\"]\n",
+    );
+    let alice = caller("alice", &[]);
+    let why = Some("NSS source 'ldap' cannot be checked");
+    let check = |c: &Caller, r: &Request, why: Option<&str>| p.check_with(c, r, why);
+    // Complete: the deny by group does not name alice, so she gets her TAP.
+    assert!(check(&alice, &req(Operation::CreateTap), None).is_ok());
+    // Incomplete: she might be in 'contractors'; the deny by group denies.
+    let e = check(&alice, &req(Operation::CreateTap), why).unwrap_err();
+    assert_has(
+        &e.message,
+        "could not be resolved completely (NSS source 'ldap'",
+    );
+    assert_has(&e.message, ":9 [[deny]] names groups");
+    // The same with the groups she was found in: they may not be all of them.
+    let found = caller("alice", &["vmusers"]);
+    assert!(check(&found, &req(Operation::CreateTap), why).is_err());
+    // An allow rule by group denies too (register-machine is only allowed by group).
+    let e = check(&found, &req(Operation::RegisterMachine), why).unwrap_err();
+    assert_has(&e.message, ":5 [[allow]] names groups");
+    assert!(check(&found, &req(Operation::RegisterMachine), None).is_ok());
+    // Rules by user name alone still decide: open-kvm has no rule naming groups.
+    assert!(check(&alice, &req(Operation::OpenKvm), why).is_ok());
+    assert!(check(&caller("eve", &[]), &req(Operation::OpenKvm), why).is_err());
+    // A deny by group for other bridges does not concern a request without one.
+    let b = parse(
+        "[[allow]]\nusers = [\"alice\"]\noperations = [\"create-tap\"]\nbridges = [\"br0\"]\n\
+         [[deny]]\ngroups = [\"g\"]\nbridges = [\"br1\"]\n",
+    );
+    assert!(
+        b.check_with(&alice, &req(Operation::CreateTap), why)
+            .is_ok()
+    );
+    assert!(b.check_with(&alice, &tap("br1"), why).is_err());
+    assert!(b.check_with(&alice, &tap("br0"), why).is_ok());
+    // check() is check_with(.., None).
+    assert_eq!(
+        p.check(&alice, &req(Operation::CreateTap)),
+        check(&alice, &req(Operation::CreateTap), None)
+    );
+}

@@ -48,7 +48,7 @@ pub struct Handler {
     /// Why there is no system bus connection, for error messages.
     pub no_bus_reason: String,
     /// In setuid mode the one caller, resolved before the helper confined itself.
-    pub fixed_caller: Option<Caller>,
+    pub fixed_caller: Option<Resolved>,
     /// In setuid mode the device nodes, opened while the helper was still root (they may be
     /// root-only, and the helper keeps no CAP_DAC_OVERRIDE). Each is good for one request, and
     /// is handed out only after the policy allowed it.
@@ -101,35 +101,14 @@ pub fn vsock_candidates(uid: u32, machine: &str, first: u32, last: u32) -> Vec<u
         .collect()
 }
 
+/// The caller for the policy, resolved from the kernel-given uid, and why its groups may be
+/// incomplete (then every rule that names groups denies).
+pub type Resolved = (Caller, Option<String>);
+
 /// Resolves the caller's user and group names (for the policy) from the kernel-given uid.
-pub fn resolve_caller(peer: &Peer) -> Result<Caller, Response> {
-    let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(peer.uid))
-        .ok()
-        .flatten()
-        .ok_or_else(|| {
-            error(
-                ErrorKind::Denied,
-                format!("uid {} has no user name; the policy names users", peer.uid),
-            )
-        })?;
-    let name = std::ffi::CString::new(user.name.clone())
-        .map_err(|_| error(ErrorKind::Denied, "user name contains NUL"))?;
-    let gids =
-        nix::unistd::getgrouplist(&name, nix::unistd::Gid::from_raw(peer.gid)).unwrap_or_default();
-    let groups = gids
-        .into_iter()
-        .filter_map(|g| {
-            nix::unistd::Group::from_gid(g)
-                .ok()
-                .flatten()
-                .map(|g| g.name)
-        })
-        .collect();
-    Ok(Caller {
-        uid: peer.uid,
-        user: user.name,
-        groups,
-    })
+pub fn resolve_caller(peer: &Peer) -> Result<Resolved, Response> {
+    crate::identity::resolve(peer.uid, peer.gid)
+        .map_err(|message| error(ErrorKind::Denied, message))
 }
 
 impl Handler {
@@ -222,19 +201,20 @@ impl Handler {
         bridge: Option<&str>,
         session: &Session,
     ) -> Result<(vmspawn_policy::Grant, Policy), Response> {
-        let caller = match &self.fixed_caller {
-            Some(caller) => caller.clone(),
+        let (caller, groups_unresolved) = match &self.fixed_caller {
+            Some(resolved) => resolved.clone(),
             None => resolve_caller(peer)?,
         };
         let policy = self.policy()?;
         let grant = policy
-            .check(
+            .check_with(
                 &caller,
                 &vmspawn_policy::Request {
                     operation,
                     machine,
                     bridge,
                 },
+                groups_unresolved.as_deref(),
             )
             .map_err(|denial| error(ErrorKind::Denied, denial.message))?;
         if grant.polkit {

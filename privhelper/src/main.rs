@@ -12,6 +12,7 @@
 
 mod confine;
 mod handler;
+mod identity;
 mod leader;
 mod machined;
 mod polkit;
@@ -39,10 +40,17 @@ const SYSTEM_BUS_SOCKET: &str = "/run/dbus/system_bus_socket";
 
 /// A connection that does not finish a request in this time is closed.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+/// A service connection that holds no registration and no TAP is closed this long after it
+/// was accepted, however many requests it sends (a request being answered is not cut short).
+const MAX_LIFETIME: Duration = Duration::from_secs(30);
 const MAX_CONNECTIONS: usize = 512;
 /// How often the service looks for TAP devices whose holder and session are gone.
 const RECONCILE_INTERVAL: Duration = Duration::from_secs(5);
-const MAX_CONNECTIONS_PER_UID: usize = 128;
+/// Per user, the uids it owns through /etc/subuid included.
+const MAX_CONNECTIONS_PER_USER: usize = 128;
+/// The service's RLIMIT_NOFILE soft limit (up to the hard limit): each connection holds its
+/// socket and the caller's pidfd, and the unit's LimitNOFILE matches.
+const SERVICE_NOFILE: u64 = 4096;
 
 fn usage() -> &'static str {
     "usage: vmspawn-privhelper --listen PATH [--policy PATH]   (service mode)\n\
@@ -212,6 +220,14 @@ fn serve_one(
         );
         return false;
     }
+    if *greeted && matches!(request, Request::Hello { .. }) {
+        refuse(
+            sock,
+            ErrorKind::InvalidRequest,
+            "Hello was already sent on this connection; a connection says Hello once".into(),
+        );
+        return false;
+    }
     let (response, fd) = handler.handle(peer, request, fds, session);
     if matches!(response, Response::Hello { .. }) {
         *greeted = true;
@@ -226,17 +242,22 @@ fn serve_one(
     reply(sock, &response, fd.as_ref()) && keep
 }
 
-/// Open connections, in total and per uid, to bound what one user can hold.
+/// Open connections, in total and per user, to bound what one user can hold. A user is the
+/// owner key of `identity::SubuidOwners`: a uid of someone's /etc/subuid range counts as that
+/// user.
 #[derive(Default)]
 struct Occupancy {
     total: usize,
-    per_uid: std::collections::HashMap<u32, usize>,
+    per_user: std::collections::HashMap<u64, usize>,
 }
 
 impl Occupancy {
-    fn enter(&mut self, uid: u32) -> bool {
-        let mine = self.per_uid.entry(uid).or_default();
-        if self.total >= MAX_CONNECTIONS || *mine >= MAX_CONNECTIONS_PER_UID {
+    fn enter(&mut self, user: u64) -> bool {
+        let mine = self.per_user.entry(user).or_default();
+        if self.total >= MAX_CONNECTIONS || *mine >= MAX_CONNECTIONS_PER_USER {
+            if *mine == 0 {
+                self.per_user.remove(&user);
+            }
             return false;
         }
         *mine += 1;
@@ -244,14 +265,36 @@ impl Occupancy {
         true
     }
 
-    fn leave(&mut self, uid: u32) {
+    fn leave(&mut self, user: u64) {
         self.total = self.total.saturating_sub(1);
-        if let Some(mine) = self.per_uid.get_mut(&uid) {
+        if let Some(mine) = self.per_user.get_mut(&user) {
             *mine = mine.saturating_sub(1);
             if *mine == 0 {
-                self.per_uid.remove(&uid);
+                self.per_user.remove(&user);
             }
         }
+    }
+}
+
+/// Raises the service's soft RLIMIT_NOFILE (up to its hard limit) so that every connection
+/// the caps allow has its fds; says so when the hard limit is too low for that.
+fn raise_nofile() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let needed = (MAX_CONNECTIONS * 2 + 64) as u64;
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) => {
+            let want = SERVICE_NOFILE.min(hard);
+            if soft < want {
+                let _ = setrlimit(Resource::RLIMIT_NOFILE, want, hard);
+            }
+            if want < needed {
+                eprintln!(
+                    "vmspawn-privhelper: RLIMIT_NOFILE is at most {hard}, less than the {needed} \
+                     that {MAX_CONNECTIONS} connections need (LimitNOFILE= of the unit)"
+                );
+            }
+        }
+        Err(e) => eprintln!("vmspawn-privhelper: getrlimit: {e}"),
     }
 }
 
@@ -260,6 +303,7 @@ impl Occupancy {
 fn serve_many(handler: Handler, listener: OwnedFd) -> Result<(), String> {
     let handler = Arc::new(handler);
     let occupancy = Arc::new(Mutex::new(Occupancy::default()));
+    let mut owners = identity::SubuidOwners::default();
     // TAPs of setuid helpers (and of an earlier service) whose holder and session are gone.
     let reconciler = Arc::clone(&handler);
     std::thread::Builder::new()
@@ -295,7 +339,8 @@ fn serve_many(handler: Handler, listener: OwnedFd) -> Result<(), String> {
             continue;
         };
         let (pid, start_time, pidfd) = process::peer_process(sock.as_fd());
-        if !handler::lock(&occupancy).enter(uid) {
+        let user = owners.owner_of(uid);
+        if !handler::lock(&occupancy).enter(user) {
             refuse(
                 sock.as_fd(),
                 ErrorKind::Denied,
@@ -316,12 +361,12 @@ fn serve_many(handler: Handler, listener: OwnedFd) -> Result<(), String> {
             .stack_size(256 * 1024)
             .spawn(move || {
                 serve_caller(&thread_handler, sock, peer, true);
-                handler::lock(&thread_occupancy).leave(uid);
+                handler::lock(&thread_occupancy).leave(user);
             });
         if let Err(e) = spawned {
             // The closure (and with it the socket) is gone: the caller sees the connection end.
             eprintln!("vmspawn-privhelper: cannot serve a connection: {e}");
-            handler::lock(&occupancy).leave(uid);
+            handler::lock(&occupancy).leave(user);
         }
     }
 }
@@ -330,18 +375,43 @@ fn serve_many(handler: Handler, listener: OwnedFd) -> Result<(), String> {
 /// caller's process has exited too (`wait_for_caller`, service mode: vmspawn's launcher lives
 /// exactly as long as its VM, and may close the connection early) — in setuid mode the
 /// helper's warden waits for that instead, as the launcher waits for the helper to exit.
+/// In service mode (`wait_for_caller`) a connection that holds no registration and no TAP
+/// is also closed once it is `MAX_LIFETIME` old, whatever it sends.
 fn serve_caller(handler: &Handler, sock: OwnedFd, peer: Peer, wait_for_caller: bool) {
     let mut greeted = false;
     let mut session = Session::default();
+    let accepted = std::time::Instant::now();
     loop {
         let mut fds = [PollFd::new(sock.as_fd(), PollFlags::POLLIN)];
+        let holds = !session.registered.is_empty() || !session.taps.is_empty();
+        let left = MAX_LIFETIME.saturating_sub(accepted.elapsed());
+        if wait_for_caller && !holds && left.is_zero() {
+            refuse(
+                sock.as_fd(),
+                ErrorKind::Denied,
+                format!(
+                    "this connection is {} s old and holds no registration or TAP device; \
+                     connect again",
+                    MAX_LIFETIME.as_secs()
+                ),
+            );
+            break;
+        }
+        // The lifetime ends before the idle limit would: wait only until then.
+        let lifetime_first = wait_for_caller && !holds && left < IDLE_TIMEOUT;
         // No idle limit while a registration is held: it lasts as long as the VM.
         let timeout = if session.registered.is_empty() {
-            PollTimeout::try_from(IDLE_TIMEOUT.as_millis() as i32).unwrap_or(PollTimeout::NONE)
+            let wait = if lifetime_first { left } else { IDLE_TIMEOUT };
+            // Rounded up, so the wait does not end before the lifetime does.
+            let ms = wait.as_micros().div_ceil(1000).max(1);
+            PollTimeout::try_from(i32::try_from(ms).unwrap_or(i32::MAX))
+                .unwrap_or(PollTimeout::NONE)
         } else {
             PollTimeout::NONE
         };
         match poll(&mut fds, timeout) {
+            // At the end of its lifetime: said above, on the next turn.
+            Ok(0) if lifetime_first => continue,
             Ok(0) => break,
             Ok(_) => {}
             Err(nix::errno::Errno::EINTR) => continue,
@@ -393,8 +463,13 @@ fn connect_bus(handler: &mut Handler, address: &str) {
 
 /// Landlock, then the system bus (its threads inherit the domain), then seccomp on all
 /// threads. Without a system bus, rules that need polkit deny, with a message.
-fn confine_service(handler: &mut Handler, policy: &Path, bus: &str) -> Result<(), String> {
-    confine::landlock(policy)?;
+fn confine_service(
+    handler: &mut Handler,
+    policy: &Path,
+    allow_unconfined: bool,
+    bus: &str,
+) -> Result<(), String> {
+    confine::landlock(policy, allow_unconfined)?;
     connect_bus(handler, bus);
     confine::seccomp()
 }
@@ -472,7 +547,12 @@ fn check_serve_peer(sock: BorrowedFd<'_>, real: u32) -> Result<(OwnedFd, taps::P
 /// helper made once the launcher — the VM's session — has exited. It is root again (the user
 /// cannot signal it), in a session of its own, with nothing but CAP_NET_ADMIN, confined like
 /// the helper. Forked while the helper has one thread.
-fn start_warden(launcher: &OwnedFd, holder: taps::Proc, policy: &Path) -> Result<(), String> {
+fn start_warden(
+    launcher: &OwnedFd,
+    holder: taps::Proc,
+    policy: &Path,
+    allow_unconfined: bool,
+) -> Result<(), String> {
     let (ready_read, ready_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| format!("cannot start the warden: {e}"))?;
     match sys::fork().map_err(|e| format!("cannot start the warden: {e}"))? {
@@ -486,7 +566,7 @@ fn start_warden(launcher: &OwnedFd, holder: taps::Proc, policy: &Path) -> Result
             }
         }
         None => {
-            let code = match warden(launcher, holder, policy, ready_write) {
+            let code = match warden(launcher, holder, policy, allow_unconfined, ready_write) {
                 Ok(()) => 0,
                 Err(e) => {
                     eprintln!("vmspawn-privhelper (warden): {e}");
@@ -502,6 +582,7 @@ fn warden(
     launcher: &OwnedFd,
     holder: taps::Proc,
     policy: &Path,
+    allow_unconfined: bool,
     ready: OwnedFd,
 ) -> Result<(), String> {
     use nix::unistd::{Gid, Uid, setgroups, setresgid, setresuid};
@@ -521,7 +602,7 @@ fn warden(
     // Its own open file description: flock does not exclude holders of the same one.
     let records = taps::open_records(Path::new(taps::RUN_DIR), holder)?;
     privileges::drop_for_service()?;
-    confine::landlock(policy)?;
+    confine::landlock(policy, allow_unconfined)?;
     confine::seccomp()?;
     nix::unistd::write(&ready, &[1]).map_err(|e| format!("write: {e}"))?;
     drop(ready);
@@ -580,7 +661,9 @@ fn run() -> Result<(), String> {
     }
 
     // Fail early on an unreadable or malformed policy.
-    vmspawn_policy::Policy::load(&options.policy).map_err(|e| e.to_string())?;
+    let allow_unconfined = vmspawn_policy::Policy::load(&options.policy)
+        .map_err(|e| e.to_string())?
+        .allow_unconfined();
     // The TAP records, opened as root (a setuid helper keeps the fd after dropping to the
     // caller's uid). Without them the helper serves everything but TAP devices.
     let records = taps::me().and_then(|me| taps::open_records(Path::new(taps::RUN_DIR), me));
@@ -603,15 +686,14 @@ fn run() -> Result<(), String> {
             eprintln!("vmspawn-privhelper: {e}");
         }
     }
-    // Load the NSS modules now: after confinement they could not be mapped.
-    let _ = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(0));
-    let _ = nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(0));
+    // Load every NSS module now: after confinement they could not be mapped.
+    identity::preload_nss();
 
     match options.mode {
         Mode::Setuid(sock) => {
             let (launcher, launcher_proc) = check_serve_peer(sock.as_fd(), real)?;
             if let Ok(records) = &handler.records {
-                start_warden(&launcher, records.me, &options.policy)?;
+                start_warden(&launcher, records.me, &options.policy, allow_unconfined)?;
             }
             let peer = Peer {
                 uid: real,
@@ -621,6 +703,7 @@ fn run() -> Result<(), String> {
                 pidfd: Some(Arc::new(launcher)),
             };
             // The one caller is known now: resolve its names before confinement.
+            // Also when its groups are incomplete: that is kept, and rules by group deny.
             handler.fixed_caller = handler::resolve_caller(&peer).ok();
             for device in ["/dev/net/tun", "/dev/kvm", "/dev/vhost-vsock"] {
                 let opened = std::fs::OpenOptions::new()
@@ -632,7 +715,7 @@ fn run() -> Result<(), String> {
                     handler::lock(&handler.preopened).push((device, file));
                 }
             }
-            confine::landlock(&options.policy)?;
+            confine::landlock(&options.policy, allow_unconfined)?;
             // Every thread, the bus library's included, gets a bounding set of at most
             // CAP_NET_ADMIN: bounding sets are per thread, so this comes before the bus threads.
             privileges::limit_bounding_set()?;
@@ -653,13 +736,15 @@ fn run() -> Result<(), String> {
         }
         Mode::Listen(path) => {
             let listener = bind_listener(&path)?;
+            raise_nofile();
             privileges::drop_for_service()?;
-            confine_service(&mut handler, &options.policy, &bus)?;
+            confine_service(&mut handler, &options.policy, allow_unconfined, &bus)?;
             serve_many(handler, listener)
         }
         Mode::Activated(listener) => {
+            raise_nofile();
             privileges::drop_for_service()?;
-            confine_service(&mut handler, &options.policy, &bus)?;
+            confine_service(&mut handler, &options.policy, allow_unconfined, &bus)?;
             serve_many(handler, listener)
         }
     }

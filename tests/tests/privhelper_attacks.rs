@@ -841,6 +841,11 @@ fn probe(netns: &Netns, target: &Target, args: &[&str]) -> Command {
 
 fn probe_in(netns: &str, target: &str, args: &[&str]) -> Command {
     let (uid, gid) = tester_ids();
+    probe_as(netns, target, uid, gid, args)
+}
+
+/// helper-probe as any uid (with no supplementary groups) inside `netns`.
+fn probe_as(netns: &str, target: &str, uid: u32, gid: u32, args: &[&str]) -> Command {
     let mut cmd = Command::new("ip");
     cmd.args(["netns", "exec", netns, "setpriv"])
         .arg(format!("--reuid={uid}"))
@@ -866,14 +871,28 @@ fn probe_output(netns: &Netns, target: &Target, args: &[&str]) -> (String, Strin
     )
 }
 
+/// The helper's records of TAPs it made (one line per used slot of /run/vmspawn/taps).
+fn tap_records() -> Vec<String> {
+    std::fs::read_to_string("/run/vmspawn/taps")
+        .unwrap_or_default()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Waits until no TAP (but those in `keep`) is left in the namespace, and the helper has
+/// retired its records of them too: the next case's quota must start from nothing.
 fn wait_no_taps(netns: &Netns, keep: &[&str], timeout: Duration) -> Result<(), String> {
     let deadline = Instant::now() + timeout;
     loop {
-        let left: Vec<String> = netns
+        let mut left: Vec<String> = netns
             .taps()
             .into_iter()
             .filter(|t| !keep.contains(&t.as_str()))
             .collect();
+        left.extend(tap_records().into_iter().map(|r| format!("record {r}")));
         if left.is_empty() {
             return Ok(());
         }
@@ -1127,8 +1146,223 @@ fn user_cases() -> Vec<UserCase> {
     ]
 }
 
+/// The line of `stdout` that starts with `prefix`, without it.
+fn line_after<'a>(stdout: &'a str, prefix: &str) -> Option<&'a str> {
+    stdout.lines().find_map(|l| l.strip_prefix(prefix))
+}
+
+/// `flood N` probes as each of `uids`, all holding their connections at once: the answers'
+/// `SERVED k REFUSED m OTHER o` lines, and the probes (closing their stdin ends them).
+/// A `flood` probe and the rest of its output.
+type Flood = (
+    std::process::Child,
+    std::io::BufReader<std::process::ChildStdout>,
+);
+
+fn floods(netns: &Netns, target: &Target, uids: &[u32], n: usize) -> (Vec<String>, Vec<Flood>) {
+    let mut children = Vec::new();
+    let mut lines = Vec::new();
+    for &uid in uids {
+        let mut child = probe_as(
+            &netns.name,
+            &target.arg(),
+            uid,
+            uid,
+            &["flood", &n.to_string()],
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        let _ = std::io::BufRead::read_line(&mut out, &mut line);
+        lines.push(line.trim().to_string());
+        children.push((child, out));
+    }
+    (lines, children)
+}
+
+fn count(line: &str, word: &str) -> usize {
+    line.split_whitespace()
+        .skip_while(|w| *w != word)
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(usize::MAX)
+}
+
+fn resource_cases() -> Vec<UserCase> {
+    vec![
+        (
+            "endless-requests-closed-after-the-lifetime",
+            |netns, target, setuid| {
+                if setuid {
+                    return Ok(());
+                }
+                let (stdout, stderr) = probe_output(netns, target, &["request-flood"]);
+                let Some(line) = line_after(&stdout, "CLOSED ") else {
+                    return Err(format!("{stdout} {stderr}"));
+                };
+                let fields: Vec<&str> = line.splitn(4, ' ').collect();
+                let ms: u64 = fields[0].parse().unwrap_or(0);
+                let answers: u64 = fields.get(1).and_then(|a| a.parse().ok()).unwrap_or(0);
+                // Requests every 100 ms for 30 s, each answered; then the closing answer.
+                if (29_000..45_000).contains(&ms)
+                    && answers >= 100
+                    && fields.get(2) == Some(&"true")
+                    && line.contains("30 s old and holds no registration or TAP")
+                {
+                    Ok(())
+                } else {
+                    Err(format!("request flood: {line}"))
+                }
+            },
+        ),
+        ("repeated-hello-is-a-protocol-error", |netns, target, _| {
+            let (stdout, stderr) = probe_output(netns, target, &["hello-twice"]);
+            let answer = line_after(&stdout, "ANSWER ").unwrap_or_default();
+            if answer.contains("InvalidRequest")
+                && answer.contains("Hello was already sent")
+                && line_after(&stdout, "CLOSED ") == Some("true")
+            {
+                Ok(())
+            } else {
+                Err(format!("a second Hello: {stdout} {stderr}"))
+            }
+        }),
+        (
+            "subuid-flood-counts-as-one-user",
+            |netns, target, setuid| {
+                if setuid {
+                    return Ok(());
+                }
+                // The service read /etc/subuid when tester's range was added (it re-reads the
+                // file when it changes); 4 uids of tester's range x 40 connections.
+                let range = SubuidRange::add(TEST_USER, 300_000, 10);
+                let uids: Vec<u32> = (1..=4).map(|i| range.first + i).collect();
+                let (lines, mut children) = floods(netns, target, &uids, 40);
+                // tester itself is the same user: refused; another user is still served.
+                let (uid, _) = tester_ids();
+                let (mine, mut mine_children) = floods(netns, target, &[uid], 1);
+                let other_user = TempUsers::create("vmspflood", 1);
+                let (other_uid, _) = TempUsers::ids(&other_user.names[0]);
+                let (other, mut other_children) = floods(netns, target, &[other_uid], 1);
+                children.append(&mut mine_children);
+                children.append(&mut other_children);
+                // Each probe says how many of its connections were still served at the end.
+                let mut alive = Vec::new();
+                for (mut child, mut out) in children {
+                    drop(child.stdin.take());
+                    let mut rest = String::new();
+                    let _ = std::io::Read::read_to_string(&mut out, &mut rest);
+                    let _ = child.wait();
+                    alive.push(rest.trim().to_string());
+                }
+                drop(range);
+                let served: usize = lines.iter().map(|l| count(l, "SERVED")).sum();
+                let refused: usize = lines.iter().map(|l| count(l, "REFUSED")).sum();
+                if served == 128
+                    && refused == 160 - 128
+                    && count(&mine[0], "REFUSED") == 1
+                    && count(&other[0], "SERVED") == 1
+                {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "subuid flood: {lines:?}; tester: {mine:?}; another user: {other:?}; \
+                         at the end: {alive:?}"
+                    ))
+                }
+            },
+        ),
+    ]
+}
+
+/// fs.suid_dumpable set to 1 for a test, put back on drop.
+struct SuidDumpable(String);
+
+impl SuidDumpable {
+    const PATH: &str = "/proc/sys/fs/suid_dumpable";
+
+    fn set(value: &str) -> SuidDumpable {
+        let saved = std::fs::read_to_string(Self::PATH).unwrap();
+        std::fs::write(Self::PATH, value).unwrap();
+        SuidDumpable(saved.trim().to_string())
+    }
+}
+
+impl Drop for SuidDumpable {
+    fn drop(&mut self) {
+        let _ = std::fs::write(Self::PATH, &self.0);
+    }
+}
+
+fn dumpable_cases() -> Vec<UserCase> {
+    vec![(
+        "suid-dumpable-1-mem-of-every-helper-thread",
+        |netns, target, setuid| {
+            if !setuid {
+                return Ok(());
+            }
+            let dumpable = SuidDumpable::set("1");
+            let (mut child, text) = start_holder(&netns.name, &target.arg());
+            // The helper, and its warden (its child until the helper exits).
+            let mut pids = children_of(child.id());
+            for pid in pids.clone() {
+                pids.extend(children_of(pid));
+            }
+            let threads: usize = pids
+                .iter()
+                .map(|pid| {
+                    std::fs::read_dir(format!("/proc/{pid}/task"))
+                        .map(|d| d.count())
+                        .unwrap_or(0)
+                })
+                .sum();
+            let args: Vec<String> = std::iter::once("open-mem".to_string())
+                .chain(pids.iter().map(u32::to_string))
+                .collect();
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let (uid, gid) = tester_ids();
+            let out = Command::new("setpriv")
+                .arg(format!("--reuid={uid}"))
+                .arg(format!("--regid={gid}"))
+                .args(["--clear-groups", "--"])
+                .arg(env!("CARGO_BIN_EXE_helper-probe"))
+                .args(&args)
+                .output()
+                .unwrap();
+            drop(child.stdin.take());
+            let _ = child.wait();
+            drop(dumpable);
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            let refused = stdout.lines().filter(|l| l.starts_with("REFUSED")).count();
+            if text.contains("Tap {")
+                && pids.len() == 2
+                && threads >= 2
+                && refused == threads
+                && !stdout.contains("OPENED")
+            {
+                Ok(())
+            } else {
+                Err(format!(
+                    "helper {pids:?} ({threads} threads), {text}: {stdout}"
+                ))
+            }
+        },
+    )]
+}
+
+/// Cases of the service's own resources; a setuid helper serves only its one caller.
+const SERVICE_ONLY: [&str; 2] = [
+    "endless-requests-closed-after-the-lifetime",
+    "subuid-flood-counts-as-one-user",
+];
+
 /// Attacks on how the setuid helper is started; the service is not started by its caller.
-const SETUID_ONLY: [&str; 5] = [
+const SETUID_ONLY: [&str; 6] = [
+    "suid-dumpable-1-mem-of-every-helper-thread",
     "rlimit-nofile-sweep-3-to-64",
     "stdio-closed-at-exec",
     "serve-fd-given-twice",
@@ -1139,11 +1373,19 @@ const SETUID_ONLY: [&str; 5] = [
 fn run_user_cases(setuid: bool) {
     let netns = Netns::new(if setuid { "usr-suid" } else { "usr-svc" });
     let target = Target::start(setuid, &netns, "usr-svc", &tester_policy(2));
-    let cases = user_cases();
+    let cases: Vec<UserCase> = user_cases()
+        .into_iter()
+        .chain(resource_cases())
+        .chain(dumpable_cases())
+        .collect();
     let mut failures = Vec::new();
     for (name, case) in &cases {
         if !setuid && SETUID_ONLY.contains(name) {
             println!("case {name}: setuid mode only");
+            continue;
+        }
+        if setuid && SERVICE_ONLY.contains(name) {
+            println!("case {name}: service mode only");
             continue;
         }
         match case(&netns, &target, setuid) {
@@ -1169,4 +1411,213 @@ fn the_test_user_attacks_the_helper_service() {
 #[test]
 fn the_test_user_attacks_the_setuid_helper() {
     run_user_cases(true);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Identity: group rules never fail open, a uid without a user entry is a clear denial.
+
+const NSS_GROUP: &str = "vmspawn-nss-deny";
+const NSS_GID: u32 = 61_234;
+
+fn group_deny_policy() -> String {
+    format!(
+        "{}[[deny]]\ngroups = [\"{NSS_GROUP}\"]\noperations = [\"create-tap\"]\n",
+        tester_policy(2)
+    )
+}
+
+/// One TAP request by `uid`: its ANSWER line.
+fn tap_answer(netns: &Netns, target: &Target, uid: u32, gid: u32) -> String {
+    let out = probe_as(&netns.name, &target.arg(), uid, gid, &["persist-and-exit"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let _ = wait_no_taps(netns, &[], Duration::from_secs(15));
+    format!(
+        "{} {}",
+        line_after(&stdout, "ANSWER ").unwrap_or("no answer"),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn helper_alive(target: &Target) -> bool {
+    match target {
+        Target::Service(h) => {
+            let s = connect(h);
+            send_raw(
+                &s,
+                &codec::encode(&Request::Hello {
+                    version: PROTOCOL_VERSION,
+                    interactive_auth: false,
+                })
+                .unwrap(),
+                &[],
+            );
+            matches!(answer(&s), Ok((Response::Hello { .. }, _)))
+        }
+        Target::Setuid(_) => true,
+    }
+}
+
+/// A `[[deny]]` by a group that only systemd's NSS source (`/run/userdb`) knows tester is in.
+/// Started before that source existed, the confined service cannot read it: tester's groups are
+/// incomplete, so the rule by group denies (never fails open). Started after, the service (and
+/// the setuid helper) resolve the membership and the rule denies as written. A uid without a
+/// user entry gets a clear denial and the service keeps serving.
+#[test]
+fn group_deny_with_an_unavailable_nss_source() {
+    let (uid, gid) = tester_ids();
+    let netns = Netns::new("nss");
+    let mut failures = Vec::new();
+    let mut answers = Vec::new();
+    let nobody_uid = 4242;
+    {
+        let target = Target::Service(HelperService::start(&netns, "nss", &group_deny_policy()));
+        // Not in the group yet: allowed (so the denials below are the group's doing).
+        let before = tap_answer(&netns, &target, uid, gid);
+        answers.push(format!("before: {before}"));
+        if !before.contains("Some(Tap") {
+            failures.push(format!("before the membership: {before}"));
+        }
+        let userdb = UserdbGroup::create(NSS_GROUP, NSS_GID, TEST_USER);
+        let id = Command::new("id").arg(TEST_USER).output().unwrap();
+        assert!(
+            String::from_utf8_lossy(&id.stdout).contains(NSS_GROUP),
+            "NSS does not see the membership: {}",
+            String::from_utf8_lossy(&id.stdout)
+        );
+        let after = tap_answer(&netns, &target, uid, gid);
+        answers.push(format!("after: {after}"));
+        if !(after.contains("Denied")
+            && after.contains("could not be resolved completely")
+            && after.contains("/run/userdb")
+            && after.contains("names groups"))
+        {
+            failures.push(format!("service started before /run/userdb: {after}"));
+        }
+        drop(target);
+        // Started with /run/userdb there: the membership is resolved under confinement.
+        let target = Target::Service(HelperService::start(&netns, "nss2", &group_deny_policy()));
+        let resolved = tap_answer(&netns, &target, uid, gid);
+        answers.push(format!("resolved: {resolved}"));
+        if !(resolved.contains("Denied")
+            && resolved.contains("[[deny]]")
+            && resolved.contains("denied by"))
+        {
+            failures.push(format!("service started with /run/userdb: {resolved}"));
+        }
+        let unnamed = tap_answer(&netns, &target, nobody_uid, nobody_uid);
+        answers.push(format!("unnamed: {unnamed}"));
+        if !(unnamed.contains("Denied") && unnamed.contains("has no entry in the user database")) {
+            failures.push(format!("service, uid without a user entry: {unnamed}"));
+        }
+        if !helper_alive(&target) {
+            failures.push("the service stopped serving".into());
+        }
+        drop(target);
+        let target = Target::Setuid(SetuidHelper::install(&group_deny_policy()));
+        let setuid = tap_answer(&netns, &target, uid, gid);
+        answers.push(format!("setuid: {setuid}"));
+        if !(setuid.contains("Denied") && setuid.contains("denied by")) {
+            failures.push(format!("setuid helper: {setuid}"));
+        }
+        let unnamed = tap_answer(&netns, &target, nobody_uid, nobody_uid);
+        answers.push(format!("unnamed: {unnamed}"));
+        if !(unnamed.contains("Denied") && unnamed.contains("has no entry in the user database")) {
+            failures.push(format!("setuid, uid without a user entry: {unnamed}"));
+        }
+        drop(userdb);
+    }
+    println!("{}", answers.join("\n"));
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Confinement: no Landlock, no helper (unless the policy says otherwise).
+
+#[test]
+fn helper_refuses_to_run_without_landlock() {
+    let probe = env!("CARGO_BIN_EXE_helper-probe");
+    let dir =
+        std::path::PathBuf::from(format!("/run/vmspawn-it-{}-nolandlock", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let policy = dir.join("policy.toml");
+    let write_policy = |text: &str| {
+        std::fs::write(&policy, text).unwrap();
+        std::fs::set_permissions(&policy, std::fs::Permissions::from_mode(0o644)).unwrap();
+    };
+    let socket = dir.join("s");
+    let service = || {
+        let mut cmd = Command::new(probe);
+        cmd.arg("without-landlock")
+            .arg(privhelper_bin())
+            .arg("--listen")
+            .arg(&socket)
+            .arg("--policy")
+            .arg(&policy)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        cmd
+    };
+    let mut failures = Vec::new();
+    write_policy(&tester_policy(2));
+    let out = service().output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.code() != Some(1)
+        || !stderr.contains("refusing to start: this kernel has no Landlock")
+        || !stderr.contains("allow-unconfined = true under [limits]")
+    {
+        failures.push(format!(
+            "service without Landlock: {:?} {stderr}",
+            out.status
+        ));
+    }
+    // The administrator allows it: the service starts, and says so.
+    write_policy(&format!(
+        "[limits]\nallow-unconfined = true\n{}",
+        tester_policy(2)
+    ));
+    let _ = std::fs::remove_file(&socket);
+    let mut child = service().spawn().unwrap();
+    let started = wait_for_path(&socket, Duration::from_secs(10));
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !started || !stderr.contains("warning: this kernel has no Landlock") {
+        failures.push(format!(
+            "service allowed to run unconfined: started {started}, {stderr}"
+        ));
+    }
+    // The setuid helper, started by tester below the same filter (installed by root, so the
+    // setuid bit still works), refuses too.
+    let helper = SetuidHelper::install(&tester_policy(2));
+    let (uid, gid) = tester_ids();
+    let out = Command::new(probe)
+        .arg("without-landlock")
+        .arg("setpriv")
+        .arg(format!("--reuid={uid}"))
+        .arg(format!("--regid={gid}"))
+        .args(["--clear-groups", "--"])
+        .arg(probe)
+        .arg(format!("setuid:{}", helper.binary.display()))
+        .arg("hold")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    if !stdout.contains("ANSWER None")
+        || !stderr.contains("refusing to start: this kernel has no Landlock")
+    {
+        failures.push(format!("setuid helper without Landlock: {stdout} {stderr}"));
+    }
+    drop(helper);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

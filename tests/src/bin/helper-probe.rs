@@ -22,6 +22,19 @@
 //!   forged-peer           (setuid) start the helper through `sh`, so the serve fd's peer is
 //!                         not its parent
 //!
+//!   flood N               open N connections, each with a Hello; print `SERVED k REFUSED m
+//!                         OTHER o`, then keep the served ones busy (a request a second) until
+//!                         stdin closes
+//!   request-flood         Hello, then a request every 100 ms until the helper closes the
+//!                         connection; print `CLOSED <ms> <answers> <last answer>`
+//!   hello-twice           Hello, then Hello again; print the second answer and whether the
+//!                         connection was closed
+//!   open-mem PID...       try to open /proc/PID/task/*/mem of each PID (and each thread) for
+//!                         reading; print `OPENED <path>` or `REFUSED <path> <error>`
+//!   without-landlock PROG ARGS...
+//!                         (as root) exec PROG with a seccomp filter under which the Landlock
+//!                         system calls fail with ENOSYS, as on a kernel without Landlock
+//!
 //! Prints `ANSWER <response>` lines (`TAP <name>` after each TAP created).
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -168,7 +181,162 @@ fn persist_and_reown(fd: &OwnedFd, uid: u32) {
     }
 }
 
+/// Sends `request` and reads the answer — or first reads what the helper sent unasked (a
+/// refusal before it closed the connection): sending to a closed SOCK_SEQPACKET peer would
+/// discard it.
+fn ask(sock: &OwnedFd, request: &Request) -> Option<Response> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let mut fds = [PollFd::new(sock.as_fd(), PollFlags::POLLIN)];
+    if poll(&mut fds, PollTimeout::ZERO).unwrap_or(0) == 0 {
+        wire::send_message(sock.as_fd(), request, &[]).ok()?;
+    }
+    wire::recv_message::<Response>(sock.as_fd())
+        .ok()
+        .map(|(r, _)| r)
+}
+
+const HELLO: Request = Request::Hello {
+    version: PROTOCOL_VERSION,
+    interactive_auth: false,
+};
+
+/// Waits up to `ms` for stdin to close; true when it has.
+fn stdin_closed(ms: u16) -> bool {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let stdin = std::io::stdin();
+    let mut fds = [PollFd::new(stdin.as_fd(), PollFlags::POLLIN)];
+    match poll(&mut fds, PollTimeout::from(ms)) {
+        Ok(0) => false,
+        Ok(_) => {
+            let mut byte = [0u8; 64];
+            matches!(
+                nix::unistd::read(stdin.as_raw_fd(), &mut byte),
+                Ok(0) | Err(_)
+            )
+        }
+        Err(_) => true,
+    }
+}
+
+fn resource_actions(target: &str, action: &str, arg: Option<&String>) -> bool {
+    match action {
+        "flood" => {
+            let n: usize = arg.and_then(|a| a.parse().ok()).expect("N");
+            let (mut served, mut refused, mut other) = (Vec::new(), 0, Vec::new());
+            for _ in 0..n {
+                let conn = connect(target, Start::default());
+                match ask(&conn.sock, &HELLO) {
+                    Some(Response::Hello { .. }) => served.push(conn),
+                    // Refused with a message, or closed before the message could be read.
+                    Some(Response::Error(e)) if e.message.contains("too many connections") => {
+                        refused += 1
+                    }
+                    None => refused += 1,
+                    answer => other.push(format!("{answer:?}")),
+                }
+            }
+            println!(
+                "SERVED {} REFUSED {refused} OTHER {} {other:?}",
+                served.len(),
+                other.len()
+            );
+            let _ = std::io::stdout().flush();
+            // Kept from the idle limit by a request the helper refuses before any lookup
+            // (an empty machine name), every half second.
+            let keep = Request::CreateTap {
+                machine: String::new(),
+                bridge: None,
+            };
+            let mut alive = served.len();
+            while !stdin_closed(500) {
+                alive = served
+                    .iter()
+                    .filter(|c| ask(&c.sock, &keep).is_some())
+                    .count();
+            }
+            println!("ALIVE {alive}");
+        }
+        "request-flood" => {
+            let conn = connect(target, Start::default());
+            assert!(hello(&conn));
+            let start = std::time::Instant::now();
+            let mut answers = 0;
+            let last = loop {
+                match ask(&conn.sock, &Request::OpenKvm) {
+                    Some(Response::Error(e)) if e.message.contains("holds no registration") => {
+                        break format!("{e:?}");
+                    }
+                    Some(_) if start.elapsed().as_secs() < 120 => answers += 1,
+                    other => break format!("{other:?}"),
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            };
+            // After that answer the connection is closed.
+            let closed = ask(&conn.sock, &Request::OpenKvm).is_none();
+            println!(
+                "CLOSED {} {answers} {closed} {last}",
+                start.elapsed().as_millis()
+            );
+        }
+        "hello-twice" => {
+            let conn = connect(target, Start::default());
+            assert!(hello(&conn));
+            let second = ask(&conn.sock, &HELLO);
+            let closed = ask(&conn.sock, &Request::OpenKvm).is_none();
+            println!("ANSWER {second:?}");
+            println!("CLOSED {closed}");
+        }
+        _ => return false,
+    }
+    true
+}
+
+/// Execs `args` with the Landlock system calls answering ENOSYS (x86_64): a kernel without
+/// Landlock, for the helper's refusal to run unconfined. Root installs the filter without
+/// no_new_privs, so a setuid program started below it still gains its privileges.
+fn exec_without_landlock(args: &[String]) -> ! {
+    let (nr_first, nr_last) = (444u32, 446u32); // landlock_create_ruleset .. restrict_self
+    let errno = libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32;
+    let stmt = |code: u32, k: u32| libc::sock_filter {
+        code: code as u16,
+        jt: 0,
+        jf: 0,
+        k,
+    };
+    let jump = |code: u32, k: u32, jt: u8, jf: u8| libc::sock_filter {
+        code: code as u16,
+        jt,
+        jf,
+        k,
+    };
+    let filter = [
+        stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 0),
+        jump(libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K, nr_first, 0, 2),
+        jump(libc::BPF_JMP | libc::BPF_JGT | libc::BPF_K, nr_last, 1, 0),
+        stmt(libc::BPF_RET | libc::BPF_K, errno),
+        stmt(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ALLOW),
+    ];
+    let program = libc::sock_fprog {
+        len: filter.len() as u16,
+        filter: filter.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: the program points to a live filter of `len` instructions.
+    let rc = unsafe {
+        libc::prctl(
+            libc::PR_SET_SECCOMP,
+            libc::SECCOMP_MODE_FILTER,
+            &program as *const libc::sock_fprog,
+        )
+    };
+    assert_eq!(rc, 0, "seccomp: {}", std::io::Error::last_os_error());
+    let error = Command::new(&args[0]).args(&args[1..]).exec();
+    panic!("exec {}: {error}", args[0]);
+}
+
 fn tap_actions(target: &str, action: &str, arg: Option<&String>) {
+    if resource_actions(target, action, arg) {
+        return;
+    }
     match action {
         "persist-and-exit" => {
             let conn = connect(target, Start::default());
@@ -269,6 +437,22 @@ fn finish(mut conn: Conn) {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("without-landlock") {
+        exec_without_landlock(&args[2..]);
+    }
+    if args.get(1).map(String::as_str) == Some("open-mem") {
+        for pid in &args[2..] {
+            let tasks = std::fs::read_dir(format!("/proc/{pid}/task"));
+            for task in tasks.into_iter().flatten().flatten() {
+                let path = task.path().join("mem");
+                match std::fs::File::open(&path) {
+                    Ok(_) => println!("OPENED {}", path.display()),
+                    Err(e) => println!("REFUSED {} {e}", path.display()),
+                }
+            }
+        }
+        return;
+    }
     let (Some(target), Some(action)) = (args.get(1), args.get(2)) else {
         eprintln!("usage: helper-probe TARGET ACTION [ARG]");
         std::process::exit(2);

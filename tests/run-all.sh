@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole vmspawn test suite on a Debian 12 host, as root: installs what it needs (packages,
 # the test user, guest images — cached under /var/cache/vmspawn-test), checks formatting and
-# lints, then runs the unit, golden and integration tests (which boot real guests under TCG,
-# as the unprivileged user 'tester').
+# lints, then runs the unit and golden tests, the fuzz targets for a minute each (with a
+# nightly toolchain) and the integration tests (which boot real guests under TCG, as the
+# unprivileged user 'tester').
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,6 +35,9 @@ export VMSPAWN_PRIVHELPER_BIN="$PWD/target/release/vmspawn-privhelper"
 
 echo "== unit, golden and protocol tests"
 cargo test --locked -p vmspawn -p vmspawn-proto -p vmspawn-policy -p vmspawn-privhelper -p vmspawn-seccomp
+
+echo "== fuzzing (each target of fuzz/ for 60 s on its committed corpus; needs nightly)"
+bash tests/fuzz.sh
 
 echo "== packaging"
 bash tests/check-packaging.sh

@@ -28,14 +28,14 @@ SRC
 fi
 
 stamp=/var/lib/vmspawn-test-setup.stamp
-want="v6"
+want="v7"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     apt-get update -q
     apt-get install -y -q --no-install-recommends \
         -t bookworm-backports qemu-system-x86 qemu-utils systemd-boot-efi swtpm swtpm-tools
     apt-get install -y -q --no-install-recommends \
         ovmf busybox-static linux-image-cloud-amd64 debootstrap \
-        dosfstools mtools fdisk cpio zstd gzip strace iputils-ping binutils e2fsprogs \
+        dosfstools mtools fdisk cpio zstd gzip strace g++ iputils-ping binutils e2fsprogs \
         python3 util-linux procps iproute2 ca-certificates \
         libcap-ng-dev libseccomp-dev pkg-config dbus polkitd
     # systemd-nspawn and systemd-machined, for the registration tests; the same version as

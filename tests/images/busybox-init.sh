@@ -201,6 +201,35 @@ for mode in $modes; do
             done
             [ "$i" -lt 30 ] && say "net-ok ${spec#*@}"
             ;;
+        fetch=*)
+            # fetch=ADDRESS/PREFIX@HOST:PORT: configure eth0, then an HTTP GET of
+            # http://HOST:PORT/ over TCP with nc, up to 30 attempts a second apart; print the
+            # last line of the body. (busybox wget looks up the "http" service, which crashes
+            # the static busybox without NSS modules; nc with a numeric port does not.)
+            spec=${mode#fetch=}
+            target=${spec#*@}
+            ip link set lo up
+            ip link set eth0 up
+            ip addr add "${spec%@*}" dev eth0
+            i=0
+            body=""
+            while [ "$i" -lt 30 ]; do
+                response=$(printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 5 "${target%:*}" "${target##*:}" 2>/dev/null)
+                case "$response" in
+                    "HTTP/1."?" 200 "*)
+                        body=$(printf '%s\n' "$response" | tr -d '\r' | tail -n 1)
+                        break
+                        ;;
+                esac
+                i=$((i + 1))
+                sleep 1
+            done
+            if [ "$i" -lt 30 ]; then
+                say "fetch-ok $target $body"
+            else
+                say "fetch-failed $target"
+            fi
+            ;;
         panic)
             sync
             echo c >/proc/sysrq-trigger

@@ -1096,3 +1096,79 @@ impl Drop for TempUsers {
         }
     }
 }
+
+/// A subordinate uid range of `user` added to /etc/subuid for a test; the file is put back as
+/// it was on drop.
+pub struct SubuidRange {
+    saved: Option<Vec<u8>>,
+    pub first: u32,
+    pub count: u32,
+}
+
+pub const SUBUID_PATH: &str = "/etc/subuid";
+
+impl SubuidRange {
+    pub fn add(user: &str, first: u32, count: u32) -> SubuidRange {
+        let saved = std::fs::read(SUBUID_PATH).ok();
+        let mut text = saved.clone().unwrap_or_default();
+        if !text.is_empty() && !text.ends_with(b"\n") {
+            text.push(b'\n');
+        }
+        text.extend_from_slice(format!("{user}:{first}:{count}\n").as_bytes());
+        std::fs::write(SUBUID_PATH, &text).unwrap();
+        std::fs::set_permissions(SUBUID_PATH, std::fs::Permissions::from_mode(0o644)).unwrap();
+        SubuidRange {
+            saved,
+            first,
+            count,
+        }
+    }
+}
+
+impl Drop for SubuidRange {
+    fn drop(&mut self) {
+        match &self.saved {
+            Some(old) => {
+                let _ = std::fs::write(SUBUID_PATH, old);
+            }
+            None => {
+                let _ = std::fs::remove_file(SUBUID_PATH);
+            }
+        }
+    }
+}
+
+/// systemd's user database drop-in directory (`/run/userdb`), with a group and a user's
+/// membership in it that only the `systemd` NSS source knows; removed on drop. Fails the test
+/// if the directory exists already (it is not the test's to change).
+pub struct UserdbGroup {
+    pub dir: PathBuf,
+}
+
+impl UserdbGroup {
+    pub fn create(group: &str, gid: u32, member: &str) -> UserdbGroup {
+        let dir = PathBuf::from("/run/userdb");
+        assert!(
+            !dir.exists(),
+            "{} exists; this test needs it for itself",
+            dir.display()
+        );
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let record = format!("{{\"groupName\":\"{group}\",\"gid\":{gid}}}\n");
+        std::fs::write(dir.join(format!("{group}.group")), record).unwrap();
+        std::os::unix::fs::symlink(format!("{group}.group"), dir.join(format!("{gid}.group")))
+            .unwrap();
+        std::fs::write(dir.join(format!("{member}:{group}.membership")), "{}\n").unwrap();
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let _ = std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(0o644));
+        }
+        UserdbGroup { dir }
+    }
+}
+
+impl Drop for UserdbGroup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

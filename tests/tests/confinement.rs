@@ -1,25 +1,95 @@
-//! Confinement: escape attempts from inside QEMU's domain are blocked, a real QEMU cannot open
-//! files outside its rules, and every thread of the launcher and of QEMU runs under seccomp with
-//! no_new_privs during a real boot.
+//! Confinement: escape attempts from inside QEMU's domain are blocked (files, devices, exec,
+//! signals, the user's bus, the helper's and ssh-agent's sockets, every socket family QEMU
+//! does not need, namespaces, io_uring, TIOCSTI, the launcher's memory and fds), QEMU's
+//! environment holds nothing of the user's session, a real guest still has TCP with
+//! --network-user-mode, a real QEMU cannot open files outside its rules, and every thread of
+//! the launcher and of QEMU runs under seccomp with no_new_privs during a real boot.
 
-use std::net::TcpListener;
+use std::io::{Read, Write};
+use std::net::{TcpListener, UdpSocket};
 use std::os::linux::net::SocketAddrExt;
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{SocketAddr, UnixListener};
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use vmspawn_tests::*;
 
 const BOOT: Duration = Duration::from_secs(150);
 
+/// The user's session variables the test gives vmspawn; none may reach QEMU.
+const SESSION_VARIABLES: &[&str] = &[
+    "DBUS_SESSION_BUS_ADDRESS",
+    "SSH_AUTH_SOCK",
+    "WAYLAND_DISPLAY",
+    "DISPLAY",
+    "XDG_RUNTIME_DIR",
+    "VMSPAWN_TEST_MARKER",
+    "HOME",
+    "TMPDIR",
+    "PATH",
+];
+
+/// What QEMU's environment may hold (without --console=gui).
+const QEMU_ENVIRONMENT: &[&str] = &["LANG", "LC_ALL", "LC_CTYPE", "TERM"];
+
+/// How the probe was run.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Mode {
+    Confined,
+    /// Confined, with --network-user-mode (QEMU may make AF_INET/AF_INET6 sockets).
+    UserModeNetwork,
+    /// VMSPAWN_UNCONFINED=1.
+    Unconfined,
+}
+
+/// A listening socket standing in for one of the user's session or the host's (the user's
+/// bus, the helper's socket, an ssh-agent), owned by the test user.
+struct Service {
+    name: &'static str,
+    path: PathBuf,
+    listener: UnixListener,
+}
+
+impl Service {
+    fn bind(name: &'static str, path: PathBuf, mode: u32) -> Service {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let listener = UnixListener::bind(&path).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        Service {
+            name,
+            path,
+            listener,
+        }
+    }
+
+    /// Whether anybody connected (non-blocking accept).
+    fn was_connected(&self) -> bool {
+        match self.listener.accept() {
+            Ok(_) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
+            Err(e) => panic!("accept on {}: {e}", self.path.display()),
+        }
+    }
+}
+
+/// What the probe reported, and what the test's listeners saw of it.
+struct ProbeRun {
+    out: Finished,
+    lines: Vec<String>,
+    /// The services (by name) and the UDP and TCP ports that received something.
+    reached: Vec<&'static str>,
+}
+
 /// Runs vmspawn with the escape probe as its QEMU and returns the probe's report lines.
-fn run_probe(user: User, unconfined: bool) -> (Finished, Vec<String>) {
+fn run_probe(user: User, mode: Mode) -> ProbeRun {
     let work = Workdir::new(
-        if unconfined {
-            "probe-unconfined"
-        } else {
-            "probe"
+        match mode {
+            Mode::Confined => "probe",
+            Mode::UserModeNetwork => "probe-usernet",
+            Mode::Unconfined => "probe-unconfined",
         },
         user,
     );
@@ -35,12 +105,31 @@ fn run_probe(user: User, unconfined: bool) -> (Finished, Vec<String>) {
     )
     .unwrap();
     let canary = work.write("home/canary", b"secret");
+    // The user's runtime directory (vmspawn's runtime directory goes there, too) with the
+    // session bus in it, an ssh-agent socket, and the helper's socket (world-connectable,
+    // like /run/vmspawn/privhelper.socket).
+    let run_dir = work.file("run");
+    std::fs::create_dir_all(&run_dir).unwrap();
+    std::fs::set_permissions(&run_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let services = [
+        Service::bind("bus", run_dir.join("bus"), 0o666),
+        Service::bind("helper", work.file("privhelper.socket"), 0o666),
+        Service::bind("ssh-agent", work.file("ssh-agent/agent.sock"), 0o600),
+    ];
+    std::fs::set_permissions(
+        work.file("ssh-agent"),
+        std::fs::Permissions::from_mode(0o700),
+    )
+    .unwrap();
     work.chown_all();
 
-    let abstract_name = format!("vmspawn-probe-{}-{}", std::process::id(), unconfined);
+    let abstract_name = format!("vmspawn-probe-{}-{mode:?}", std::process::id());
     let listener =
         UnixListener::bind_addr(&SocketAddr::from_abstract_name(&abstract_name).unwrap()).unwrap();
     let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
+    tcp.set_nonblocking(true).unwrap();
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.set_nonblocking(true).unwrap();
     // A process of the same user, outside vmspawn's domains.
     let mut target = std::process::Command::new("sleep");
     target.arg("120");
@@ -50,24 +139,51 @@ fn run_probe(user: User, unconfined: bool) -> (Finished, Vec<String>) {
     }
     let mut target = target.spawn().unwrap();
 
+    // The probe's targets travel on QEMU's command line: its environment is built from nothing.
+    let targets = [
+        ("CANARY", canary.display().to_string()),
+        ("WRITE_DIR", work.file("home").display().to_string()),
+        ("ABSTRACT", abstract_name.clone()),
+        ("SIGNAL_PID", target.id().to_string()),
+        ("TCP_PORT", tcp.local_addr().unwrap().port().to_string()),
+        ("UDP_PORT", udp.local_addr().unwrap().port().to_string()),
+        ("BUS", services[0].path.display().to_string()),
+        ("HELPER", services[1].path.display().to_string()),
+        ("SSH_AGENT", services[2].path.display().to_string()),
+    ];
+    let extra: Vec<String> = targets
+        .iter()
+        .map(|(key, value)| format!("-probe {key}={value}"))
+        .collect();
+
     let mut cmd = work.vmspawn();
     cmd.env(
         "PATH",
         format!("{}:/usr/bin:/bin", work.file("bin").display()),
     )
-    .env("PROBE_CANARY", &canary)
-    .env("PROBE_WRITE_DIR", work.file("home"))
-    .env("PROBE_ABSTRACT", &abstract_name)
-    .env("PROBE_SIGNAL_PID", target.id().to_string())
+    .env("SYSTEMD_VMSPAWN_QEMU_EXTRA", extra.join(" "))
+    // The user's session, which must not reach QEMU.
+    .env("XDG_RUNTIME_DIR", &run_dir)
     .env(
-        "PROBE_TCP_PORT",
-        tcp.local_addr().unwrap().port().to_string(),
+        "DBUS_SESSION_BUS_ADDRESS",
+        format!("unix:path={}", services[0].path.display()),
     )
+    .env("SSH_AUTH_SOCK", &services[2].path)
+    .env("WAYLAND_DISPLAY", "wayland-0")
+    .env("DISPLAY", ":0")
+    .env("VMSPAWN_TEST_MARKER", "must-not-reach-qemu")
+    .env("TERM", "xterm-256color")
     .args(tcg())
     .arg(format!("--linux={}", image("vmlinuz").display()))
     .args(["-i", "guest.raw", "--console=read-only"]);
-    if unconfined {
-        cmd.env("VMSPAWN_UNCONFINED", "1");
+    match mode {
+        Mode::Confined => {}
+        Mode::UserModeNetwork => {
+            cmd.arg("--network-user-mode");
+        }
+        Mode::Unconfined => {
+            cmd.env("VMSPAWN_UNCONFINED", "1");
+        }
     }
     let out = run(cmd, Duration::from_secs(60));
     let _ = target.kill();
@@ -77,10 +193,11 @@ fn run_probe(user: User, unconfined: bool) -> (Finished, Vec<String>) {
     let lines: Vec<String> = out
         .stdout
         .lines()
+        // Anywhere in the line: where TIOCSTI got through, the terminal echoes the character
+        // it pushed in front of the probe's next line.
         .filter_map(|l| {
-            l.trim_end_matches('\r')
-                .strip_prefix("PROBE ")
-                .map(str::to_string)
+            l.find("PROBE ")
+                .map(|i| l[i + 6..].trim_end_matches('\r').to_string())
         })
         .collect();
     assert!(
@@ -89,35 +206,95 @@ fn run_probe(user: User, unconfined: bool) -> (Finished, Vec<String>) {
         out.stdout
     );
     assert!(
-        !work.file("home/escaped").exists() || unconfined,
+        !work.file("home/escaped").exists() || mode == Mode::Unconfined,
         "a file was written outside the runtime directory"
     );
+    let mut reached: Vec<&'static str> = services
+        .iter()
+        .filter(|s| s.was_connected())
+        .map(|s| s.name)
+        .collect();
+    let mut datagram = [0u8; 64];
+    match udp.recv(&mut datagram) {
+        Ok(_) => reached.push("udp"),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        Err(e) => panic!("recv on the UDP socket: {e}"),
+    }
+    match tcp.accept() {
+        Ok(_) => reached.push("tcp"),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        Err(e) => panic!("accept on the TCP socket: {e}"),
+    }
     work.assert_no_leftovers();
-    (out, lines)
+    let runtime_base = run_dir.join("systemd");
+    if runtime_base.exists() {
+        let left: Vec<_> = std::fs::read_dir(&runtime_base)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        assert!(left.is_empty(), "runtime directory left behind: {left:?}");
+    }
+    ProbeRun {
+        out,
+        lines,
+        reached,
+    }
 }
 
-const ESCAPES: &[&str] = &[
-    "read-home-canary",
-    "write-outside-runtime-dir",
-    "read-etc-passwd",
-    "open-dev-kvm",
-    "open-dev-net-tun",
-    "exec-shell",
-    "connect-host-abstract-socket",
-    "signal-process-outside-domain",
-    "signal-launcher",
-    "bind-tcp-port",
-    "connect-tcp-loopback",
-    "ptrace-launcher",
-    "process-vm-readv",
-    "load-kernel-module",
-    "mount-tmpfs",
-    "bpf",
-    "unshare-user-namespace",
-    "keyctl",
-    "perf-event-open",
-    "userfaultfd",
-    "kexec-load",
+/// Escape attempts and the verdicts that count as blocked, when QEMU runs confined.
+/// Landlock refuses file access and TCP with EACCES, its IPC scopes with EPERM; seccomp
+/// refuses with EPERM (clone3 with ENOSYS, so that the C library falls back to clone, whose
+/// namespace flags are refused).
+const ESCAPES: &[(&str, &[&str])] = &[
+    ("read-home-canary", &["blocked EACCES"]),
+    ("write-outside-runtime-dir", &["blocked EACCES"]),
+    ("read-etc-passwd", &["blocked EACCES"]),
+    ("open-dev-kvm", &["blocked EACCES"]),
+    ("open-dev-net-tun", &["blocked EACCES"]),
+    ("exec-shell", &["blocked EACCES"]),
+    ("connect-host-abstract-socket", &["blocked EPERM"]),
+    ("signal-process-outside-domain", &["blocked EPERM"]),
+    ("signal-launcher", &["blocked EPERM"]),
+    // No AF_UNIX socket() of QEMU's own: not to the user's bus, the helper or ssh-agent.
+    ("connect-user-bus", &["blocked EPERM"]),
+    ("connect-helper-socket", &["blocked EPERM"]),
+    ("connect-ssh-agent", &["blocked EPERM"]),
+    // No AF_INET socket() without --network-user-mode (see USER_MODE_NETWORK below).
+    ("bind-tcp-port", &["blocked EPERM"]),
+    ("connect-tcp-loopback", &["blocked EPERM"]),
+    ("udp-sendto-loopback", &["blocked EPERM"]),
+    ("vsock-socket", &["blocked EPERM"]),
+    ("netlink-socket", &["blocked EPERM"]),
+    ("packet-socket", &["blocked EPERM"]),
+    ("alg-socket", &["blocked EPERM"]),
+    ("ptrace-launcher", &["blocked EPERM"]),
+    ("process-vm-readv", &["blocked EPERM"]),
+    // Landlock (no rule for /proc) before the kernel's ptrace check.
+    ("open-launcher-mem", &["blocked EACCES", "blocked EPERM"]),
+    ("pidfd-getfd-launcher", &["blocked EPERM"]),
+    ("process-madvise", &["blocked EPERM"]),
+    ("load-kernel-module", &["blocked EPERM"]),
+    ("mount-tmpfs", &["blocked EPERM"]),
+    ("bpf", &["blocked EPERM"]),
+    ("clone-new-user", &["blocked EPERM"]),
+    ("clone3-new-user", &["blocked ENOSYS", "blocked EPERM"]),
+    ("io-uring-setup", &["blocked EPERM"]),
+    ("personality-change", &["blocked EPERM"]),
+    ("tiocsti-console", &["blocked EPERM"]),
+    ("keyctl", &["blocked EPERM"]),
+    ("perf-event-open", &["blocked EPERM"]),
+    ("userfaultfd", &["blocked EPERM"]),
+    ("kexec-load", &["blocked EPERM"]),
+    ("unshare-user-namespace", &["blocked EPERM"]),
+];
+
+/// With --network-user-mode QEMU (slirp) makes its own AF_INET sockets: TCP connect and UDP
+/// are the plan's documented exception, TCP bind is still refused by Landlock.
+const USER_MODE_NETWORK: &[(&str, Option<&str>)] = &[
+    ("bind-tcp-port", Some("blocked EACCES")),
+    ("connect-tcp-loopback", None),
+    ("udp-sendto-loopback", None),
 ];
 
 const CONTROLS: &[&str] = &[
@@ -127,64 +304,139 @@ const CONTROLS: &[&str] = &[
     "read-dev-urandom",
 ];
 
-fn check_all_blocked(lines: &[String]) {
+fn verdict<'a>(lines: &'a [String], attempt: &str) -> &'a str {
+    let line = lines
+        .iter()
+        .find(|l| l.starts_with(&format!("{attempt} ")))
+        .unwrap_or_else(|| panic!("no result for {attempt}: {lines:?}"));
+    &line[attempt.len() + 1..]
+}
+
+/// The names in the probe's `environment [A,B,...]` line.
+fn environment(lines: &[String]) -> Vec<String> {
+    let line = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("environment ["))
+        .unwrap_or_else(|| panic!("no environment line: {lines:?}"));
+    line.trim_end_matches(']')
+        .split(',')
+        .filter(|n| !n.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// QEMU's environment holds nothing of the user's session: only the locale and TERM. The
+/// problems found, if any.
+fn environment_problems(lines: &[String]) -> Vec<String> {
+    let names = environment(lines);
+    let mut problems = Vec::new();
+    for variable in SESSION_VARIABLES {
+        if names.iter().any(|n| n == variable) {
+            problems.push(format!("{variable} reached QEMU"));
+        }
+    }
+    for name in &names {
+        if !QEMU_ENVIRONMENT.contains(&name.as_str()) && !SESSION_VARIABLES.contains(&name.as_str())
+        {
+            problems.push(format!(
+                "QEMU's environment has {name}, which the plan does not list"
+            ));
+        }
+    }
+    for expected in ["LANG", "TERM"] {
+        if !names.iter().any(|n| n == expected) {
+            problems.push(format!("{expected} (vmspawn has it) did not reach QEMU"));
+        }
+    }
+    if !problems.is_empty() {
+        problems.push(format!("QEMU's environment: {names:?}"));
+    }
+    problems
+}
+
+/// Every attempt blocked (all failures reported together), every control working, the
+/// listeners reached by nobody, and the kernel's view of the confinement.
+fn check_all_blocked(run: &ProbeRun, mode: Mode) {
+    let lines = &run.lines;
+    let mut failures = Vec::new();
     for control in CONTROLS {
-        assert!(
-            lines.contains(&format!("{control} ok")),
-            "QEMU lost a right it needs: {control}: {lines:?}"
-        );
+        if !lines.contains(&format!("{control} ok")) {
+            failures.push(format!(
+                "QEMU lost a right it needs: {control}: {}",
+                verdict(lines, control)
+            ));
+        }
     }
-    for escape in ESCAPES {
-        let line = lines
+    for (escape, expected) in ESCAPES {
+        let exception = USER_MODE_NETWORK
             .iter()
-            .find(|l| l.starts_with(&format!("{escape} ")))
-            .unwrap_or_else(|| panic!("no result for {escape}"));
-        let verdict = &line[escape.len() + 1..];
-        let expected: &[&str] = match *escape {
-            // Landlock refuses file access and TCP with EACCES, IPC scopes with EPERM.
-            "read-home-canary"
-            | "write-outside-runtime-dir"
-            | "read-etc-passwd"
-            | "open-dev-kvm"
-            | "open-dev-net-tun"
-            | "exec-shell"
-            | "bind-tcp-port"
-            | "connect-tcp-loopback" => &["blocked EACCES"],
-            _ => &["blocked EPERM"],
+            .find(|(name, _)| name == escape)
+            .filter(|_| mode == Mode::UserModeNetwork);
+        let expected: Vec<&str> = match exception {
+            Some((_, Some(instead))) => vec![instead],
+            Some((_, None)) => continue,
+            None => expected.to_vec(),
         };
-        assert!(
-            expected.contains(&verdict),
-            "{escape}: {verdict} (expected {expected:?})"
-        );
+        let got = verdict(lines, escape);
+        if !expected.contains(&got) {
+            failures.push(format!("{escape}: {got} (expected {expected:?})"));
+        }
     }
+    let reached: Vec<&str> = run
+        .reached
+        .iter()
+        .copied()
+        .filter(|r| !(mode == Mode::UserModeNetwork && ["udp", "tcp"].contains(r)))
+        .collect();
+    if !reached.is_empty() {
+        failures.push(format!("the probe reached the test's sockets: {reached:?}"));
+    }
+    if !lines.contains(&"status no_new_privs=1 seccomp=2".to_string()) {
+        failures.push("QEMU does not run with no_new_privs and seccomp".to_string());
+    }
+    failures.extend(environment_problems(lines));
     assert!(
-        lines.contains(&"status no_new_privs=1 seccomp=2".to_string()),
-        "{lines:?}"
+        failures.is_empty(),
+        "{} problem(s):\n  {}\nprobe report: {lines:?}\nstderr:\n{}",
+        failures.len(),
+        failures.join("\n  "),
+        run.out.stderr
     );
 }
 
 #[test]
 fn escape_attempts_from_qemus_domain_are_blocked_as_user() {
-    let (_, lines) = run_probe(User::Tester, false);
-    check_all_blocked(&lines);
+    let run = run_probe(User::Tester, Mode::Confined);
+    check_all_blocked(&run, Mode::Confined);
 }
 
 #[test]
 fn escape_attempts_from_qemus_domain_are_blocked_as_root() {
-    // Root passes every permission check Landlock and seccomp do not make: this shows the
-    // blocks come from the confinement, not from file modes.
-    let (_, lines) = run_probe(User::Root, false);
-    check_all_blocked(&lines);
+    // Root passes every permission check Landlock and seccomp do not make (TIOCSTI without a
+    // controlling terminal, AF_PACKET, ptrace, /proc/PID/mem): this shows the blocks come
+    // from the confinement, not from file modes or capabilities.
+    let run = run_probe(User::Root, Mode::Confined);
+    check_all_blocked(&run, Mode::Confined);
+}
+
+#[test]
+fn escape_attempts_with_user_mode_networking_are_blocked_as_user() {
+    // QEMU may make AF_INET sockets for slirp, and nothing more: still no Unix, vsock or
+    // netlink sockets of its own, and Landlock still refuses TCP bind.
+    let run = run_probe(User::Tester, Mode::UserModeNetwork);
+    check_all_blocked(&run, Mode::UserModeNetwork);
 }
 
 #[test]
 fn the_probe_detects_escapes_when_unconfined() {
-    let (out, lines) = run_probe(User::Tester, true);
+    let run = run_probe(User::Tester, Mode::Unconfined);
+    let lines = &run.lines;
     assert!(
-        out.stderr.contains("VMSPAWN_UNCONFINED is set"),
+        run.out.stderr.contains("VMSPAWN_UNCONFINED is set"),
         "{}",
-        out.stderr
+        run.out.stderr
     );
+    let mut missed = Vec::new();
     for escape in [
         "read-home-canary",
         "write-outside-runtime-dir",
@@ -192,18 +444,124 @@ fn the_probe_detects_escapes_when_unconfined() {
         "connect-host-abstract-socket",
         "signal-launcher",
         "bind-tcp-port",
+        "connect-tcp-loopback",
         "ptrace-launcher",
         "unshare-user-namespace",
+        "connect-user-bus",
+        "connect-helper-socket",
+        "connect-ssh-agent",
+        "udp-sendto-loopback",
+        "vsock-socket",
+        "netlink-socket",
+        "open-launcher-mem",
+        "pidfd-getfd-launcher",
+        "process-madvise",
+        "clone-new-user",
+        "clone3-new-user",
+        "io-uring-setup",
+        "personality-change",
+        "tiocsti-console",
     ] {
-        assert!(
-            lines.contains(&format!("{escape} ESCAPED")),
-            "{escape}: {lines:?}"
-        );
+        if verdict(lines, escape) != "ESCAPED" {
+            missed.push(format!("{escape}: {}", verdict(lines, escape)));
+        }
     }
+    assert!(
+        missed.is_empty(),
+        "the probe did not get through unconfined: {missed:?}\n{lines:?}"
+    );
+    // The test's listeners see what got through.
+    let mut reached = run.reached.clone();
+    reached.sort_unstable();
+    assert_eq!(
+        reached,
+        ["bus", "helper", "ssh-agent", "tcp", "udp"],
+        "{lines:?}"
+    );
     assert!(
         lines.contains(&"status no_new_privs=0 seccomp=0".to_string()),
         "{lines:?}"
     );
+    // The environment is planned, confined or not.
+    let problems = environment_problems(lines);
+    assert!(problems.is_empty(), "{problems:?}");
+}
+
+/// A one-request HTTP server on 127.0.0.1 that answers `body`; returns the port and a handle
+/// that yields how many requests it served.
+fn http_server(body: String) -> (u16, std::thread::JoinHandle<usize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    listener.set_nonblocking(true).unwrap();
+    let handle = std::thread::spawn(move || {
+        let deadline = std::time::Instant::now() + BOOT;
+        let mut served = 0;
+        while std::time::Instant::now() < deadline && served == 0 {
+            match listener.accept() {
+                Ok((mut stream, _)) => {
+                    stream.set_nonblocking(false).unwrap();
+                    stream
+                        .set_read_timeout(Some(Duration::from_secs(10)))
+                        .unwrap();
+                    let mut request = [0u8; 1024];
+                    let n = stream.read(&mut request).unwrap_or(0);
+                    if request[..n].starts_with(b"GET / ") {
+                        let response = format!(
+                            "HTTP/1.0 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}\n",
+                            body.len() + 1
+                        );
+                        let _ = stream.write_all(response.as_bytes());
+                        served += 1;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => panic!("accept: {e}"),
+            }
+        }
+        served
+    });
+    (port, handle)
+}
+
+#[test]
+fn guest_has_working_tcp_with_user_mode_networking() {
+    // The positive control of QEMU's socket rules: with --network-user-mode, a real guest
+    // reaches a server on the host's loopback over TCP through slirp (10.0.2.2 is the host).
+    let work = Workdir::new("usernet-tcp", User::Tester);
+    make_gpt_image(
+        &work.file("guest.raw"),
+        8,
+        "88888888-2222-4333-8444-555555555555",
+    );
+    work.chown_all();
+    let token = format!("vmspawn-tcp-{}", std::process::id());
+    let (port, server) = http_server(token.clone());
+    let mut cmd = work.vmspawn();
+    cmd.args(busybox_boot(false))
+        .args([
+            "-i",
+            "guest.raw",
+            "--console=read-only",
+            "--tpm=no",
+            "--network-user-mode",
+        ])
+        .arg(format!("test.mode=fetch=10.0.2.15/24@10.0.2.2:{port}"));
+    let out = run(cmd, BOOT);
+    out.assert_success();
+    assert!(
+        out.has(&format!("fetch-ok 10.0.2.2:{port} {token}")),
+        "the guest did not fetch the page over TCP: {:?}\nstderr:\n{}",
+        out.vmtest(),
+        out.stderr
+    );
+    assert_eq!(
+        server.join().unwrap(),
+        1,
+        "the host's server was not reached"
+    );
+    work.assert_no_leftovers();
 }
 
 #[test]

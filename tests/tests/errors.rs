@@ -5,20 +5,70 @@ use std::time::Duration;
 
 use vmspawn_tests::*;
 
-fn fails(work: &Workdir, args: &[&str], env: &[(&str, &str)], message: &str) {
-    let mut cmd = work.vmspawn();
-    cmd.args(args);
-    for (k, v) in env {
-        cmd.env(k, v);
+/// The cases of one test: each runs, and every failure is collected, so that the first one
+/// does not hide the others; `finish` reports them all.
+struct Cases<'a> {
+    work: &'a Workdir,
+    ran: usize,
+    failures: Vec<String>,
+}
+
+impl<'a> Cases<'a> {
+    fn new(work: &'a Workdir) -> Cases<'a> {
+        Cases {
+            work,
+            ran: 0,
+            failures: Vec::new(),
+        }
     }
-    let out = run(cmd, Duration::from_secs(60));
-    assert_eq!(out.code(), Some(1), "{args:?}: stderr:\n{}", out.stderr);
-    assert!(
-        out.stderr.contains(message),
-        "{args:?}: expected '{message}' in:\n{}",
-        out.stderr
-    );
-    work.assert_no_leftovers();
+
+    /// vmspawn with `args` and `env` must exit with status 1, print `message` on stderr and
+    /// leave nothing in $TMPDIR.
+    fn fails(&mut self, args: &[&str], env: &[(&str, &str)], message: &str) {
+        self.ran += 1;
+        let mut cmd = self.work.vmspawn();
+        cmd.args(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = run(cmd, Duration::from_secs(60));
+        let mut problems = Vec::new();
+        if out.code() != Some(1) {
+            problems.push(format!("exit status {:?}, expected 1", out.code()));
+        }
+        if !out.stderr.contains(message) {
+            problems.push(format!("expected '{message}' on stderr"));
+        }
+        let left: Vec<_> = std::fs::read_dir(self.work.tmp())
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        if !left.is_empty() {
+            problems.push(format!("left behind in $TMPDIR: {left:?}"));
+            // So that the next case starts clean.
+            for path in &left {
+                let _ = std::fs::remove_dir_all(path).or_else(|_| std::fs::remove_file(path));
+            }
+        }
+        if !problems.is_empty() {
+            self.failures.push(format!(
+                "{args:?} {env:?}: {}\n    stderr: {}",
+                problems.join("; "),
+                out.stderr.trim_end().replace('\n', "\n    ")
+            ));
+        }
+    }
+
+    fn finish(self) {
+        assert!(
+            self.failures.is_empty(),
+            "{} of {} cases failed:\n{}",
+            self.failures.len(),
+            self.ran,
+            self.failures.join("\n")
+        );
+    }
 }
 
 #[test]
@@ -41,74 +91,59 @@ fn bad_input_gives_clear_errors_and_leaves_nothing() {
     work.chown_all();
     let kernel = format!("--linux={}", image("vmlinuz").display());
     let initrd = format!("--initrd={}", image("initrd-busybox.cpio.gz").display());
+    let mut cases = Cases::new(&work);
     let missing_image = format!(
         "Failed to open image '{}': No such file or directory",
         work.file("missing.raw").display()
     );
 
-    fails(
-        &work,
-        &["--kvm=no", "-i", "missing.raw"],
-        &[],
-        &missing_image,
-    );
-    fails(
-        &work,
+    cases.fails(&["--kvm=no", "-i", "missing.raw"], &[], &missing_image);
+    cases.fails(
         &["-i", "guest.raw", &initrd],
         &[],
         "Option --initrd= cannot be used without --linux=.",
     );
-    fails(
-        &work,
+    cases.fails(
         &["-i", "guest.raw", "--ram=12X"],
         &[],
         "Failed to parse --ram=12X",
     );
-    fails(
-        &work,
+    cases.fails(
         &["-i", "guest.raw", "--ram=0"],
         &[],
         "Failed to parse --ram=0",
     );
-    fails(
-        &work,
+    cases.fails(
         &["-i", "guest.raw", "-G", "5Q"],
         &[],
         "Failed to parse --grow-image= parameter: 5Q",
     );
-    fails(
-        &work,
+    cases.fails(
         &["-i", "guest.raw", "--firmware=/nonexistent/fw.json"],
         &[],
         "Failed to read firmware descriptor '/nonexistent/fw.json'",
     );
-    fails(
-        &work,
+    cases.fails(
         &["-i", "guest.raw", "--firmware=fw.json"],
         &[],
         "Absolute path or path starting with './' required.",
     );
-    fails(
-        &work,
+    cases.fails(
         &["--kvm=no", "-i", "guest.raw"],
         &[("PATH", "/nonexistent")],
         "Failed to find QEMU binary",
     );
-    fails(
-        &work,
+    cases.fails(
         &["-i", "guest.raw", "--linux=/nonexistent/vmlinuz"],
         &[],
         "Failed to open kernel '/nonexistent/vmlinuz'",
     );
-    fails(
-        &work,
+    cases.fails(
         &["-i", "blank.raw", &kernel],
         &[],
         "no GUID partition table",
     );
-    fails(
-        &work,
-        &["-i", "guest.raw", "--network-tap"],
+    cases.fails(&["-i", "guest.raw", "--network-tap"],
         &[
             (
                 "VMSPAWN_PRIVHELPER_SOCKET",
@@ -119,63 +154,55 @@ fn bad_input_gives_clear_errors_and_leaves_nothing() {
         "--network-tap needs the privileged helper, but no helper service listens on /nonexistent/privhelper.socket",
     );
     // (--tpm=yes works now; tests/tests/tpm.rs has its errors.)
-    fails(
-        &work,
+    cases.fails(
         &["-i", "guest.raw", "--vsock=yes"],
         &[],
         "is not supported yet",
     );
-    fails(
-        &work,
+    cases.fails(
         &["-i", "guest.raw", "--tpm-state=bogus"],
         &[],
         "Failed to parse --tpm-state= parameter: bogus",
     );
-    fails(&work, &["-i", "guest.raw", "--bogus"], &[], "--bogus");
-    fails(
-        &work,
+    cases.fails(&["-i", "guest.raw", "--bogus"], &[], "--bogus");
+    cases.fails(
         &["-i", "guest.raw", "--kvm=perhaps"],
         &[],
         "Failed to parse boolean argument to --kvm=: perhaps",
     );
-    fails(
-        &work,
+    cases.fails(
         &["-i", "guest.raw", "--set-credential=nocolon"],
         &[],
         "Missing value for --set-credential=: nocolon",
     );
-    fails(
-        &work,
+    cases.fails(
         &["-i", "guest.raw"],
         &[("SYSTEMD_VMSPAWN_NETWORK_MAC", "zz")],
         "Failed to parse provided MAC address via environment variable",
     );
-    fails(
-        &work,
+    cases.fails(
         &["-i", "guest.raw"],
         &[("SYSTEMD_VMSPAWN_QEMU_EXTRA", "'unterminated")],
         "Failed to parse $SYSTEMD_VMSPAWN_QEMU_EXTRA",
     );
-    fails(
-        &work,
+    cases.fails(
         &["--kvm=no", "-i", "pipe.raw"],
         &[],
         "Expected regular file or block device, not '",
     );
-    fails(&work, &[], &[], "No disk image given");
+    cases.fails(&[], &[], "No disk image given");
     // QEMU itself refuses to start.
-    fails(
-        &work,
+    cases.fails(
         &["--kvm=no", "-i", "guest.raw", &kernel, "root=/dev/vda"],
         &[("SYSTEMD_VMSPAWN_QEMU_EXTRA", "-device no-such-device")],
         "QEMU exited with status 1",
     );
-    fails(
-        &work,
+    cases.fails(
         &["-M", "nosuchmachine"],
         &[],
         "No image for machine 'nosuchmachine'.",
     );
+    cases.finish();
 }
 
 #[test]

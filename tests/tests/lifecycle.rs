@@ -46,10 +46,14 @@ fn second_signal_stops_the_vm_at_once() {
     let work = Workdir::new("sigterm-twice", User::Tester);
     let mut vm = Background::start(busybox(&work, "ignore-powerbutton", &[]));
     vm.wait_for_line("ignoring-powerbutton", BOOT);
-    let qemu = children_named(vm.child.id(), QEMU_COMM);
-    assert_eq!(qemu.len(), 1, "{:?}", children_of(vm.child.id()));
+    let launcher = vm.child.id();
+    let qemu = children_named(launcher, QEMU_COMM);
+    assert_eq!(qemu.len(), 1, "{:?}", children_of(launcher));
+    // Every child: QEMU, swtpm and the cleanup process.
+    let children = children_of(launcher);
     vm.signal(Signal::SIGINT);
-    std::thread::sleep(Duration::from_secs(1));
+    // The first signal has been handled once vmspawn says so; the second one comes after.
+    vm.wait_for_stderr("Asked the guest to power off", Duration::from_secs(10));
     vm.signal(Signal::SIGTERM);
     let out = vm.finish(Duration::from_secs(15));
     assert_eq!(out.code(), Some(1), "stderr:\n{}", out.stderr);
@@ -58,10 +62,8 @@ fn second_signal_stops_the_vm_at_once() {
         "{}",
         out.stderr
     );
-    assert!(
-        qemu.iter().all(|&pid| !process_exists(pid)),
-        "QEMU survived"
-    );
+    let left = survivors(&children, Duration::from_secs(10));
+    assert!(left.is_empty(), "survived vmspawn: {left:?}");
     work.assert_no_leftovers();
 }
 
@@ -77,6 +79,7 @@ fn qemu_killed_by_a_signal_is_an_error() {
         "{qemu:?} of {:?}",
         children_of(vm.child.id())
     );
+    let children = children_of(vm.child.id());
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(qemu[0] as i32), Signal::SIGKILL).unwrap();
     let out = vm.finish(Duration::from_secs(15));
     assert_eq!(out.code(), Some(1), "stderr:\n{}", out.stderr);
@@ -85,6 +88,8 @@ fn qemu_killed_by_a_signal_is_an_error() {
         "{}",
         out.stderr
     );
+    let left = survivors(&children, Duration::from_secs(10));
+    assert!(left.is_empty(), "survived vmspawn: {left:?}");
     work.assert_no_leftovers();
 }
 
@@ -119,16 +124,21 @@ fn qemu_does_not_outlive_a_killed_launcher() {
         "{qemu:?} of {:?}",
         children_of(vm.child.id())
     );
+    // Every child: QEMU, swtpm and the cleanup process.
+    let children = children_of(vm.child.id());
+    assert!(
+        std::fs::read_dir(work.tmp()).unwrap().next().is_some(),
+        "no runtime directory in $TMPDIR during the boot"
+    );
     vm.signal(Signal::SIGKILL);
     let _ = vm.finish(Duration::from_secs(10));
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    while process_exists(qemu[0]) && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let left = survivors(&children, Duration::from_secs(15));
     assert!(
-        !process_exists(qemu[0]),
-        "QEMU kept running after vmspawn was killed"
+        left.is_empty(),
+        "kept running after vmspawn was killed: {left:?}"
     );
+    // The cleanup process removed the runtime directory.
+    work.assert_no_leftovers();
 }
 
 #[test]

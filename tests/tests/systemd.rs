@@ -56,7 +56,13 @@ fn systemd_guest_direct_kernel_boot_derives_root_as_unprivileged_user() {
         .args(["--set-credential=vmtest:hello-direct", "vmtest.word=direct"]);
     let out = run(cmd, BOOT);
     check(&out, "hello-direct", "vmtest.word=direct");
+    // root= names the image's root partition, by its partition UUID.
+    let partuuid = gpt_partition_uuid(&work.file("debian.raw"), "root");
     let cmdline = field(&out.vmtest(), "cmdline").unwrap();
-    assert!(cmdline.contains("root=PARTUUID="), "{cmdline}");
+    let expected = format!("root=PARTUUID={partuuid}");
+    assert!(
+        cmdline.split_whitespace().any(|w| w == expected),
+        "'{expected}' not in {cmdline}"
+    );
     work.assert_no_leftovers();
 }

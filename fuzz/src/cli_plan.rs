@@ -19,38 +19,15 @@
 
 use std::ffi::OsString;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use vmspawn::acquire::{Acquired, KvmAccess, KvmNeed, Needs, NetworkSetup, TapFacts};
 use vmspawn::cli::{self, Action, ParseEnv};
-use vmspawn::config::Network;
-use vmspawn::disk::{ImageFormat, RootKind, RootPartition};
-use vmspawn::firmware::Firmware;
-use vmspawn::plan::{self, DriveInfo, HostFacts, ImageInfo, SwtpmFacts};
-use vmspawn::register::Registrar;
+use vmspawn::plan;
+use vmspawn::testing;
 
-/// Host facts and acquisition outcomes, as in the golden tests; bit `i` of the input's first
-/// three bytes sets `SWITCHES[i]`.
-pub const SWITCHES: [&str; 18] = [
-    "aarch64",
-    "plain-firmware",
-    "kvm",
-    "kvm-from-helper",
-    "helper",
-    "tap-by-qemu",
-    "tap-from-helper",
-    "qcow2",
-    "block-image",
-    "no-root-partition",
-    "usr-partition",
-    "tty",
-    "swtpm",
-    "swtpm-no-setup",
-    "swtpm-no-seccomp",
-    "tpm-state-unwritable",
-    "registrar-helper",
-    "registrar-user",
-];
+/// Bit `i` of the input's first three bytes sets `SWITCHES[i]`: the host facts and
+/// acquisition outcomes the golden tests use (`vmspawn::testing`).
+pub use vmspawn::testing::SWITCHES;
 const SWITCH_BYTES: usize = 3;
 
 /// The environment variables an input can set, by the marker byte that starts the word.
@@ -97,10 +74,6 @@ impl Input {
             env,
             args,
         })
-    }
-
-    fn has(&self, switch: &str) -> bool {
-        self.switches.contains(&switch)
     }
 
     fn var(&self, name: &str) -> Option<OsString> {
@@ -158,7 +131,11 @@ pub fn run(data: &[u8]) {
             return;
         }
     };
-    let facts = host_facts(&input, &config.extra_drives, config.image.as_deref());
+    let facts = testing::host_facts(
+        &input.switches,
+        &config.extra_drives,
+        config.image.as_deref(),
+    );
     let needs = match plan::needs(&config, &facts) {
         Ok(needs) => needs,
         Err(e) => {
@@ -166,7 +143,7 @@ pub fn run(data: &[u8]) {
             return;
         }
     };
-    let Some(acquired) = simulate_acquire(&needs, &input) else {
+    let Ok(acquired) = testing::simulate_acquire(&needs, &input.switches) else {
         return;
     };
     let plan = match plan::plan(&config, &facts, &acquired) {
@@ -191,126 +168,4 @@ pub fn run(data: &[u8]) {
     if let Some(rules) = &plan.launcher_jail {
         let _ = rules.describe();
     }
-}
-
-/// Synthetic host facts, as `host_facts` in `launcher/tests/golden.rs` makes them.
-fn host_facts(input: &Input, extra_drives: &[PathBuf], image: Option<&Path>) -> HostFacts {
-    let has = |s: &str| input.has(s);
-    let secure_boot = !has("plain-firmware");
-    HostFacts {
-        qemu_arch: if has("aarch64") {
-            "aarch64".into()
-        } else {
-            "x86_64".into()
-        },
-        qemu_binary: PathBuf::from("/usr/bin/qemu-system-x86_64"),
-        firmware: Firmware {
-            descriptor: PathBuf::from("/usr/share/qemu/firmware/50-edk2-x86_64-secure.json"),
-            code: PathBuf::from(if secure_boot {
-                "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd"
-            } else {
-                "/usr/share/OVMF/OVMF_CODE_4M.fd"
-            }),
-            code_format: "raw".into(),
-            vars_template: PathBuf::from("/usr/share/OVMF/OVMF_VARS_4M.fd"),
-            vars_format: "raw".into(),
-            secure_boot,
-        },
-        kvm_usable: has("kvm"),
-        helper_installed: has("kvm-from-helper") || has("helper"),
-        net_admin: has("tap-by-qemu"),
-        image: ImageInfo {
-            path: image.map_or_else(|| PathBuf::from("/none"), Path::to_path_buf),
-            format: if has("qcow2") {
-                ImageFormat::Qcow2
-            } else {
-                ImageFormat::Raw
-            },
-            is_block_device: has("block-image"),
-            root_partition: if has("no-root-partition") {
-                None
-            } else if has("usr-partition") {
-                Some(RootPartition {
-                    kind: RootKind::Usr,
-                    partuuid: "0fc63daf-8483-4772-8e79-3d69d8477de4".into(),
-                })
-            } else {
-                Some(RootPartition {
-                    kind: RootKind::Root,
-                    partuuid: "4f68bce3-0000-4000-8000-000000000001".into(),
-                })
-            },
-        },
-        extra_drives: extra_drives
-            .iter()
-            .map(|p| DriveInfo {
-                path: p.clone(),
-                format: if p.extension().is_some_and(|e| e == "qcow2") {
-                    ImageFormat::Qcow2
-                } else {
-                    ImageFormat::Raw
-                },
-                is_block_device: p.starts_with("/dev"),
-            })
-            .collect(),
-        runtime_dir: PathBuf::from("/run/user/1000/systemd/vmspawn.0123456789abcdef"),
-        hostname: "buildhost".into(),
-        vmgenid: *b"\x11\x22\x33\x44\x55\x66\x47\x88\x99\xaa\xbb\xcc\xdd\xee\xff\x00",
-        display_paths: vec![PathBuf::from("/home/user/.Xauthority")],
-        stdin_is_tty: has("tty"),
-        swtpm: (has("swtpm") || has("swtpm-no-setup") || has("swtpm-no-seccomp")).then(|| {
-            SwtpmFacts {
-                swtpm: PathBuf::from("/usr/bin/swtpm"),
-                swtpm_setup: (!has("swtpm-no-setup"))
-                    .then(|| PathBuf::from("/usr/bin/swtpm_setup")),
-                seccomp: !has("swtpm-no-seccomp"),
-            }
-        }),
-        tpm_auto_state_problem: has("tpm-state-unwritable").then(|| {
-            "'/home/user/d.raw.tpmstate' cannot be created in '/home/user': Permission denied"
-                .to_string()
-        }),
-    }
-}
-
-/// Acquisition as the switches say it went (`simulate_acquire` in `launcher/tests/golden.rs`);
-/// None where the real acquisition would fail.
-fn simulate_acquire(needs: &Needs, input: &Input) -> Option<Acquired> {
-    let has = |s: &str| input.has(s);
-    let network = match needs.network {
-        Network::None => NetworkSetup::None,
-        Network::UserMode => NetworkSetup::UserMode,
-        Network::Tap if has("tap-by-qemu") => NetworkSetup::Tap(TapFacts::QemuCreates {
-            ifname: "vt-d".into(),
-            mac: [0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc],
-        }),
-        Network::Tap if has("tap-from-helper") => NetworkSetup::Tap(TapFacts::FromHelper {
-            ifname: "vt-0123abcd".into(),
-            mac: [0x22, 0x34, 0x56, 0x78, 0x9a, 0xbc],
-        }),
-        Network::Tap => return None,
-    };
-    let kvm = match needs.kvm {
-        KvmNeed::Off => KvmAccess::Off,
-        KvmNeed::Device => KvmAccess::Device,
-        KvmNeed::FromHelper { .. } if has("kvm-from-helper") => KvmAccess::HelperFd,
-        KvmNeed::FromHelper { required: true } => return None,
-        KvmNeed::FromHelper { required: false } => KvmAccess::Off,
-    };
-    let registrar = needs.registration.and_then(|_| {
-        if has("registrar-helper") {
-            Some(Registrar::Helper)
-        } else if has("registrar-user") {
-            Some(Registrar::Varlink(PathBuf::from(
-                "/run/user/1000/systemd/machine/io.systemd.Machine",
-            )))
-        } else {
-            None
-        }
-    });
-    Some(Acquired {
-        network,
-        kvm,
-        registrar,
-    })
 }

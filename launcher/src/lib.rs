@@ -31,4 +31,6 @@ pub mod spawn;
 pub mod supervise;
 #[allow(unsafe_code)]
 mod sys;
+#[doc(hidden)]
+pub mod testing;
 pub mod tpm;

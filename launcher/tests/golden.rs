@@ -6,139 +6,12 @@ use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use vmspawn::acquire::{Acquired, KvmAccess, KvmNeed, Needs, NetworkSetup, TapFacts};
 use vmspawn::cli::{self, Action, ParseEnv};
-use vmspawn::config::Network;
-use vmspawn::disk::{ImageFormat, RootKind, RootPartition};
-use vmspawn::firmware::Firmware;
 use vmspawn::parse::split_words;
-use vmspawn::plan::{self, DriveInfo, HostFacts, ImageInfo, Plan, SwtpmFacts};
+use vmspawn::plan::{self, Plan};
 use vmspawn::process::{EnvPlan, Jail, Lifetime, ProcessPlan, Stop};
-use vmspawn::register::Registrar;
 use vmspawn::sandbox::SandboxRules;
-
-fn host_facts(switches: &[&str], extra_drives: &[PathBuf], image: Option<&Path>) -> HostFacts {
-    let has = |s: &str| switches.contains(&s);
-    let secure_boot = !has("plain-firmware");
-    HostFacts {
-        qemu_arch: if has("aarch64") {
-            "aarch64".into()
-        } else {
-            "x86_64".into()
-        },
-        qemu_binary: PathBuf::from("/usr/bin/qemu-system-x86_64"),
-        firmware: Firmware {
-            descriptor: PathBuf::from("/usr/share/qemu/firmware/50-edk2-x86_64-secure.json"),
-            code: PathBuf::from(if secure_boot {
-                "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd"
-            } else {
-                "/usr/share/OVMF/OVMF_CODE_4M.fd"
-            }),
-            code_format: "raw".into(),
-            vars_template: PathBuf::from("/usr/share/OVMF/OVMF_VARS_4M.fd"),
-            vars_format: "raw".into(),
-            secure_boot,
-        },
-        kvm_usable: has("kvm"),
-        helper_installed: has("kvm-from-helper") || has("helper"),
-        net_admin: has("tap-by-qemu"),
-        image: ImageInfo {
-            path: image.map_or_else(|| PathBuf::from("/none"), Path::to_path_buf),
-            format: if has("qcow2") {
-                ImageFormat::Qcow2
-            } else {
-                ImageFormat::Raw
-            },
-            is_block_device: has("block-image"),
-            root_partition: if has("no-root-partition") {
-                None
-            } else if has("usr-partition") {
-                Some(RootPartition {
-                    kind: RootKind::Usr,
-                    partuuid: "0fc63daf-8483-4772-8e79-3d69d8477de4".into(),
-                })
-            } else {
-                Some(RootPartition {
-                    kind: RootKind::Root,
-                    partuuid: "4f68bce3-0000-4000-8000-000000000001".into(),
-                })
-            },
-        },
-        extra_drives: extra_drives
-            .iter()
-            .map(|p| DriveInfo {
-                path: p.clone(),
-                format: if p.extension().is_some_and(|e| e == "qcow2") {
-                    ImageFormat::Qcow2
-                } else {
-                    ImageFormat::Raw
-                },
-                is_block_device: p.starts_with("/dev"),
-            })
-            .collect(),
-        runtime_dir: PathBuf::from("/run/user/1000/systemd/vmspawn.0123456789abcdef"),
-        hostname: "buildhost".into(),
-        vmgenid: *b"\x11\x22\x33\x44\x55\x66\x47\x88\x99\xaa\xbb\xcc\xdd\xee\xff\x00",
-        display_paths: vec![PathBuf::from("/home/user/.Xauthority")],
-        stdin_is_tty: has("tty"),
-        swtpm: (has("swtpm") || has("swtpm-no-setup") || has("swtpm-no-seccomp")).then(|| {
-            SwtpmFacts {
-                swtpm: PathBuf::from("/usr/bin/swtpm"),
-                swtpm_setup: (!has("swtpm-no-setup"))
-                    .then(|| PathBuf::from("/usr/bin/swtpm_setup")),
-                seccomp: !has("swtpm-no-seccomp"),
-            }
-        }),
-        tpm_auto_state_problem: has("tpm-state-unwritable").then(|| {
-            "'/home/user/d.raw.tpmstate' cannot be created in '/home/user': Permission denied"
-                .to_string()
-        }),
-    }
-}
-
-/// Acquisition as the switches say it went: the TAP and KVM fd from the helper, the machined
-/// reached.
-fn simulate_acquire(needs: &Needs, switches: &[&str]) -> Result<Acquired, String> {
-    let has = |s: &str| switches.contains(&s);
-    let network = match needs.network {
-        Network::None => NetworkSetup::None,
-        Network::UserMode => NetworkSetup::UserMode,
-        Network::Tap if has("tap-by-qemu") => NetworkSetup::Tap(TapFacts::QemuCreates {
-            ifname: "vt-d".into(),
-            mac: [0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc],
-        }),
-        Network::Tap if has("tap-from-helper") => NetworkSetup::Tap(TapFacts::FromHelper {
-            ifname: "vt-0123abcd".into(),
-            mac: [0x22, 0x34, 0x56, 0x78, 0x9a, 0xbc],
-        }),
-        Network::Tap => return Err("acquisition: no TAP (no helper)".into()),
-    };
-    let kvm = match needs.kvm {
-        KvmNeed::Off => KvmAccess::Off,
-        KvmNeed::Device => KvmAccess::Device,
-        KvmNeed::FromHelper { .. } if has("kvm-from-helper") => KvmAccess::HelperFd,
-        KvmNeed::FromHelper { required: true } => {
-            return Err("acquisition: no /dev/kvm fd (no helper)".into());
-        }
-        KvmNeed::FromHelper { required: false } => KvmAccess::Off,
-    };
-    let registrar = needs.registration.and_then(|_| {
-        if has("registrar-helper") {
-            Some(Registrar::Helper)
-        } else if has("registrar-user") {
-            Some(Registrar::Varlink(PathBuf::from(
-                "/run/user/1000/systemd/machine/io.systemd.Machine",
-            )))
-        } else {
-            None
-        }
-    });
-    Ok(Acquired {
-        network,
-        kvm,
-        registrar,
-    })
-}
+use vmspawn::testing::{SWITCHES, host_facts, simulate_acquire};
 
 fn signal_name(signal: i32) -> String {
     nix::sys::signal::Signal::try_from(signal)
@@ -271,6 +144,9 @@ fn render(header: &Header) -> String {
         Err(e) => return format!("error: {e}\n"),
     };
     let switches: Vec<&str> = header.facts.iter().map(String::as_str).collect();
+    if let Some(unknown) = switches.iter().find(|s| !SWITCHES.contains(s)) {
+        return format!("error: unknown facts switch '{unknown}'\n");
+    }
     let facts = host_facts(&switches, &config.extra_drives, config.image.as_deref());
     let needs = match plan::needs(&config, &facts) {
         Ok(n) => n,

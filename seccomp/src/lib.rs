@@ -77,12 +77,28 @@ mod tests {
 
     #[test]
     fn entries_for_one_call_add_up() {
-        let entries = vec![
+        let split = allow_list(vec![
             ("kill", libc::SYS_kill, one_of(1, &[9])),
             ("kill", libc::SYS_kill, one_of(1, &[15])),
             ("mmap", libc::SYS_mmap, no_exec_prot()),
             ("read", libc::SYS_read, Vec::new()),
-        ];
-        assert!(allow_list(entries).is_ok_and(|p| !p.is_empty()));
+        ])
+        .unwrap();
+        // Two entries for kill compile to exactly what one entry with both rules does...
+        let merged = allow_list(vec![
+            ("kill", libc::SYS_kill, one_of(1, &[9, 15])),
+            ("mmap", libc::SYS_mmap, no_exec_prot()),
+            ("read", libc::SYS_read, Vec::new()),
+        ])
+        .unwrap();
+        assert_eq!(split, merged);
+        // ... and the second entry is not lost: without it the program differs.
+        let first_only = allow_list(vec![
+            ("kill", libc::SYS_kill, one_of(1, &[9])),
+            ("mmap", libc::SYS_mmap, no_exec_prot()),
+            ("read", libc::SYS_read, Vec::new()),
+        ])
+        .unwrap();
+        assert_ne!(split, first_only);
     }
 }

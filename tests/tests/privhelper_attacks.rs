@@ -318,15 +318,18 @@ fn request_cases() -> Vec<Case> {
                     cid: None,
                 };
                 send_raw(&s, &codec::encode(&request).unwrap(), &[]);
-                // Hosts without vhost_vsock (like the test machines) answer with a clear error.
+                // Hosts without vhost_vsock (like the test machines) answer with a clear error;
+                // where the device exists, only a CID from the range will do.
+                let device = std::path::Path::new("/dev/vhost-vsock").exists();
                 match answer(&s) {
                     Ok((Response::VsockDevice { cid }, fds))
-                        if (10000..=10009).contains(&cid) && fds.len() == 1 =>
+                        if device && (10000..=10009).contains(&cid) && fds.len() == 1 =>
                     {
                         Ok(())
                     }
                     Ok((Response::Error(e), fds))
-                        if e.kind == ErrorKind::Failed
+                        if !device
+                            && e.kind == ErrorKind::Failed
                             && e.message.contains("/dev/vhost-vsock does not exist")
                             && fds.is_empty() =>
                     {

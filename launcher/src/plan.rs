@@ -217,6 +217,17 @@ fn mentioned_paths(args: &[String]) -> Vec<PathBuf> {
 /// Read and execute rights for a program and the shared libraries it loads, under /usr and
 /// under the prefix the program lives in (e.g. /usr/local). The common base of every
 /// process's Landlock domain.
+/// /usr, and the prefix each binary is installed under (/usr/local for /usr/local/bin/x).
+fn install_prefixes(binaries: &[&Path]) -> Vec<PathBuf> {
+    let mut prefixes = vec![PathBuf::from("/usr")];
+    for binary in binaries {
+        if let Some(prefix) = binary.parent().and_then(Path::parent) {
+            push_unique(&mut prefixes, prefix.to_path_buf());
+        }
+    }
+    prefixes
+}
+
 pub fn program_rules(binaries: &[&Path], arch: &str) -> SandboxRules {
     let mut rules = SandboxRules {
         scope_abstract_unix: true,
@@ -224,14 +235,10 @@ pub fn program_rules(binaries: &[&Path], arch: &str) -> SandboxRules {
         ..SandboxRules::default()
     };
     let triple = multiarch_triple(arch);
-    let mut prefixes = vec![PathBuf::from("/usr")];
     for binary in binaries {
         push_unique(&mut rules.exec, binary.to_path_buf());
-        if let Some(prefix) = binary.parent().and_then(Path::parent) {
-            push_unique(&mut prefixes, prefix.to_path_buf());
-        }
     }
-    for prefix in &prefixes {
+    for prefix in &install_prefixes(binaries) {
         push_unique(&mut rules.exec, prefix.join("lib").join(triple));
         push_unique(&mut rules.exec, prefix.join("lib64"));
     }
@@ -255,11 +262,7 @@ fn qemu_rules(
     let mut q = program_rules(&[&host.qemu_binary], &host.qemu_arch);
     q.allow_tcp_connect = acquired.network == NetworkSetup::UserMode;
     q.scope_abstract_unix = !gui;
-    let mut prefixes = vec![PathBuf::from("/usr")];
-    if let Some(prefix) = host.qemu_binary.parent().and_then(Path::parent) {
-        push_unique(&mut prefixes, prefix.to_path_buf());
-    }
-    for prefix in &prefixes {
+    for prefix in &install_prefixes(&[&host.qemu_binary]) {
         push_unique(&mut q.read, prefix.join("share/qemu"));
     }
     for data in [

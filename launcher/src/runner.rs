@@ -10,7 +10,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::poll::{PollFd, PollFlags, poll};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
@@ -61,14 +61,11 @@ fn query_tint(var: &dyn Fn(&str) -> Option<OsString>) -> Option<String> {
     let deadline = Instant::now() + Duration::from_millis(300);
     let mut reply = Vec::new();
     while reply.len() < 128 {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
+        if Instant::now() >= deadline {
             break;
         }
         let mut fds = [PollFd::new(sys::stdin(), PollFlags::POLLIN)];
-        let timeout =
-            PollTimeout::try_from(left.as_millis().min(1000) as i32).unwrap_or(PollTimeout::ZERO);
-        if poll(&mut fds, timeout).unwrap_or(0) <= 0 {
+        if poll(&mut fds, spawn::timeout_until(deadline)).unwrap_or(0) <= 0 {
             break;
         }
         let mut buf = [0u8; 64];
@@ -192,16 +189,9 @@ fn read_bounded(stderr: Option<std::process::ChildStderr>, timeout: Duration) ->
     let mut out = Vec::new();
     let mut buf = [0u8; 4096];
     while out.len() < 64 * 1024 {
-        let left = deadline.saturating_duration_since(Instant::now());
         let mut fds = [PollFd::new(stderr.as_fd(), PollFlags::POLLIN)];
-        let ms = left.as_millis().min(60_000) as i32;
-        if left.is_zero()
-            || poll(
-                &mut fds,
-                PollTimeout::try_from(ms).unwrap_or(PollTimeout::ZERO),
-            )
-            .unwrap_or(0)
-                <= 0
+        if Instant::now() >= deadline
+            || poll(&mut fds, spawn::timeout_until(deadline)).unwrap_or(0) <= 0
         {
             break;
         }
@@ -261,11 +251,7 @@ fn wait_ready(child: &mut ChildGuard, readiness: &Readiness, fds: &mut FdStore) 
             PollFd::new(stream.as_fd(), PollFlags::POLLIN),
             PollFd::new(child.pidfd(), PollFlags::POLLIN),
         ];
-        let ms = left.as_millis().min(10_000) as i32;
-        match poll(
-            &mut pfds,
-            PollTimeout::try_from(ms).unwrap_or(PollTimeout::ZERO),
-        ) {
+        match poll(&mut pfds, spawn::timeout_until(deadline)) {
             Ok(_) | Err(nix::errno::Errno::EINTR) => {}
             Err(e) => return Err(Error::io("Failed to poll", e)),
         }

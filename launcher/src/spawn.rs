@@ -6,7 +6,6 @@
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -172,16 +171,11 @@ impl ChildGuard {
             if let Some(status) = self.try_wait() {
                 return Some(status);
             }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
+            if Instant::now() >= deadline {
                 return None;
             }
-            let ms = left.as_millis().min(10_000) as i32;
             let mut fds = [PollFd::new(self.pidfd.as_fd(), PollFlags::POLLIN)];
-            let _ = poll(
-                &mut fds,
-                PollTimeout::try_from(ms).unwrap_or(PollTimeout::ZERO),
-            );
+            let _ = poll(&mut fds, timeout_until(deadline));
         }
     }
 
@@ -305,11 +299,12 @@ pub fn spawn(
     ChildGuard::new(process.role, child)
 }
 
-/// Reads a captured stderr to the end (bounded), for an error message.
-pub fn read_captured(stderr: Option<std::process::ChildStderr>) -> String {
-    let mut text = String::new();
-    if let Some(stderr) = stderr {
-        let _ = stderr.take(64 * 1024).read_to_string(&mut text);
-    }
-    text
+/// A poll(2) timeout for the time left until `deadline` (at most a minute: callers poll again
+/// until their deadline).
+pub fn timeout_until(deadline: Instant) -> PollTimeout {
+    let ms = deadline
+        .saturating_duration_since(Instant::now())
+        .as_millis()
+        .min(60_000) as i32;
+    PollTimeout::try_from(ms).unwrap_or(PollTimeout::ZERO)
 }

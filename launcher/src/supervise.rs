@@ -17,7 +17,7 @@ use crate::console::{self, EscapeDetector, Tinter};
 use crate::error::{Error, Result};
 use crate::process::Role;
 use crate::qmp::Qmp;
-use crate::spawn::ChildGuard;
+use crate::spawn::{self, ChildGuard};
 use crate::sys;
 
 /// After a sidecar exits, how long QEMU gets to finish by itself: swtpm exits when QEMU shuts
@@ -130,13 +130,7 @@ impl<'a> Supervisor<'a> {
     fn poll_timeout(&self) -> PollTimeout {
         match self.deadline {
             None => PollTimeout::NONE,
-            Some(d) => {
-                let ms = d
-                    .saturating_duration_since(Instant::now())
-                    .as_millis()
-                    .min(60_000) as i32;
-                PollTimeout::try_from(ms).unwrap_or(PollTimeout::ZERO)
-            }
+            Some(deadline) => spawn::timeout_until(deadline),
         }
     }
 

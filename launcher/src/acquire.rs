@@ -189,7 +189,11 @@ pub fn acquire(needs: &Needs, env: &Env) -> Result<(Acquired, Resources)> {
             Some(Err(_)) | None => {}
         }
     }
-    resources.helper = client;
+    // The helper's TAP lives as long as this connection's session; a connection that only
+    // handed over a /dev/kvm fd (or failed to) need not stay open.
+    if matches!(network, NetworkSetup::Tap(TapFacts::FromHelper { .. })) {
+        resources.helper = client;
+    }
     Ok((
         Acquired {
             network,

@@ -84,7 +84,7 @@ fn query_tint(var: &dyn Fn(&str) -> Option<OsString>) -> Option<String> {
 
 /// Registers the VM led by QEMU (`leader`) as the plan says; a failure is fatal only with
 /// `--register=yes`. Returns whether it is registered; the connection stays open either way
-/// (a connection to the helper is the session its TAP lives for).
+/// (a connection to the helper may be the session its TAP lives for; the caller decides).
 fn register_vm(
     plan: &Plan,
     env: &RunEnv,
@@ -389,6 +389,13 @@ pub fn run(plan: &Plan, env: &RunEnv, resources: Resources) -> Result<i32> {
 
     // Register once QEMU runs (it is the leader), before the launcher confines itself.
     let registered = register_vm(plan, env, &mut registration, qemu.id())?;
+    // An unregistered connection stays open only as the session of a TAP from the helper.
+    let tap_from_helper = plan
+        .qemu()
+        .is_some_and(|q| q.fds.iter().any(|f| f.name == FdName::Tap));
+    if !registered && !tap_from_helper {
+        registration = None;
+    }
     let qmp = Qmp::new(qmp_parent).ok();
     let notify_socket = (env.var)("NOTIFY_SOCKET");
     notify(

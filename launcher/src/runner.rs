@@ -137,11 +137,26 @@ fn run_setup(
     fallback_args: Option<&Vec<OsString>>,
     fds: &mut FdStore,
     env: &RunEnv,
+    runtime_dir: &RuntimeDir,
 ) -> Result<()> {
     let attempt = |process: &ProcessPlan, fds: &mut FdStore| -> Result<Option<String>> {
         let mut child = spawn::spawn(process, fds, None, env.var)?;
+        // Its own process group: whatever it starts goes with it if vmspawn dies.
+        if process.own_process_group {
+            runtime_dir.watch_group(Some(child.id()))?;
+        }
         let output = read_bounded(child.take_stderr(), SETUP_TIMEOUT);
-        match child.wait_timeout(SETUP_TIMEOUT) {
+        let status = child.wait_timeout(SETUP_TIMEOUT);
+        if process.own_process_group {
+            if status.is_none() {
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(child.id() as i32),
+                    Signal::SIGKILL,
+                );
+            }
+            runtime_dir.watch_group(None)?;
+        }
+        match status {
             Some(status) if status.success() => Ok(None),
             Some(status) => Ok(Some(format!(
                 "{} {}{}",
@@ -372,7 +387,7 @@ pub fn run(plan: &Plan, env: &RunEnv, resources: Resources) -> Result<i32> {
     for process in &plan.processes {
         match &process.lifetime {
             Lifetime::Setup { fallback_args } => {
-                run_setup(process, fallback_args.as_ref(), &mut fds, env)?
+                run_setup(process, fallback_args.as_ref(), &mut fds, env, &runtime_dir)?
             }
             Lifetime::Vm { readiness, .. } => {
                 let mut child =

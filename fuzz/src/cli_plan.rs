@@ -131,11 +131,7 @@ pub fn run(data: &[u8]) {
             return;
         }
     };
-    let facts = testing::host_facts(
-        &input.switches,
-        &config.extra_drives,
-        config.image.as_deref(),
-    );
+    let facts = testing::host_facts(&input.switches, &config);
     let needs = match plan::needs(&config, &facts) {
         Ok(needs) => needs,
         Err(e) => {

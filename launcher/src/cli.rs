@@ -886,6 +886,16 @@ fn apply(matches: &ArgMatches, env: &ParseEnv) -> Result<Action> {
     if !c.initrds.is_empty() && c.linux.is_none() {
         bail!("Option --initrd= cannot be used without --linux=.");
     }
+    if c.image.is_some() && c.directory.is_some() {
+        bail!(
+            "--directory= and --image= cannot be used together: the VM boots either a directory tree or a disk image."
+        );
+    }
+    if c.private_users.is_some() && c.image.is_some() {
+        bail!(
+            "--private-users= maps the UIDs of a --directory= root and has no effect with --image=. Drop it."
+        );
+    }
     reject_unimplemented(&c)?;
     Ok(Action::Run(Box::new(c)))
 }
@@ -898,12 +908,6 @@ fn reject_unimplemented(c: &Config) -> Result<()> {
         Err(Error::new(format!(
             "{what} is not supported yet by this vmspawn. {hint}"
         )))
-    }
-    if c.directory.is_some() {
-        return unsupported(
-            "--directory= (a directory as the VM's root over virtiofs)",
-            "Boot a disk image with --image= instead.",
-        );
     }
     if c.vsock == Tristate::Yes {
         return unsupported(
@@ -918,24 +922,6 @@ fn reject_unimplemented(c: &Config) -> Result<()> {
         return unsupported(
             "--slice=/--property= (scope unit allocation)",
             "Run vmspawn inside a unit of your own (e.g. systemd-run --scope) instead.",
-        );
-    }
-    if c.private_users.is_some() {
-        return unsupported(
-            "--private-users= (UID mapping for virtiofs)",
-            "Leave --private-users= unset.",
-        );
-    }
-    if !c.binds.is_empty() {
-        return unsupported(
-            "--bind=/--bind-ro= (virtiofs mounts)",
-            "Pass data with --extra-drive= or credentials instead.",
-        );
-    }
-    if !c.bind_users.is_empty() {
-        return unsupported(
-            "--bind-user= (binding host users into the VM)",
-            "Leave --bind-user= unset.",
         );
     }
     if c.forward_journal.is_some() {
@@ -1027,8 +1013,10 @@ fn parse_bind(value: &OsStr, read_only: bool, env: &ParseEnv) -> Result<BindMoun
         return Err(fail("Invalid argument"));
     }
     let absolute = parse::absolute_path(OsStr::new(&source), env.cwd);
-    if !absolute.is_dir() {
-        return Err(fail("Not a directory"));
+    match std::fs::metadata(&absolute) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => return Err(fail("Not a directory")),
+        Err(e) => return Err(fail(&e.to_string())),
     }
     let destination = destination.unwrap_or(source);
     if !destination.starts_with('/') {
@@ -1245,12 +1233,10 @@ mod tests {
     #[test]
     fn unimplemented_features_fail_clearly() {
         for args in [
-            &["-D", "/"][..],
-            &["--vsock=yes"],
+            &["--vsock=yes"][..],
             &["--pass-ssh-key=yes"],
             &["--forward-journal=/tmp/j"],
             &["--slice=foo"],
-            &["--private-users=1000"],
         ] {
             let e = error(args);
             assert!(e.contains("not supported yet"), "{args:?}: {e}");

@@ -13,7 +13,8 @@ use crate::error::{Error, Result};
 use crate::firmware;
 use crate::helper;
 use crate::parse::Tristate;
-use crate::plan::{DriveInfo, HostFacts, ImageInfo, SwtpmFacts};
+use crate::plan::{DirectoryInfo, DriveInfo, HostFacts, ImageInfo, RootFacts, SwtpmFacts};
+use crate::virtiofs::{BindUserFacts, VirtiofsdFacts};
 
 /// The environment discovery reads, passed in for testability.
 pub struct HostEnv<'a> {
@@ -153,24 +154,16 @@ pub fn discover(config: &Config, env: &HostEnv) -> Result<HostFacts> {
     let arch = qemu_arch()?;
     let path_var = (env.var)("PATH");
 
-    let image = config.image.as_ref().ok_or_else(|| {
-        Error::new("No disk image given. Pass the VM's disk image with --image=PATH (or -i PATH).")
-    })?;
-    let (facts, mut file) = disk::inspect(image)?;
-    let needs_root = config.linux.is_some()
-        && facts.format == disk::ImageFormat::Raw
-        && !config.cmdline_sets_root();
-    let root_partition = if needs_root {
-        disk::find_root_partition(&mut file, arch).map_err(|e| {
-            Error::new(format!(
-                "Failed to read the partition table of '{}': {e}",
-                image.display()
-            ))
-        })?
-    } else {
-        None
+    let root = match (&config.image, &config.directory) {
+        (Some(image), _) => RootFacts::Image(inspect_image(config, image, arch)?),
+        (None, Some(directory)) => RootFacts::Directory(inspect_directory(config, directory)?),
+        (None, None) => {
+            return Err(Error::new(
+                "No disk image or directory given. Pass the VM's disk image with --image=PATH (or -i PATH), \
+                 or its root directory with --directory=PATH (or -D PATH).",
+            ));
+        }
     };
-    drop(file);
 
     if let Some(kernel) = &config.linux {
         check_readable(kernel, "kernel")?;
@@ -178,6 +171,15 @@ pub fn discover(config: &Config, env: &HostEnv) -> Result<HostFacts> {
     for initrd in &config.initrds {
         check_readable(initrd, "initrd")?;
     }
+    let needs_virtiofsd = matches!(root, RootFacts::Directory(_))
+        || !config.binds.is_empty()
+        || !config.bind_users.is_empty();
+    let caller_uid = nix::unistd::geteuid().as_raw();
+    let bind_users = config
+        .bind_users
+        .iter()
+        .map(|name| resolve_bind_user(name, caller_uid))
+        .collect::<Result<Vec<_>>>()?;
 
     let mut extra_drives = Vec::new();
     for path in &config.extra_drives {
@@ -205,12 +207,8 @@ pub fn discover(config: &Config, env: &HostEnv) -> Result<HostFacts> {
         kvm_usable: config.kvm != Tristate::No && kvm_usable(),
         helper_installed: helper::installed(env.var),
         net_admin: has_net_admin(),
-        image: ImageInfo {
-            path: image.clone(),
-            format: facts.format,
-            is_block_device: facts.is_block_device,
-            root_partition,
-        },
+        tpm_auto_state_problem: tpm_auto_state_problem(root.path()),
+        root,
         extra_drives,
         runtime_dir: runtime_base(env).join(format!("vmspawn.{suffix}")),
         hostname: hostname(),
@@ -226,7 +224,138 @@ pub fn discover(config: &Config, env: &HostEnv) -> Result<HostFacts> {
         } else {
             find_swtpm(path_var.as_ref())
         },
-        tpm_auto_state_problem: tpm_auto_state_problem(image),
+        virtiofsd: if needs_virtiofsd {
+            find_virtiofsd(path_var.as_ref())
+        } else {
+            None
+        },
+        bind_users,
+        caller_uid,
+    })
+}
+
+fn inspect_image(config: &Config, image: &Path, arch: &str) -> Result<ImageInfo> {
+    let (facts, mut file) = disk::inspect(image)?;
+    let needs_root = config.linux.is_some()
+        && facts.format == disk::ImageFormat::Raw
+        && !config.cmdline_sets_root();
+    let root_partition = if needs_root {
+        disk::find_root_partition(&mut file, arch).map_err(|e| {
+            Error::new(format!(
+                "Failed to read the partition table of '{}': {e}",
+                image.display()
+            ))
+        })?
+    } else {
+        None
+    };
+    Ok(ImageInfo {
+        path: image.to_path_buf(),
+        format: facts.format,
+        is_block_device: facts.is_block_device,
+        root_partition,
+    })
+}
+
+/// A `--directory=` tree, and without `--linux=` the kernel its boot entries name.
+fn inspect_directory(config: &Config, directory: &Path) -> Result<DirectoryInfo> {
+    let metadata = std::fs::metadata(directory).map_err(|e| {
+        Error::io(
+            format!(
+                "Failed to open the root directory '{}'",
+                directory.display()
+            ),
+            e,
+        )
+    })?;
+    if !metadata.is_dir() {
+        return Err(Error::new(format!(
+            "--directory={}: not a directory. Boot a disk image with --image= instead.",
+            directory.display()
+        )));
+    }
+    let boot = if config.linux.is_none() {
+        let entry = crate::bootentry::discover(directory)?;
+        check_readable(&entry.kernel, "kernel")?;
+        for initrd in &entry.initrds {
+            check_readable(initrd, "initrd")?;
+        }
+        Some(entry)
+    } else {
+        None
+    };
+    Ok(DirectoryInfo {
+        path: directory.to_path_buf(),
+        boot,
+    })
+}
+
+/// virtiofsd where 259 looks for it ($PATH, then /usr/libexec and /usr/lib), and which of the
+/// options vmspawn may need it has (its --help lists them).
+fn find_virtiofsd(path_var: Option<&OsString>) -> Option<VirtiofsdFacts> {
+    use std::os::unix::fs::PermissionsExt;
+    let binary = find_in_path("virtiofsd", path_var).or_else(|| {
+        ["/usr/libexec/virtiofsd", "/usr/lib/virtiofsd"]
+            .map(PathBuf::from)
+            .into_iter()
+            .find(|p| {
+                std::fs::metadata(p)
+                    .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            })
+    })?;
+    let help = std::process::Command::new(&binary)
+        .arg("--help")
+        .env_clear()
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
+        .unwrap_or_default();
+    Some(VirtiofsdFacts {
+        translate: help.contains("--translate-uid"),
+        readonly: help.contains("--readonly"),
+        file_handles_option: help.contains("--inode-file-handles"),
+        binary,
+    })
+}
+
+/// A `--bind-user=` user from the host's user database, checked as 259 checks it.
+fn resolve_bind_user(name: &str, caller_uid: u32) -> Result<BindUserFacts> {
+    use nix::unistd::{Group, User};
+    let user = User::from_name(name)
+        .map_err(|e| Error::new(format!("Failed to resolve user '{name}': {}", e.desc())))?
+        .ok_or_else(|| {
+            Error::new(format!(
+                "Failed to resolve user '{name}': No such user in the host's user database."
+            ))
+        })?;
+    let group = Group::from_gid(user.gid).ok().flatten();
+    crate::virtiofs::check_bind_user(
+        name,
+        user.uid.as_raw(),
+        group.as_ref().map(|g| g.name.as_str()),
+        caller_uid,
+    )?;
+    Ok(BindUserFacts {
+        name: name.to_string(),
+        uid: user.uid.as_raw(),
+        gid: user.gid.as_raw(),
+        home: user.dir,
+        shell: user.shell,
+        hashed_password: shadow_hash(name),
+    })
+}
+
+/// The user's password hash from /etc/shadow, where this process may read it (as root).
+fn shadow_hash(name: &str) -> Option<String> {
+    let shadow = std::fs::read_to_string("/etc/shadow").ok()?;
+    shadow.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        (fields.next() == Some(name))
+            .then(|| fields.next())
+            .flatten()
+            .filter(|hash| !hash.is_empty())
+            .map(str::to_string)
     })
 }
 
@@ -285,18 +414,19 @@ fn tpm_auto_state_problem(image: &Path) -> Option<String> {
     }
 }
 
-/// Without `--image=` and `--directory=`: `-M NAME` looks up a machine image by that name, as
-/// `machinectl list-images` would; without `-M` the current directory would be the root, which
-/// needs directory support.
+/// Without `--image=` and `--directory=`: `-M NAME` looks up a machine image (a raw file or a
+/// directory) by that name, as `machinectl list-images` would; without `-M` the current
+/// directory is the root.
 pub fn resolve_image(config: &mut Config, env: &HostEnv) -> Result<()> {
     if config.image.is_some() || config.directory.is_some() {
         return Ok(());
     }
     let Some(name) = config.machine.clone() else {
-        return Err(Error::new(
-            "No disk image given, and booting the current directory (--directory=) is not supported yet by this \
-             vmspawn. Pass the VM's disk image with --image=PATH (or -i PATH).",
-        ));
+        // As 259: the current directory is the root.
+        let cwd = std::env::current_dir()
+            .map_err(|e| Error::io("Failed to determine current directory", e))?;
+        config.directory = Some(cwd);
+        return Ok(());
     };
     let mut dirs = Vec::new();
     if !env.is_root {
@@ -321,10 +451,8 @@ pub fn resolve_image(config: &mut Config, env: &HostEnv) -> Result<()> {
             return Ok(());
         }
         if dir.join(&name).is_dir() {
-            return Err(Error::new(format!(
-                "Machine '{name}' is a directory image ({}), and booting a directory (--directory=) is not supported yet by this vmspawn.",
-                dir.join(&name).display()
-            )));
+            config.directory = Some(dir.join(&name));
+            return Ok(());
         }
     }
     Err(Error::new(format!(

@@ -9,6 +9,7 @@
 #![deny(unsafe_code)]
 
 pub mod acquire;
+pub mod bootentry;
 pub mod cli;
 pub mod config;
 pub mod console;
@@ -34,3 +35,4 @@ mod sys;
 #[doc(hidden)]
 pub mod testing;
 pub mod tpm;
+pub mod virtiofs;

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use base64::Engine as _;
 
 use crate::acquire::{Acquired, KvmAccess, KvmNeed, Needs, NetworkSetup, TapFacts};
+use crate::bootentry::BootEntry;
 use crate::config::{Background, Config, ConsoleMode};
 use crate::disk::{ImageFormat, RootKind, RootPartition};
 use crate::error::{Error, Result};
@@ -21,6 +22,7 @@ use crate::process::{
 };
 use crate::register::Registrar;
 use crate::sandbox::{QemuSockets, SandboxRules, SeccompTable};
+use crate::virtiofs::{BindUserFacts, VirtiofsdFacts};
 
 /// What the host looks like, as far as planning is concerned. Gathered by `host::discover`.
 #[derive(Clone, Debug)]
@@ -35,7 +37,8 @@ pub struct HostFacts {
     pub helper_installed: bool,
     /// This process has CAP_NET_ADMIN (QEMU can create a TAP itself).
     pub net_admin: bool,
-    pub image: ImageInfo,
+    /// What the VM boots from: a disk image or a directory tree.
+    pub root: RootFacts,
     /// One entry per `--extra-drive`, in order.
     pub extra_drives: Vec<DriveInfo>,
     /// The per-VM private directory (not yet created); all temporary files go below it.
@@ -53,6 +56,36 @@ pub struct HostFacts {
     pub swtpm: Option<SwtpmFacts>,
     /// Why `<image>.tpmstate` cannot be used, if it cannot.
     pub tpm_auto_state_problem: Option<String>,
+    /// virtiofsd, when the VM has a directory root or shares.
+    pub virtiofsd: Option<VirtiofsdFacts>,
+    /// The `--bind-user=` users, in order.
+    pub bind_users: Vec<BindUserFacts>,
+    /// vmspawn's effective UID (virtiofsd runs as it).
+    pub caller_uid: u32,
+}
+
+/// The VM's root.
+#[derive(Clone, Debug)]
+pub enum RootFacts {
+    Image(ImageInfo),
+    Directory(DirectoryInfo),
+}
+
+impl RootFacts {
+    pub fn path(&self) -> &Path {
+        match self {
+            RootFacts::Image(image) => &image.path,
+            RootFacts::Directory(dir) => &dir.path,
+        }
+    }
+}
+
+/// `--directory=`: a tree served over virtio-fs.
+#[derive(Clone, Debug)]
+pub struct DirectoryInfo {
+    pub path: PathBuf,
+    /// The boot entry found in the tree; only looked up without `--linux=`.
+    pub boot: Option<BootEntry>,
 }
 
 /// The virtual TPM's programs.
@@ -257,6 +290,7 @@ fn qemu_rules(
     config: &Config,
     host: &HostFacts,
     acquired: &Acquired,
+    boot: Option<&KernelBoot>,
     gui: bool,
 ) -> (SandboxRules, Vec<String>) {
     let mut q = program_rules(&[&host.qemu_binary], &host.qemu_arch);
@@ -275,11 +309,11 @@ fn qemu_rules(
     }
     // Exactly the files this VM reads.
     push_unique(&mut q.read, host.firmware.code.clone());
-    if let Some(kernel) = &config.linux {
-        push_unique(&mut q.read, kernel.clone());
-    }
-    if let [initrd] = config.initrds.as_slice() {
-        push_unique(&mut q.read, initrd.clone());
+    if let Some(boot) = boot {
+        push_unique(&mut q.read, boot.kernel.clone());
+        if let [initrd] = boot.initrds.as_slice() {
+            push_unique(&mut q.read, initrd.clone());
+        }
     }
     // The entropy source of the virtio-rng device.
     push_unique(&mut q.read, PathBuf::from("/dev/urandom"));
@@ -295,7 +329,9 @@ fn qemu_rules(
     }
     // Read-write: the runtime directory (NVRAM copy, credentials, merged initrd) and the disks.
     q.write.push(host.runtime_dir.clone());
-    push_unique(&mut q.write, host.image.path.clone());
+    if let RootFacts::Image(image) = &host.root {
+        push_unique(&mut q.write, image.path.clone());
+    }
     for drive in &host.extra_drives {
         push_unique(&mut q.write, drive.path.clone());
     }
@@ -420,6 +456,64 @@ fn has_smbios(arch: &str) -> bool {
     matches!(arch, "x86_64" | "i386" | "aarch64" | "arm")
 }
 
+/// A direct kernel boot: `--linux=` (with `--initrd=`), or the boot entry of a directory.
+#[derive(Clone, Debug)]
+struct KernelBoot {
+    kernel: PathBuf,
+    initrds: Vec<PathBuf>,
+}
+
+fn kernel_boot(config: &Config, root: &RootFacts) -> Result<Option<KernelBoot>> {
+    Ok(match (&config.linux, root) {
+        (Some(kernel), _) => Some(KernelBoot {
+            kernel: kernel.clone(),
+            initrds: config.initrds.clone(),
+        }),
+        (None, RootFacts::Image(_)) => None,
+        (None, RootFacts::Directory(dir)) => {
+            let entry = dir.boot.as_ref().ok_or_else(|| {
+                Error::new(format!(
+                    "Failed to locate UKI in directory type image, please specify one with --linux=. (No boot \
+                     entry was found in '{}'.)",
+                    dir.path.display()
+                ))
+            })?;
+            Some(KernelBoot {
+                kernel: entry.kernel.clone(),
+                initrds: entry.initrds.clone(),
+            })
+        }
+    })
+}
+
+/// The root= (or mount.usr=) of a direct kernel boot of a disk image, from its partitions.
+fn derived_root(image_info: &ImageInfo, arch: &str) -> Result<String> {
+    let image = &image_info.path;
+    if image_info.format == ImageFormat::Qcow2 {
+        return Err(Error::new(format!(
+            "Cannot derive root= for a direct kernel boot from the qcow2 image '{}': its partition \
+             table is not readable without QEMU. Pass root=... on the kernel command line.",
+            image.display()
+        )));
+    }
+    match &image_info.root_partition {
+        Some(RootPartition {
+            kind: RootKind::Root,
+            partuuid,
+        }) => Ok(format!("root=PARTUUID={partuuid}")),
+        Some(RootPartition {
+            kind: RootKind::Usr,
+            partuuid,
+        }) => Ok(format!("mount.usr=PARTUUID={partuuid}")),
+        None => Err(Error::new(format!(
+            "Cannot perform a direct kernel boot without a root or usr partition, refusing: \
+             '{}' has no Discoverable Partitions root or usr partition for {arch}. \
+             Pass root=... on the kernel command line.",
+            image.display()
+        ))),
+    }
+}
+
 /// What the VM needs acquired before it can be planned in full: the TAP, KVM, registration.
 pub fn needs(config: &Config, host: &HostFacts) -> Result<Needs> {
     let kvm = match config.kvm {
@@ -446,9 +540,9 @@ pub fn plan(config: &Config, host: &HostFacts, acquired: &Acquired) -> Result<Pl
     let arch = host.qemu_arch.as_str();
     let x86 = matches!(arch, "x86_64" | "i386");
     let machine = machine_name(config, &host.hostname)?;
-    let image_info = &host.image;
-    let image = &image_info.path;
+    let root = host.root.path();
     let rd = &host.runtime_dir;
+    let boot = kernel_boot(config, &host.root)?;
     let mut args: Vec<OsString> = Vec::new();
     let mut fds = FdTable::default();
     let mut files = Vec::new();
@@ -456,6 +550,9 @@ pub fn plan(config: &Config, host: &HostFacts, acquired: &Acquired) -> Result<Pl
     let confined = !config.unconfined;
     // QMP first, so its fd is 3 whatever else QEMU gets.
     let qmp_fd = fds.add(FdName::Qmp);
+    // The directory root and shares, each served by a virtiofsd.
+    let virtiofs = crate::virtiofs::plan(config, host, &mut fds)?;
+    let memory_size = format!("{}M", config.ram.div_ceil(1 << 20));
 
     // -machine
     let mut machine_opt = format!("type={}", machine_type(arch)?);
@@ -465,11 +562,16 @@ pub fn plan(config: &Config, host: &HostFacts, acquired: &Acquired) -> Result<Pl
         } else {
             ",smm=off"
         });
+    }
+    if virtiofs.needs_shared_memory() {
+        machine_opt.push_str(",memory-backend=mem");
+    }
+    if x86 {
         machine_opt.push_str(",hpet=off");
     }
     args.extend([os("-machine"), os(machine_opt)]);
     args.extend([os("-smp"), os(&config.cpus)]);
-    args.extend([os("-m"), os(format!("{}M", config.ram.div_ceil(1 << 20)))]);
+    args.extend([os("-m"), os(&memory_size)]);
     args.extend([
         os("-object"),
         os("rng-random,filename=/dev/urandom,id=rng0"),
@@ -526,6 +628,16 @@ pub fn plan(config: &Config, host: &HostFacts, acquired: &Acquired) -> Result<Pl
                 ]);
             }
         },
+    }
+
+    // Guest memory the virtiofsds can map.
+    if virtiofs.needs_shared_memory() {
+        args.extend([
+            os("-object"),
+            os(format!(
+                "memory-backend-memfd,id=mem,size={memory_size},share=on"
+            )),
+        ]);
     }
 
     // Accelerator.
@@ -632,70 +744,59 @@ pub fn plan(config: &Config, host: &HostFacts, acquired: &Acquired) -> Result<Pl
 
     // Kernel, and the root= a direct kernel boot of the image needs.
     let mut cmdline = config.kernel_cmdline_extra.clone();
-    if let Some(kernel) = &config.linux {
-        args.extend([os("-kernel"), os(kernel)]);
-        if !config.cmdline_sets_root() {
-            if image_info.format == ImageFormat::Qcow2 {
+    if let Some(boot) = &boot {
+        args.extend([os("-kernel"), os(&boot.kernel)]);
+    }
+    let mut grow_image = None;
+    match &host.root {
+        RootFacts::Image(image_info) => {
+            let image = &image_info.path;
+            if boot.is_some() && !config.cmdline_sets_root() {
+                cmdline.push(derived_root(image_info, arch)?);
+            }
+            if config.grow_image > 0 && image_info.format == ImageFormat::Qcow2 {
                 return Err(Error::new(format!(
-                    "Cannot derive root= for a direct kernel boot from the qcow2 image '{}': its partition \
-                     table is not readable without QEMU. Pass root=... on the kernel command line.",
+                    "--grow-image= only works on raw images, but '{}' is qcow2. Use 'qemu-img resize' instead.",
                     image.display()
                 )));
             }
-            match &image_info.root_partition {
-                Some(RootPartition {
-                    kind: RootKind::Root,
-                    partuuid,
-                }) => cmdline.push(format!("root=PARTUUID={partuuid}")),
-                Some(RootPartition {
-                    kind: RootKind::Usr,
-                    partuuid,
-                }) => cmdline.push(format!("mount.usr=PARTUUID={partuuid}")),
-                None => {
-                    return Err(Error::new(format!(
-                        "Cannot perform a direct kernel boot without a root or usr partition, refusing: \
-                         '{}' has no Discoverable Partitions root or usr partition for {arch}. \
-                         Pass root=... on the kernel command line.",
-                        image.display()
-                    )));
-                }
+            if config.grow_image > 0 && image_info.is_block_device {
+                return Err(Error::new(format!(
+                    "--grow-image= needs a regular image file, but '{}' is a block device.",
+                    image.display()
+                )));
             }
+            let mut drive = kv_path("if=none,id=vmspawn,file=", image);
+            drive.push(format!(
+                ",format={},discard={}",
+                image_info.format.as_qemu(),
+                if config.discard_disk { "on" } else { "off" }
+            ));
+            args.extend([os("-drive"), drive]);
+            let mut device = OsString::from("virtio-blk-pci,drive=vmspawn,bootindex=1,serial=");
+            device.push(parse::escape_qemu_value(basename(image)));
+            args.extend([os("-device"), device]);
+            grow_image = (config.grow_image > 0)
+                .then(|| config.grow_image.checked_next_multiple_of(4096))
+                .map(|size| {
+                    size.map(|size| GrowImage {
+                        path: image.clone(),
+                        size,
+                    })
+                    .ok_or_else(|| Error::new("Specified file size too large, refusing."))
+                })
+                .transpose()?;
+        }
+        RootFacts::Directory(dir) => {
+            if config.grow_image > 0 {
+                return Err(Error::new(format!(
+                    "--grow-image= grows a disk image, but the VM boots the directory '{}'. Drop --grow-image=.",
+                    dir.path.display()
+                )));
+            }
+            args.extend(virtiofs.root_args.iter().cloned());
         }
     }
-
-    // The image.
-    if config.grow_image > 0 && image_info.format == ImageFormat::Qcow2 {
-        return Err(Error::new(format!(
-            "--grow-image= only works on raw images, but '{}' is qcow2. Use 'qemu-img resize' instead.",
-            image.display()
-        )));
-    }
-    if config.grow_image > 0 && image_info.is_block_device {
-        return Err(Error::new(format!(
-            "--grow-image= needs a regular image file, but '{}' is a block device.",
-            image.display()
-        )));
-    }
-    let mut drive = kv_path("if=none,id=vmspawn,file=", image);
-    drive.push(format!(
-        ",format={},discard={}",
-        image_info.format.as_qemu(),
-        if config.discard_disk { "on" } else { "off" }
-    ));
-    args.extend([os("-drive"), drive]);
-    let mut device = OsString::from("virtio-blk-pci,drive=vmspawn,bootindex=1,serial=");
-    device.push(parse::escape_qemu_value(basename(image)));
-    args.extend([os("-device"), device]);
-    let grow_image = (config.grow_image > 0)
-        .then(|| config.grow_image.checked_next_multiple_of(4096))
-        .map(|size| {
-            size.map(|size| GrowImage {
-                path: image.clone(),
-                size,
-            })
-            .ok_or_else(|| Error::new("Specified file size too large, refusing."))
-        })
-        .transpose()?;
 
     // Extra drives.
     for (i, info) in host.extra_drives.iter().enumerate() {
@@ -716,6 +817,10 @@ pub fn plan(config: &Config, host: &HostFacts, acquired: &Acquired) -> Result<Pl
         args.extend([os("-blockdev"), blockdev, os("-device"), device]);
     }
 
+    // The --bind shares and the bound users' homes.
+    args.extend(virtiofs.mount_args.iter().cloned());
+    cmdline.extend(virtiofs.cmdline.iter().cloned());
+
     // Kernel command line: console=hvc0 first (not for gui), then -append or SMBIOS strings.
     if config.console != ConsoleMode::Gui {
         cmdline.insert(0, "console=hvc0".into());
@@ -723,7 +828,7 @@ pub fn plan(config: &Config, host: &HostFacts, acquired: &Acquired) -> Result<Pl
     let smbios_file = |path: &Path| kv_path("type=11,path=", path);
     if !cmdline.is_empty() {
         let joined = cmdline.join(" ");
-        if config.linux.is_some() {
+        if boot.is_some() {
             args.extend([os("-append"), os(joined)]);
         } else if has_smbios(arch) {
             for key in [
@@ -768,7 +873,7 @@ pub fn plan(config: &Config, host: &HostFacts, acquired: &Acquired) -> Result<Pl
 
     // Initrds: one is passed as is, several are merged into one file.
     let mut initrd_merge = None;
-    match config.initrds.as_slice() {
+    match boot.as_ref().map_or(&[][..], |b| b.initrds.as_slice()) {
         [] => {}
         [one] => args.extend([os("-initrd"), os(one)]),
         several => {
@@ -779,12 +884,13 @@ pub fn plan(config: &Config, host: &HostFacts, acquired: &Acquired) -> Result<Pl
     }
 
     // Credentials, as SMBIOS type 11 strings read from files.
-    if !config.credentials.is_empty() && !has_smbios(arch) {
+    let has_credentials = !config.credentials.is_empty() || !virtiofs.credentials.is_empty();
+    if has_credentials && !has_smbios(arch) {
         return Err(Error::new(
             "Cannot pass credentials: the native architecture has no SMBIOS.",
         ));
     }
-    for credential in &config.credentials {
+    for credential in config.credentials.iter().chain(&virtiofs.credentials) {
         let path = rd.join("credentials").join(&credential.id);
         let encoded = base64::engine::general_purpose::STANDARD.encode(&credential.data);
         files.push(FileToWrite {
@@ -809,7 +915,7 @@ pub fn plan(config: &Config, host: &HostFacts, acquired: &Acquired) -> Result<Pl
     if !config.quiet && config.console != ConsoleMode::Gui {
         banner.push(format!(
             "\u{2591} Spawning VM {machine} on {}.",
-            image.display()
+            root.display()
         ));
         match config.console {
             ConsoleMode::Interactive => {
@@ -821,9 +927,10 @@ pub fn plan(config: &Config, host: &HostFacts, acquired: &Acquired) -> Result<Pl
     }
 
     let gui = config.console == ConsoleMode::Gui;
-    let (qemu_landlock, warnings) = qemu_rules(config, host, acquired, gui);
+    let (qemu_landlock, warnings) = qemu_rules(config, host, acquired, boot.as_ref(), gui);
     let qemu = ProcessPlan {
         role: Role::Qemu,
+        name: Role::Qemu.describe().into(),
         binary: host.qemu_binary.clone(),
         args,
         env: qemu_env(gui),
@@ -864,6 +971,10 @@ pub fn plan(config: &Config, host: &HostFacts, acquired: &Acquired) -> Result<Pl
                 uuid: config.uuid,
                 allocate_unit: !config.keep_unit,
                 interactive_auth: host.stdin_is_tty && !config.no_ask_password,
+                root_directory: match &host.root {
+                    RootFacts::Directory(dir) => Some(dir.path.clone()),
+                    RootFacts::Image(_) => None,
+                },
             },
             required: required == Some(true),
         }),
@@ -881,6 +992,8 @@ pub fn plan(config: &Config, host: &HostFacts, acquired: &Acquired) -> Result<Pl
         }
         None => notes.extend(crate::tpm::why_none(config, host)),
     }
+    sockets.extend(virtiofs.sockets);
+    processes.extend(virtiofs.processes);
     processes.push(qemu);
     Ok(Plan {
         machine,

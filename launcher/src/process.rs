@@ -16,6 +16,9 @@ pub enum Role {
     Swtpm,
     /// Creates the virtual TPM's state before swtpm runs.
     SwtpmSetup,
+    /// Serves one host directory (the root, a --bind share, a bound user's home) over
+    /// virtio-fs.
+    Virtiofsd,
 }
 
 impl Role {
@@ -25,6 +28,7 @@ impl Role {
             Role::Qemu => "QEMU",
             Role::Swtpm => "swtpm (the virtual TPM)",
             Role::SwtpmSetup => "swtpm_setup (creating the virtual TPM's state)",
+            Role::Virtiofsd => "virtiofsd (a host directory over virtio-fs)",
         }
     }
 }
@@ -44,6 +48,10 @@ pub enum FdName {
     /// A connection to swtpm's control socket, made by vmspawn while checking that swtpm is
     /// ready, then used by QEMU.
     TpmControlConnection,
+    /// The listening vhost-user socket of the virtiofsd of share N (bound by vmspawn).
+    VirtiofsListener(u16),
+    /// vmspawn's connection to that socket, used by QEMU.
+    VirtiofsConnection(u16),
 }
 
 /// One entry of a process's fd table.
@@ -104,6 +112,10 @@ pub enum Readiness {
     /// swtpm answers CMD_GET_CAPABILITY on its control socket at `socket`; the connection is
     /// kept as `connection` (for QEMU).
     SwtpmControl { socket: PathBuf, connection: FdName },
+    /// The process serves the listening socket at `socket` (bound by vmspawn, so connecting
+    /// succeeds at once and the process answers once it runs); the connection is kept as
+    /// `connection` (for QEMU).
+    Connect { socket: PathBuf, connection: FdName },
 }
 
 /// How a long-running process is stopped at the end, in reverse start order.
@@ -139,6 +151,9 @@ pub struct Jail {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProcessPlan {
     pub role: Role,
+    /// How messages name this process (the role's description, or more precise: which share
+    /// a virtiofsd serves).
+    pub name: String,
     pub binary: PathBuf,
     pub args: Vec<OsString>,
     pub env: EnvPlan,

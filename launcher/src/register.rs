@@ -185,6 +185,9 @@ pub struct Request {
     /// Ask machined to create a scope unit for the VM (varlink only; not with --keep-unit).
     pub allocate_unit: bool,
     pub interactive_auth: bool,
+    /// `--directory=`: the VM's root directory (`rootDirectory`; not sent through the
+    /// helper, whose protocol has no such field).
+    pub root_directory: Option<std::path::PathBuf>,
 }
 
 /// A pidfd of our child `pid`.
@@ -208,6 +211,10 @@ impl Connection {
                 if let Some(uuid) = request.uuid {
                     let hex: String = uuid.iter().map(|b| format!("{b:02x}")).collect();
                     parameters["id"] = serde_json::Value::String(hex);
+                }
+                if let Some(dir) = &request.root_directory {
+                    parameters["rootDirectory"] =
+                        serde_json::Value::String(dir.to_string_lossy().into_owned());
                 }
                 varlink
                     .call("io.systemd.Machine.Register", parameters)?

@@ -160,13 +160,13 @@ fn run_setup(
             Some(status) if status.success() => Ok(None),
             Some(status) => Ok(Some(format!(
                 "{} {}{}",
-                process.role.describe(),
+                process.name,
                 spawn::describe_status(status),
                 quoted_output(&output)
             ))),
             None => Ok(Some(format!(
                 "{} did not finish within {} s{}",
-                process.role.describe(),
+                process.name,
                 SETUP_TIMEOUT.as_secs(),
                 quoted_output(&output)
             ))),
@@ -220,10 +220,27 @@ fn read_bounded(stderr: Option<std::process::ChildStderr>, timeout: Duration) ->
 
 /// Waits until a sidecar is ready, as its plan says.
 fn wait_ready(child: &mut ChildGuard, readiness: &Readiness, fds: &mut FdStore) -> Result<()> {
-    let Readiness::SwtpmControl { socket, connection } = readiness else {
-        return Ok(());
+    let (socket, connection) = match readiness {
+        Readiness::Started => return Ok(()),
+        Readiness::Connect { socket, connection } => {
+            // vmspawn bound and listens on the socket: the connection waits in its backlog
+            // until the process accepts it.
+            let stream = UnixStream::connect(socket).map_err(|e| {
+                Error::io(
+                    format!(
+                        "Failed to connect to the socket of {} at '{}'",
+                        child.name(),
+                        socket.display()
+                    ),
+                    e,
+                )
+            })?;
+            fds.insert(*connection, OwnedFd::from(stream));
+            return Ok(());
+        }
+        Readiness::SwtpmControl { socket, connection } => (socket, connection),
     };
-    let what = child.role().describe();
+    let what = child.name().to_string();
     let exited_early = |child: &mut ChildGuard, why: String| -> Error {
         match child.wait_timeout(Duration::from_secs(1)) {
             Some(status) => Error::new(format!(
@@ -445,7 +462,7 @@ pub fn run(plan: &Plan, env: &RunEnv, resources: Resources) -> Result<i32> {
     // Stop in reverse start order: QEMU has ended (or is killed by its guard), then sidecars.
     drop(qemu);
     for sidecar in running.iter_mut().rev() {
-        let process = plan.processes.iter().find(|p| p.role == sidecar.role());
+        let process = plan.processes.iter().find(|p| p.name == sidecar.name());
         if let Some(Lifetime::Vm {
             stop: Stop::Signal { signal, grace },
             ..
@@ -486,12 +503,12 @@ fn confine_launcher(plan: &Plan, rules: &sandbox::SandboxRules, env: &RunEnv) ->
             if let Some(jail) = &process.jail {
                 eprintln!(
                     "{} runs under the seccomp table '{}' ({} calls denied)",
-                    process.role.describe(),
+                    process.name,
                     jail.seccomp.name(),
                     jail.seccomp.denied().len()
                 );
                 for rule in jail.landlock.describe() {
-                    eprintln!("{} may access: {rule}", process.role.describe());
+                    eprintln!("{} may access: {rule}", process.name);
                 }
             }
         }
@@ -528,10 +545,9 @@ fn verdict(plan: &Plan, ending: Ending) -> i32 {
             }
             1
         }
-        Ending::Sidecar { role, pid, status } => {
+        Ending::Sidecar { name, pid, status } => {
             eprintln!(
-                "The VM was stopped: {}, pid {pid}, {}.",
-                role.describe(),
+                "The VM was stopped: {name}, pid {pid}, {}.",
                 spawn::describe_status(status)
             );
             1

@@ -300,6 +300,11 @@ pub enum SeccompTable {
     Swtpm,
     /// swtpm_setup: the common deny-list (it starts swtpm, so exec stays allowed).
     SwtpmSetup,
+    /// virtiofsd: the common deny-list, except that `unshare(CLONE_FS)` stays allowed (each of
+    /// its threads makes its working directory its own) while new namespaces do not, and no
+    /// sockets of its own (it serves the vhost-user socket vmspawn bound and passed to it); on
+    /// top of virtiofsd's own seccomp allow-list (`--seccomp=kill`, its default).
+    Virtiofsd,
 }
 
 /// Rules that match when any of `flags` is set in argument `arg`.
@@ -342,6 +347,7 @@ impl SeccompTable {
             }) => "qemu+inet+unix",
             SeccompTable::Swtpm => "swtpm",
             SeccompTable::SwtpmSetup => "swtpm_setup",
+            SeccompTable::Virtiofsd => "virtiofsd",
         }
     }
 
@@ -404,6 +410,17 @@ impl SeccompTable {
                 ("listen", libc::SYS_listen, always()),
             ]),
             SeccompTable::SwtpmSetup => {}
+            SeccompTable::Virtiofsd => {
+                list.retain(|(name, _, _)| *name != "unshare");
+                list.extend([
+                    ("unshare", libc::SYS_unshare, any_flag(0, &NAMESPACE_FLAGS)),
+                    ("socket", libc::SYS_socket, always()),
+                    ("socketpair", libc::SYS_socketpair, always()),
+                    ("connect", libc::SYS_connect, always()),
+                    ("bind", libc::SYS_bind, always()),
+                    ("listen", libc::SYS_listen, always()),
+                ]);
+            }
         }
         list
     }

@@ -102,13 +102,14 @@ pub fn prepare_jail(jail: &Jail) -> Result<(Option<OwnedFd>, Vec<seccompiler::Bp
 /// not happened yet.
 pub struct ChildGuard {
     role: Role,
+    name: String,
     child: Child,
     pidfd: OwnedFd,
     status: Option<ExitStatus>,
 }
 
 impl ChildGuard {
-    pub fn new(role: Role, child: Child) -> Result<Self> {
+    pub fn new(role: Role, name: String, child: Child) -> Result<Self> {
         // The child is not reaped yet, so its pid still names it.
         let pidfd = match sys::pidfd_open(child.id()) {
             Ok(fd) => fd,
@@ -116,14 +117,12 @@ impl ChildGuard {
                 let mut child = child;
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(Error::io(
-                    format!("Failed to open a pidfd of {}", role.describe()),
-                    e,
-                ));
+                return Err(Error::io(format!("Failed to open a pidfd of {name}"), e));
             }
         };
         Ok(ChildGuard {
             role,
+            name,
             child,
             pidfd,
             status: None,
@@ -132,6 +131,11 @@ impl ChildGuard {
 
     pub fn role(&self) -> Role {
         self.role
+    }
+
+    /// How messages name the process.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     pub fn id(&self) -> u32 {
@@ -237,7 +241,7 @@ pub fn spawn(
     console: Option<&OwnedFd>,
     var: &dyn Fn(&str) -> Option<OsString>,
 ) -> Result<ChildGuard> {
-    let what = process.role.describe();
+    let what = process.name.as_str();
     let mut cmd = Command::new(&process.binary);
     cmd.args(&process.args);
     cmd.env_clear();
@@ -296,7 +300,7 @@ pub fn spawn(
             e,
         )
     })?;
-    ChildGuard::new(process.role, child)
+    ChildGuard::new(process.role, process.name.clone(), child)
 }
 
 /// A poll(2) timeout for the time left until `deadline` (at most a minute: callers poll again

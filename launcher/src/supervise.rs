@@ -15,7 +15,6 @@ use nix::sys::signalfd::SignalFd;
 
 use crate::console::{self, EscapeDetector, Tinter};
 use crate::error::{Error, Result};
-use crate::process::Role;
 use crate::qmp::Qmp;
 use crate::spawn::{self, ChildGuard};
 use crate::sys;
@@ -35,7 +34,7 @@ pub enum Ending {
     Escaped,
     /// A sidecar exited while QEMU ran; QEMU was stopped.
     Sidecar {
-        role: Role,
+        name: String,
         pid: u32,
         status: ExitStatus,
     },
@@ -144,7 +143,7 @@ impl<'a> Supervisor<'a> {
         }
         let sidecar = &self.sidecars[index];
         let ending = Ending::Sidecar {
-            role: sidecar.role(),
+            name: sidecar.name().to_string(),
             pid: sidecar.id(),
             status,
         };

@@ -5,14 +5,17 @@
 use std::path::{Path, PathBuf};
 
 use crate::acquire::{Acquired, KvmAccess, KvmNeed, Needs, NetworkSetup, TapFacts};
+use crate::bootentry::BootEntry;
+use crate::config::Config;
 use crate::config::Network;
 use crate::disk::{ImageFormat, RootKind, RootPartition};
 use crate::firmware::Firmware;
-use crate::plan::{DriveInfo, HostFacts, ImageInfo, SwtpmFacts};
+use crate::plan::{DirectoryInfo, DriveInfo, HostFacts, ImageInfo, RootFacts, SwtpmFacts};
 use crate::register::Registrar;
+use crate::virtiofs::{BindUserFacts, VirtiofsdFacts};
 
 /// Every switch `host_facts` and `simulate_acquire` know.
-pub const SWITCHES: [&str; 18] = [
+pub const SWITCHES: [&str; 22] = [
     "aarch64",
     "plain-firmware",
     "kvm",
@@ -31,10 +34,18 @@ pub const SWITCHES: [&str; 18] = [
     "tpm-state-unwritable",
     "registrar-helper",
     "registrar-user",
+    "virtiofsd",
+    "virtiofsd-old",
+    "no-boot-entry",
+    "root",
 ];
 
-/// The host the switches describe (the image at `image`, the extra drives at their paths).
-pub fn host_facts(switches: &[&str], extra_drives: &[PathBuf], image: Option<&Path>) -> HostFacts {
+/// The host the switches describe, for the VM `config` asks for (its image or directory, extra
+/// drives and bound users at the paths and names it gives). A directory has the boot entry
+/// `boot/loader/entries/vmtest.conf` (kernel and one initrd) unless `no-boot-entry`; bound user
+/// N has UID and GID 1000+N and the home /home/<name>; vmspawn runs as UID 1000 unless `root`.
+pub fn host_facts(switches: &[&str], config: &Config) -> HostFacts {
+    let extra_drives = &config.extra_drives;
     let has = |s: &str| switches.contains(&s);
     let secure_boot = !has("plain-firmware");
     HostFacts {
@@ -59,27 +70,16 @@ pub fn host_facts(switches: &[&str], extra_drives: &[PathBuf], image: Option<&Pa
         kvm_usable: has("kvm"),
         helper_installed: has("kvm-from-helper") || has("helper"),
         net_admin: has("tap-by-qemu"),
-        image: ImageInfo {
-            path: image.map_or_else(|| PathBuf::from("/none"), Path::to_path_buf),
-            format: if has("qcow2") {
-                ImageFormat::Qcow2
-            } else {
-                ImageFormat::Raw
-            },
-            is_block_device: has("block-image"),
-            root_partition: if has("no-root-partition") {
-                None
-            } else if has("usr-partition") {
-                Some(RootPartition {
-                    kind: RootKind::Usr,
-                    partuuid: "0fc63daf-8483-4772-8e79-3d69d8477de4".into(),
-                })
-            } else {
-                Some(RootPartition {
-                    kind: RootKind::Root,
-                    partuuid: "4f68bce3-0000-4000-8000-000000000001".into(),
-                })
-            },
+        root: match (&config.image, &config.directory) {
+            (None, Some(dir)) => RootFacts::Directory(DirectoryInfo {
+                path: dir.clone(),
+                boot: (config.linux.is_none() && !has("no-boot-entry")).then(|| BootEntry {
+                    source: dir.join("boot/loader/entries/vmtest.conf"),
+                    kernel: dir.join("boot/vmlinuz"),
+                    initrds: vec![dir.join("boot/initrd.img")],
+                }),
+            }),
+            (image, _) => RootFacts::Image(image_facts(&has, image.as_deref())),
         },
         extra_drives: extra_drives
             .iter()
@@ -110,6 +110,51 @@ pub fn host_facts(switches: &[&str], extra_drives: &[PathBuf], image: Option<&Pa
             "'/home/user/d.raw.tpmstate' cannot be created in '/home/user': Permission denied"
                 .to_string()
         }),
+        virtiofsd: (has("virtiofsd") || has("virtiofsd-old")).then(|| VirtiofsdFacts {
+            binary: PathBuf::from("/usr/libexec/virtiofsd"),
+            translate: !has("virtiofsd-old"),
+            readonly: !has("virtiofsd-old"),
+            file_handles_option: !has("virtiofsd-old"),
+        }),
+        bind_users: config
+            .bind_users
+            .iter()
+            .enumerate()
+            .map(|(i, name)| BindUserFacts {
+                name: name.clone(),
+                uid: 1000 + i as u32,
+                gid: 1000 + i as u32,
+                home: PathBuf::from("/home").join(name),
+                shell: PathBuf::from("/bin/bash"),
+                hashed_password: None,
+            })
+            .collect(),
+        caller_uid: if has("root") { 0 } else { 1000 },
+    }
+}
+
+fn image_facts(has: &dyn Fn(&str) -> bool, image: Option<&Path>) -> ImageInfo {
+    ImageInfo {
+        path: image.map_or_else(|| PathBuf::from("/none"), Path::to_path_buf),
+        format: if has("qcow2") {
+            ImageFormat::Qcow2
+        } else {
+            ImageFormat::Raw
+        },
+        is_block_device: has("block-image"),
+        root_partition: if has("no-root-partition") {
+            None
+        } else if has("usr-partition") {
+            Some(RootPartition {
+                kind: RootKind::Usr,
+                partuuid: "0fc63daf-8483-4772-8e79-3d69d8477de4".into(),
+            })
+        } else {
+            Some(RootPartition {
+                kind: RootKind::Root,
+                partuuid: "4f68bce3-0000-4000-8000-000000000001".into(),
+            })
+        },
     }
 }
 

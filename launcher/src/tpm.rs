@@ -36,7 +36,7 @@ pub struct TpmPlan {
     pub qemu_args: Vec<OsString>,
 }
 
-/// `--tpm-state=auto`: `<image>.tpmstate` next to the image.
+/// `--tpm-state=auto`: `<image>.tpmstate` next to the image (or directory).
 pub fn auto_state_dir(image: &Path) -> PathBuf {
     let mut name = image.as_os_str().to_os_string();
     name.push(".tpmstate");
@@ -121,7 +121,7 @@ pub fn plan(
                 }
                 return Ok(None);
             }
-            (auto_state_dir(&host.image.path), true)
+            (auto_state_dir(host.root.path()), true)
         }
         TpmState::Off => (rd.join(format!("{machine}-tpm")), false),
         TpmState::Path(path) => (path.clone(), true),
@@ -199,6 +199,7 @@ pub fn plan(
     setup_rules.devices = vec![PathBuf::from("/dev/null")];
     let setup = ProcessPlan {
         role: Role::SwtpmSetup,
+        name: Role::SwtpmSetup.describe().into(),
         binary: swtpm_setup.clone(),
         args: setup_args(true),
         env: EnvPlan::default(),
@@ -233,6 +234,7 @@ pub fn plan(
     swtpm_rules.devices = vec![PathBuf::from("/dev/null")];
     let daemon = ProcessPlan {
         role: Role::Swtpm,
+        name: Role::Swtpm.describe().into(),
         binary: swtpm.swtpm.clone(),
         args,
         env: EnvPlan::default(),

@@ -34,6 +34,7 @@ fn render_rules(out: &mut String, prefix: &str, rules: &SandboxRules) {
 fn render_process(out: &mut String, process: &ProcessPlan) {
     let ProcessPlan {
         role,
+        name,
         binary,
         args,
         env,
@@ -44,7 +45,7 @@ fn render_process(out: &mut String, process: &ProcessPlan) {
         jail,
         lifetime,
     } = process;
-    writeln!(out, "process {role:?}: {}", role.describe()).unwrap();
+    writeln!(out, "process {role:?}: {name}").unwrap();
     writeln!(out, "  argv:").unwrap();
     writeln!(out, "    {}", binary.display()).unwrap();
     for arg in args {
@@ -147,7 +148,7 @@ fn render(header: &Header) -> String {
     if let Some(unknown) = switches.iter().find(|s| !SWITCHES.contains(s)) {
         return format!("error: unknown facts switch '{unknown}'\n");
     }
-    let facts = host_facts(&switches, &config.extra_drives, config.image.as_deref());
+    let facts = host_facts(&switches, &config);
     let needs = match plan::needs(&config, &facts) {
         Ok(n) => n,
         Err(e) => return format!("error: {e}\n"),
@@ -256,6 +257,9 @@ fn render(header: &Header) -> String {
             r.request.interactive_auth
         )
         .unwrap();
+        if let Some(dir) = &r.request.root_directory {
+            writeln!(out, "register: root directory {}", dir.display()).unwrap();
+        }
     }
     if *ready_at_start {
         writeln!(out, "ready-at-start").unwrap();

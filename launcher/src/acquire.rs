@@ -6,6 +6,7 @@
 //! from, and `Resources`, the fds and connections the runner hands to the VM's processes.
 
 use std::ffi::OsString;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::Path;
 
 use crate::error::{Error, Result};
@@ -14,6 +15,7 @@ use crate::network;
 use crate::process::FdName;
 use crate::register::{self, Registrar};
 use crate::spawn::FdStore;
+use crate::vsock::{VsockAccess, VsockNeed};
 
 /// How the VM gets its TAP device (`--network-tap`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -67,6 +69,7 @@ pub struct Needs {
     pub registration: Option<bool>,
     /// polkit may ask the user for a password.
     pub interactive_auth: bool,
+    pub vsock: VsockNeed,
 }
 
 /// The planner's view of what was acquired.
@@ -76,6 +79,7 @@ pub struct Acquired {
     pub kvm: KvmAccess,
     /// The machined the VM will be registered with, when a connection to it was made.
     pub registrar: Option<Registrar>,
+    pub vsock: VsockAccess,
 }
 
 /// The fds (TAP, /dev/kvm) for the VM's processes, the connection that registers the VM once
@@ -158,6 +162,36 @@ pub fn acquire(needs: &Needs, env: &Env) -> Result<(Acquired, Resources)> {
         }
     };
 
+    let vsock = match &needs.vsock {
+        VsockNeed::Off => VsockAccess::Off,
+        VsockNeed::VhostUser => VsockAccess::VhostUser,
+        VsockNeed::Kernel { cid } => {
+            let (cid, device) = open_vhost_vsock(&needs.machine, *cid)?;
+            resources.fds.insert(FdName::VhostVsock, device);
+            kernel_vsock(cid, &mut resources)?
+        }
+        VsockNeed::FromHelper {
+            cid,
+            required,
+            fallback_vhost_user,
+        } => {
+            let helper = match client.as_mut() {
+                Some(helper) => Ok(helper),
+                None => HelperClient::connect(env.var, "--vsock=yes", interactive)
+                    .map(|c| client.insert(c)),
+            };
+            match helper.and_then(|h| h.open_vhost_vsock(&needs.machine, *cid)) {
+                Ok((cid, device)) => {
+                    resources.fds.insert(FdName::VhostVsock, device);
+                    kernel_vsock(cid, &mut resources)?
+                }
+                Err(_) if *fallback_vhost_user => VsockAccess::VhostUser,
+                Err(e) if *required => return Err(e),
+                Err(_) => VsockAccess::Off,
+            }
+        }
+    };
+
     // Connect now, while the launcher may still start the setuid helper; the registration
     // itself needs QEMU's pid and happens once it runs.
     let mut registrar = None;
@@ -199,7 +233,70 @@ pub fn acquire(needs: &Needs, env: &Env) -> Result<(Acquired, Resources)> {
             network,
             kvm,
             registrar,
+            vsock,
         },
         resources,
     ))
+}
+
+/// Opens /dev/vhost-vsock and sets the guest CID: `cid`, or 259's candidates for the machine
+/// name (64 derived ones, then 64 random ones), skipping those other VMs have.
+fn open_vhost_vsock(machine: &str, cid: Option<u32>) -> Result<(u32, OwnedFd)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let device: OwnedFd = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open("/dev/vhost-vsock")
+        .map_err(|e| Error::io("Failed to open /dev/vhost-vsock as read/write", e))?
+        .into();
+    let fixed = |e: std::io::Error| Error::io("Failed to fix CID for the guest VSOCK socket", e);
+    if let Some(cid) = cid {
+        crate::sys::vhost_vsock_set_guest_cid(device.as_fd(), cid).map_err(fixed)?;
+        return Ok((cid, device));
+    }
+    let derived = (0..64).map(|i| crate::vsock::cid_candidate(machine, i));
+    let random = (0..64).map(|_| {
+        3 + (u64::from_ne_bytes(crate::host::random_bytes::<8>()) % (u32::MAX as u64 - 4)) as u32
+    });
+    for candidate in derived.chain(random) {
+        match crate::sys::vhost_vsock_set_guest_cid(device.as_fd(), candidate) {
+            Ok(()) => return Ok((candidate, device)),
+            Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE) => continue,
+            Err(e) => return Err(fixed(e)),
+        }
+    }
+    Err(Error::new(
+        "Failed to fix CID for the guest VSOCK socket: Failed to assign a CID to the guest vsock (all candidates are taken).",
+    ))
+}
+
+/// The AF_VSOCK listener for the guest's notifications, on a port the kernel picks.
+fn kernel_vsock(cid: u32, resources: &mut Resources) -> Result<VsockAccess> {
+    use nix::sys::socket::{
+        AddressFamily, Backlog, SockFlag, SockType, VsockAddr, bind, getsockname, listen, socket,
+    };
+    let failed =
+        |e: nix::errno::Errno| Error::io("Failed to create the vsock notification listener", e);
+    let listener = socket(
+        AddressFamily::Vsock,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        None,
+    )
+    .map_err(failed)?;
+    bind(
+        listener.as_raw_fd(),
+        &VsockAddr::new(libc::VMADDR_CID_ANY, libc::VMADDR_PORT_ANY),
+    )
+    .map_err(failed)?;
+    listen(&listener, Backlog::MAXCONN).map_err(failed)?;
+    let port = getsockname::<VsockAddr>(listener.as_raw_fd())
+        .map_err(failed)?
+        .port();
+    resources.fds.insert(FdName::NotifyListener, listener);
+    Ok(VsockAccess::Kernel {
+        cid,
+        notify_port: port,
+    })
 }

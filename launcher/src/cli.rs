@@ -909,15 +909,6 @@ fn reject_unimplemented(c: &Config) -> Result<()> {
             "{what} is not supported yet by this vmspawn. {hint}"
         )))
     }
-    if c.vsock == Tristate::Yes {
-        return unsupported(
-            "--vsock=yes (VSOCK device)",
-            "Use --vsock=no or leave it unset.",
-        );
-    }
-    if c.vsock_cid.is_some() {
-        return unsupported("--vsock-cid= (VSOCK device)", "Leave --vsock-cid= unset.");
-    }
     if c.slice.is_some() || !c.properties.is_empty() {
         return unsupported(
             "--slice=/--property= (scope unit allocation)",
@@ -1233,8 +1224,7 @@ mod tests {
     #[test]
     fn unimplemented_features_fail_clearly() {
         for args in [
-            &["--vsock=yes"][..],
-            &["--pass-ssh-key=yes"],
+            &["--pass-ssh-key=yes"][..],
             &["--forward-journal=/tmp/j"],
             &["--slice=foo"],
         ] {

@@ -249,6 +249,19 @@ impl HelperClient {
         }
     }
 
+    /// An fd of /dev/vhost-vsock with the guest CID set: `cid`, or one the helper picks from
+    /// the policy's range. Returns the CID and the fd.
+    pub fn open_vhost_vsock(&mut self, machine: &str, cid: Option<u32>) -> Result<(u32, OwnedFd)> {
+        let what = "open /dev/vhost-vsock";
+        match self.call(&Request::OpenVhostVsock {
+            machine: machine.to_string(),
+            cid,
+        })? {
+            (Response::VsockDevice { cid }, fds) => Ok((cid, self.one_fd(what, fds)?)),
+            (other, _) => Err(self.refusal(what, other)),
+        }
+    }
+
     /// An fd of /dev/kvm.
     pub fn open_kvm(&mut self) -> Result<OwnedFd> {
         let what = "open /dev/kvm";

@@ -15,6 +15,7 @@ use crate::helper;
 use crate::parse::Tristate;
 use crate::plan::{DirectoryInfo, DriveInfo, HostFacts, ImageInfo, RootFacts, SwtpmFacts};
 use crate::virtiofs::{BindUserFacts, VirtiofsdFacts};
+use crate::vsock::VsockFacts;
 
 /// The environment discovery reads, passed in for testability.
 pub struct HostEnv<'a> {
@@ -231,7 +232,25 @@ pub fn discover(config: &Config, env: &HostEnv) -> Result<HostFacts> {
         },
         bind_users,
         caller_uid,
+        vsock: VsockFacts {
+            kernel_device: config.vsock != Tristate::No && vhost_vsock_usable(),
+            vhost_user: if config.vsock == Tristate::No {
+                None
+            } else {
+                find_in_path("vhost-device-vsock", path_var.as_ref())
+            },
+        },
     })
+}
+
+/// /dev/vhost-vsock exists and this process may open it read-write.
+fn vhost_vsock_usable() -> bool {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open("/dev/vhost-vsock")
+        .is_ok()
 }
 
 fn inspect_image(config: &Config, image: &Path, arch: &str) -> Result<ImageInfo> {

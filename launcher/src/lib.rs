@@ -36,3 +36,4 @@ mod sys;
 pub mod testing;
 pub mod tpm;
 pub mod virtiofs;
+pub mod vsock;

@@ -3,21 +3,29 @@
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 
-/// Sends `message` to `$NOTIFY_SOCKET`; silently does nothing without one.
-pub fn notify(socket: Option<&std::ffi::OsStr>, message: &str) {
-    let Some(socket) = socket.filter(|s| !s.is_empty()) else {
-        return;
-    };
-    let Ok(sender) = UnixDatagram::unbound() else {
-        return;
-    };
-    let bytes = std::os::unix::ffi::OsStrExt::as_bytes(socket);
-    let address = if let Some(abstract_name) = bytes.strip_prefix(b"@") {
-        SocketAddr::from_abstract_name(abstract_name)
-    } else {
-        SocketAddr::from_pathname(std::path::Path::new(socket))
-    };
-    if let Ok(address) = address {
-        let _ = sender.send_to_addr(message.as_bytes(), &address);
+/// A socket to `$NOTIFY_SOCKET`, made before the launcher confines itself (its seccomp
+/// allow-list has no `socket()`); without one, sending does nothing.
+pub struct Notifier {
+    target: Option<(UnixDatagram, SocketAddr)>,
+}
+
+impl Notifier {
+    pub fn new(socket: Option<&std::ffi::OsStr>) -> Notifier {
+        let target = socket.filter(|s| !s.is_empty()).and_then(|socket| {
+            let sender = UnixDatagram::unbound().ok()?;
+            let bytes = std::os::unix::ffi::OsStrExt::as_bytes(socket);
+            let address = match bytes.strip_prefix(b"@") {
+                Some(abstract_name) => SocketAddr::from_abstract_name(abstract_name),
+                None => SocketAddr::from_pathname(std::path::Path::new(socket)),
+            };
+            Some((sender, address.ok()?))
+        });
+        Notifier { target }
+    }
+
+    pub fn send(&self, message: &str) {
+        if let Some((sender, address)) = &self.target {
+            let _ = sender.send_to_addr(message.as_bytes(), address);
+        }
     }
 }

@@ -23,6 +23,7 @@ use crate::process::{
 use crate::register::Registrar;
 use crate::sandbox::{QemuSockets, SandboxRules, SeccompTable};
 use crate::virtiofs::{BindUserFacts, VirtiofsdFacts};
+use crate::vsock::VsockFacts;
 
 /// What the host looks like, as far as planning is concerned. Gathered by `host::discover`.
 #[derive(Clone, Debug)]
@@ -62,6 +63,8 @@ pub struct HostFacts {
     pub bind_users: Vec<BindUserFacts>,
     /// vmspawn's effective UID (virtiofsd runs as it).
     pub caller_uid: u32,
+    /// The ways to a vsock device (when --vsock= is not no).
+    pub vsock: VsockFacts,
 }
 
 /// The VM's root.
@@ -191,6 +194,12 @@ pub struct Plan {
     pub quiet: bool,
     /// Send READY=1 to the service manager as soon as QEMU runs (--notify-ready=no).
     pub ready_at_start: bool,
+    /// The guest sends READY=1, STATUS= and EXIT_STATUS= over vsock (`FdName::NotifyListener`).
+    pub guest_notifications: bool,
+    /// The guest's vsock CID.
+    pub vsock_cid: Option<u32>,
+    /// vhost-user vsock: the Unix socket through which host programs reach guest ports.
+    pub vsock_uds: Option<PathBuf>,
     /// The launcher's own Landlock domain while it supervises (plus its seccomp allow-list);
     /// None with $VMSPAWN_UNCONFINED.
     pub launcher_jail: Option<SandboxRules>,
@@ -533,6 +542,7 @@ pub fn needs(config: &Config, host: &HostFacts) -> Result<Needs> {
             None => Some(false),
         },
         interactive_auth: host.stdin_is_tty && !config.no_ask_password,
+        vsock: crate::vsock::needs(config, host)?,
     })
 }
 
@@ -552,6 +562,9 @@ pub fn plan(config: &Config, host: &HostFacts, acquired: &Acquired) -> Result<Pl
     let qmp_fd = fds.add(FdName::Qmp);
     // The directory root and shares, each served by a virtiofsd.
     let virtiofs = crate::virtiofs::plan(config, host, &mut fds)?;
+    // The vsock device, and where the guest's notifications arrive.
+    let vsock = crate::vsock::plan(config, host, &machine, acquired.vsock, &mut fds)?;
+    let shared_memory = virtiofs.needs_shared_memory() || vsock.needs_shared_memory;
     let memory_size = format!("{}M", config.ram.div_ceil(1 << 20));
 
     // -machine
@@ -563,7 +576,7 @@ pub fn plan(config: &Config, host: &HostFacts, acquired: &Acquired) -> Result<Pl
             ",smm=off"
         });
     }
-    if virtiofs.needs_shared_memory() {
+    if shared_memory {
         machine_opt.push_str(",memory-backend=mem");
     }
     if x86 {
@@ -630,8 +643,8 @@ pub fn plan(config: &Config, host: &HostFacts, acquired: &Acquired) -> Result<Pl
         },
     }
 
-    // Guest memory the virtiofsds can map.
-    if virtiofs.needs_shared_memory() {
+    // Guest memory the vhost-user processes (virtiofsd, vhost-device-vsock) can map.
+    if shared_memory {
         args.extend([
             os("-object"),
             os(format!(
@@ -651,6 +664,7 @@ pub fn plan(config: &Config, host: &HostFacts, acquired: &Acquired) -> Result<Pl
         KvmAccess::Device => args.extend([os("-accel"), os("kvm")]),
         KvmAccess::Off => args.extend([os("-accel"), os("tcg")]),
     }
+    args.extend(vsock.qemu_args.iter().cloned());
     if confined {
         args.extend([os("-sandbox"), os(QEMU_SANDBOX)]);
     }
@@ -901,6 +915,11 @@ pub fn plan(config: &Config, host: &HostFacts, acquired: &Acquired) -> Result<Pl
         args.extend([os("-smbios"), smbios_file(&path)]);
     }
 
+    // Where the guest's service manager sends READY=1 and EXIT_STATUS=.
+    if let Some(credential) = &vsock.notify_credential {
+        args.extend([os("-smbios"), os(format!("type=11,value={credential}"))]);
+    }
+
     // QMP over an inherited socket, used for a graceful power-off.
     args.extend([
         os("-chardev"),
@@ -971,6 +990,9 @@ pub fn plan(config: &Config, host: &HostFacts, acquired: &Acquired) -> Result<Pl
                 uuid: config.uuid,
                 allocate_unit: !config.keep_unit,
                 interactive_auth: host.stdin_is_tty && !config.no_ask_password,
+                // A vhost-user CID is only the guest's own idea: no host program reaches it
+                // over AF_VSOCK, so machined is not told it.
+                vsock_cid: vsock.cid.filter(|_| vsock.uds.is_none()),
                 root_directory: match &host.root {
                     RootFacts::Directory(dir) => Some(dir.path.clone()),
                     RootFacts::Image(_) => None,
@@ -992,6 +1014,9 @@ pub fn plan(config: &Config, host: &HostFacts, acquired: &Acquired) -> Result<Pl
         }
         None => notes.extend(crate::tpm::why_none(config, host)),
     }
+    state_dirs.extend(vsock.state_dirs);
+    sockets.extend(vsock.sockets);
+    processes.extend(vsock.processes);
     sockets.extend(virtiofs.sockets);
     processes.extend(virtiofs.processes);
     processes.push(qemu);
@@ -1009,6 +1034,9 @@ pub fn plan(config: &Config, host: &HostFacts, acquired: &Acquired) -> Result<Pl
         banner,
         quiet: config.quiet,
         ready_at_start: !config.notify_ready,
+        guest_notifications: vsock.notify_credential.is_some(),
+        vsock_cid: vsock.cid,
+        vsock_uds: vsock.uds.clone(),
         launcher_jail: confined.then(|| launcher_rules(rd)),
         warnings: if confined { warnings } else { Vec::new() },
         notes,

@@ -19,6 +19,9 @@ pub enum Role {
     /// Serves one host directory (the root, a --bind share, a bound user's home) over
     /// virtio-fs.
     Virtiofsd,
+    /// vhost-device-vsock: the VM's vsock device where the kernel's vhost-vsock is not
+    /// available.
+    VhostUserVsock,
 }
 
 impl Role {
@@ -29,6 +32,7 @@ impl Role {
             Role::Swtpm => "swtpm (the virtual TPM)",
             Role::SwtpmSetup => "swtpm_setup (creating the virtual TPM's state)",
             Role::Virtiofsd => "virtiofsd (a host directory over virtio-fs)",
+            Role::VhostUserVsock => "vhost-device-vsock (the VM's vsock device)",
         }
     }
 }
@@ -52,6 +56,13 @@ pub enum FdName {
     VirtiofsListener(u16),
     /// vmspawn's connection to that socket, used by QEMU.
     VirtiofsConnection(u16),
+    /// /dev/vhost-vsock with the guest CID set (opened by vmspawn or the helper).
+    VhostVsock,
+    /// vmspawn's connection to vhost-device-vsock's vhost-user socket, used by QEMU.
+    VhostUserVsockConnection,
+    /// Where the guest's notifications arrive (AF_VSOCK, or the vhost-user port socket);
+    /// kept by vmspawn.
+    NotifyListener,
 }
 
 /// One entry of a process's fd table.
@@ -116,6 +127,9 @@ pub enum Readiness {
     /// succeeds at once and the process answers once it runs); the connection is kept as
     /// `connection` (for QEMU).
     Connect { socket: PathBuf, connection: FdName },
+    /// The process binds `socket` itself: vmspawn connects once it accepts connections and
+    /// keeps the connection as `connection` (for QEMU).
+    ConnectOnceBound { socket: PathBuf, connection: FdName },
 }
 
 /// How a long-running process is stopped at the end, in reverse start order.

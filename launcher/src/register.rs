@@ -188,6 +188,8 @@ pub struct Request {
     /// `--directory=`: the VM's root directory (`rootDirectory`; not sent through the
     /// helper, whose protocol has no such field).
     pub root_directory: Option<std::path::PathBuf>,
+    /// The guest's vsock CID (`vSockCid`; varlink only).
+    pub vsock_cid: Option<u32>,
 }
 
 /// A pidfd of our child `pid`.
@@ -211,6 +213,9 @@ impl Connection {
                 if let Some(uuid) = request.uuid {
                     let hex: String = uuid.iter().map(|b| format!("{b:02x}")).collect();
                     parameters["id"] = serde_json::Value::String(hex);
+                }
+                if let Some(cid) = request.vsock_cid {
+                    parameters["vSockCid"] = serde_json::Value::from(cid);
                 }
                 if let Some(dir) = &request.root_directory {
                     parameters["rootDirectory"] =

@@ -18,7 +18,7 @@ use crate::acquire::Resources;
 use crate::config::Background;
 use crate::console::{self, RawMode, Tinter};
 use crate::error::{Error, Result};
-use crate::notify::notify;
+use crate::notify::Notifier;
 use crate::plan::{ConsolePlan, Plan};
 use crate::process::{FdName, Lifetime, ProcessPlan, Readiness, Role, Stop};
 use crate::qmp::Qmp;
@@ -26,7 +26,7 @@ use crate::register;
 use crate::runtime::{self, RuntimeDir};
 use crate::sandbox;
 use crate::spawn::{self, ChildGuard, FdStore};
-use crate::supervise::{ConsoleIo, Ending, Supervisor};
+use crate::supervise::{ConsoleIo, Ending, GuestChannel, Supervisor};
 use crate::sys;
 
 /// How the runner reads the environment and how long it waits for a guest to power off.
@@ -238,6 +238,11 @@ fn wait_ready(child: &mut ChildGuard, readiness: &Readiness, fds: &mut FdStore) 
             fds.insert(*connection, OwnedFd::from(stream));
             return Ok(());
         }
+        Readiness::ConnectOnceBound { socket, connection } => {
+            let stream = connect_once_bound(child, socket)?;
+            fds.insert(*connection, OwnedFd::from(stream));
+            return Ok(());
+        }
         Readiness::SwtpmControl { socket, connection } => (socket, connection),
     };
     let what = child.name().to_string();
@@ -313,6 +318,47 @@ fn wait_ready(child: &mut ChildGuard, readiness: &Readiness, fds: &mut FdStore) 
     }
     fds.insert(*connection, OwnedFd::from(stream));
     Ok(())
+}
+
+/// Connects to `socket` as soon as `child` has bound it and accepts connections.
+fn connect_once_bound(child: &mut ChildGuard, socket: &std::path::Path) -> Result<UnixStream> {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        match UnixStream::connect(socket) {
+            Ok(stream) => return Ok(stream),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+                ) => {}
+            Err(e) => {
+                return Err(Error::io(
+                    format!(
+                        "Failed to connect to the socket of {} at '{}'",
+                        child.name(),
+                        socket.display()
+                    ),
+                    e,
+                ));
+            }
+        }
+        if let Some(status) = child.try_wait() {
+            return Err(Error::new(format!(
+                "{} {} before it was ready.",
+                child.name(),
+                spawn::describe_status(status)
+            )));
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::new(format!(
+                "{} did not create its socket '{}' within {} s.",
+                child.name(),
+                socket.display(),
+                READY_TIMEOUT.as_secs()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// Carries out the plan; returns the process exit status.
@@ -429,14 +475,24 @@ pub fn run(plan: &Plan, env: &RunEnv, resources: Resources) -> Result<i32> {
         registration = None;
     }
     let qmp = Qmp::new(qmp_parent).ok();
-    let notify_socket = (env.var)("NOTIFY_SOCKET");
-    notify(
-        notify_socket.as_deref(),
-        &format!("STATUS=VM started.\nX_VMSPAWN_LEADER_PID={}", qemu.id()),
-    );
+    let notifier = Notifier::new((env.var)("NOTIFY_SOCKET").as_deref());
+    notifier.send(&format!(
+        "STATUS=VM started.\nX_VMSPAWN_LEADER_PID={}",
+        qemu.id()
+    ));
     if plan.ready_at_start {
-        notify(notify_socket.as_deref(), "READY=1");
+        notifier.send("READY=1");
     }
+    let mut guest = match plan.guest_notifications {
+        true => Some(GuestChannel::new(
+            fds.take(FdName::NotifyListener).ok_or_else(|| {
+                Error::new("internal error: no listener for the guest's notifications")
+            })?,
+            &notifier,
+            env.debug,
+        )),
+        false => None,
+    };
 
     // From here on the launcher only supervises: confine it as well.
     if let Some(rules) = &plan.launcher_jail {
@@ -457,7 +513,9 @@ pub fn run(plan: &Plan, env: &RunEnv, resources: Resources) -> Result<i32> {
         tinter,
         raw: raw_mode.is_some(),
     });
-    let ending = supervisor.run(&signals, console_io);
+    let ending = supervisor.run(&signals, console_io, guest.as_mut());
+    let guest_exit_status = guest.as_ref().and_then(|g| g.exit_status);
+    drop(guest);
 
     // Stop in reverse start order: QEMU has ended (or is killed by its guard), then sidecars.
     drop(qemu);
@@ -482,7 +540,7 @@ pub fn run(plan: &Plan, env: &RunEnv, resources: Resources) -> Result<i32> {
     // The helper's session (its TAP) ends with the VM.
     drop(registration);
     drop(helper);
-    Ok(verdict(plan, ending?))
+    Ok(verdict(plan, ending?, guest_exit_status))
 }
 
 /// Confines the launcher for the rest of its life: Landlock (its runtime directory only) and
@@ -519,14 +577,25 @@ fn confine_launcher(plan: &Plan, rules: &sandbox::SandboxRules, env: &RunEnv) ->
 }
 
 /// vmspawn's exit status for how the VM ended, with the message that explains it.
-fn verdict(plan: &Plan, ending: Ending) -> i32 {
+fn verdict(plan: &Plan, ending: Ending, guest_exit_status: Option<u8>) -> i32 {
+    // A guest's EXIT_STATUS= is the verdict of a VM that ended normally; it never masks a
+    // failure of QEMU or of a sidecar.
+    let guest = || match guest_exit_status {
+        Some(code) => {
+            if code != 0 {
+                eprintln!("Non-zero exit code received: {code}");
+            }
+            i32::from(code)
+        }
+        None => 0,
+    };
     match ending {
-        Ending::Escaped => 0,
+        Ending::Escaped => guest(),
         Ending::Qemu { forced: true, .. } => {
             eprintln!("The VM was stopped forcibly (QEMU killed) because it did not power off.");
             1
         }
-        Ending::Qemu { status, .. } if status.success() => 0,
+        Ending::Qemu { status, .. } if status.success() => guest(),
         Ending::Qemu { status, .. } => {
             if let Some(code) = status.code() {
                 eprintln!(

@@ -305,6 +305,9 @@ pub enum SeccompTable {
     /// sockets of its own (it serves the vhost-user socket vmspawn bound and passed to it); on
     /// top of virtiofsd's own seccomp allow-list (`--seccomp=kill`, its default).
     Virtiofsd,
+    /// vhost-device-vsock: the common deny-list and Unix sockets only (its vhost-user socket,
+    /// the host side of the vsock device and the guest's ports' sockets).
+    VhostUserVsock,
 }
 
 /// Rules that match when any of `flags` is set in argument `arg`.
@@ -348,6 +351,7 @@ impl SeccompTable {
             SeccompTable::Swtpm => "swtpm",
             SeccompTable::SwtpmSetup => "swtpm_setup",
             SeccompTable::Virtiofsd => "virtiofsd",
+            SeccompTable::VhostUserVsock => "vhost-device-vsock",
         }
     }
 
@@ -410,6 +414,15 @@ impl SeccompTable {
                 ("listen", libc::SYS_listen, always()),
             ]),
             SeccompTable::SwtpmSetup => {}
+            SeccompTable::VhostUserVsock => list.push((
+                "socket",
+                libc::SYS_socket,
+                vec![rule(vec![cond32(
+                    0,
+                    SeccompCmpOp::Ne,
+                    libc::AF_UNIX as u64,
+                )])],
+            )),
             SeccompTable::Virtiofsd => {
                 list.retain(|(name, _, _)| *name != "unshare");
                 list.extend([
@@ -444,8 +457,8 @@ impl SeccompTable {
     }
 }
 
-/// The launcher's allow-list once QEMU runs: console forwarding, QMP, waiting for QEMU,
-/// signalling it, removing the runtime directory. Any other call kills the launcher.
+/// The launcher's allow-list once QEMU runs: console forwarding, QMP, the guest's
+/// notifications, waiting for QEMU, signalling it, removing the runtime directory. Any other call kills the launcher.
 /// Each entry: (name, number, argument rules — empty means any arguments).
 pub fn launcher_allowed_syscalls() -> Vec<Entry> {
     let any = Vec::new;
@@ -471,6 +484,8 @@ pub fn launcher_allowed_syscalls() -> Vec<Entry> {
         // Unregistering through the helper at the end (a frame, and its answer).
         ("sendmsg", libc::SYS_sendmsg, any()),
         ("recvmsg", libc::SYS_recvmsg, any()),
+        // The guest's notification connections, on the listener vmspawn made before.
+        ("accept4", libc::SYS_accept4, any()),
         ("shutdown", libc::SYS_shutdown, any()),
         ("ppoll", libc::SYS_ppoll, any()),
         ("close", libc::SYS_close, any()),

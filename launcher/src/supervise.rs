@@ -1,5 +1,6 @@
 //! Supervision: one event loop over every source while the VM runs — signals, the console
-//! (terminal ↔ pseudo-terminal), and the pidfds of QEMU and of each sidecar. It ends when
+//! (terminal ↔ pseudo-terminal), the guest's notifications over vsock, and the pidfds of QEMU
+//! and of each sidecar. It ends when
 //! QEMU has exited, or when a sidecar exits (then QEMU is stopped: like 259, any sidecar
 //! exiting ends the VM).
 
@@ -15,6 +16,7 @@ use nix::sys::signalfd::SignalFd;
 
 use crate::console::{self, EscapeDetector, Tinter};
 use crate::error::{Error, Result};
+use crate::notify::Notifier;
 use crate::qmp::Qmp;
 use crate::spawn::{self, ChildGuard};
 use crate::sys;
@@ -49,6 +51,84 @@ pub struct ConsoleIo<'a> {
     pub tinter: Option<Tinter>,
     /// The terminal is in raw mode: line ends need "\r\n".
     pub raw: bool,
+}
+
+/// The guest → host notification channel (259's `vmm.notify_socket`): each connection on
+/// the listener carries one batch, read to EOF.
+pub struct GuestChannel<'a> {
+    pub listener: OwnedFd,
+    /// vmspawn's own service manager, which gets the guest's READY=1 and STATUS=.
+    pub notifier: &'a Notifier,
+    pub debug: bool,
+    connections: Vec<(OwnedFd, Vec<u8>)>,
+    /// The last `EXIT_STATUS=` the guest sent.
+    pub exit_status: Option<u8>,
+}
+
+impl<'a> GuestChannel<'a> {
+    pub fn new(listener: OwnedFd, notifier: &'a Notifier, debug: bool) -> Self {
+        GuestChannel {
+            listener,
+            notifier,
+            debug,
+            connections: Vec::new(),
+            exit_status: None,
+        }
+    }
+
+    fn accept(&mut self) {
+        // At most a few per wake-up, so a flooding guest cannot starve the console; and at
+        // most 64 open at once.
+        for _ in 0..16 {
+            if self.connections.len() >= 64 {
+                break;
+            }
+            match crate::sys::accept_nonblocking(self.listener.as_fd()) {
+                Ok(fd) => self.connections.push((fd, Vec::new())),
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// Reads what connection `index` has; at EOF its batch is handled and it is closed.
+    fn read(&mut self, index: usize, buf: &mut [u8]) {
+        let (fd, batch) = &mut self.connections[index];
+        let done = match nix::unistd::read(fd.as_raw_fd(), buf) {
+            Ok(0) => true,
+            Ok(n) => {
+                batch.extend_from_slice(&buf[..n]);
+                if batch.len() > crate::vsock::NOTIFY_MAX {
+                    eprintln!("Received notify message exceeded maximum size.");
+                    self.connections.swap_remove(index);
+                    return;
+                }
+                false
+            }
+            Err(Errno::EAGAIN | Errno::EINTR) => false,
+            Err(_) => true,
+        };
+        if done {
+            let (_, batch) = self.connections.swap_remove(index);
+            let notification = crate::vsock::parse_notification(&batch);
+            if self.debug {
+                eprintln!(
+                    "Received notification message with tags: {}",
+                    String::from_utf8_lossy(&batch)
+                        .trim_end()
+                        .replace('\n', ", ")
+                );
+            }
+            for warning in &notification.warnings {
+                eprintln!("{warning}");
+            }
+            for message in &notification.forward {
+                self.notifier.send(message);
+            }
+            if notification.exit_status.is_some() {
+                self.exit_status = notification.exit_status;
+            }
+        }
+    }
 }
 
 pub struct Supervisor<'a> {
@@ -152,7 +232,12 @@ impl<'a> Supervisor<'a> {
     }
 
     /// Runs until the VM ends.
-    pub fn run(&mut self, signals: &SignalFd, mut console: Option<ConsoleIo>) -> Result<Ending> {
+    pub fn run(
+        &mut self,
+        signals: &SignalFd,
+        mut console: Option<ConsoleIo>,
+        mut guest: Option<&mut GuestChannel>,
+    ) -> Result<Ending> {
         let mut escape = EscapeDetector::new();
         let mut to_guest: Vec<u8> = Vec::new();
         let mut master_open = console.is_some();
@@ -207,6 +292,19 @@ impl<'a> Supervisor<'a> {
                     fds.push(PollFd::new(stdin, PollFlags::POLLIN));
                     fds.len() - 1
                 });
+            let guest_index = guest.as_ref().map(|g| {
+                // No new connections while 64 are open (a guest that never closes them).
+                let flags = if g.connections.len() < 64 {
+                    PollFlags::POLLIN
+                } else {
+                    PollFlags::empty()
+                };
+                fds.push(PollFd::new(g.listener.as_fd(), flags));
+                for (connection, _) in &g.connections {
+                    fds.push(PollFd::new(connection.as_fd(), PollFlags::POLLIN));
+                }
+                fds.len() - 1 - g.connections.len()
+            });
 
             match poll(&mut fds, self.poll_timeout()) {
                 Ok(_) | Err(Errno::EINTR) => {}
@@ -216,7 +314,25 @@ impl<'a> Supervisor<'a> {
             let signal_ready = !revents(0).is_empty();
             let master_events = master_index.map(revents).unwrap_or(PollFlags::empty());
             let stdin_events = stdin_index.map(revents).unwrap_or(PollFlags::empty());
+            let guest_events: Vec<bool> = match (guest_index, guest.as_ref()) {
+                (Some(first), Some(g)) => (0..=g.connections.len())
+                    .map(|i| !revents(first + i).is_empty())
+                    .collect(),
+                _ => Vec::new(),
+            };
             drop(fds);
+
+            if let Some(g) = guest.as_deref_mut() {
+                // Connections first, from the last, so indexes stay valid as they close.
+                for index in (0..g.connections.len()).rev() {
+                    if guest_events.get(index + 1).copied().unwrap_or(false) {
+                        g.read(index, &mut buf);
+                    }
+                }
+                if guest_events.first().copied().unwrap_or(false) {
+                    g.accept();
+                }
+            }
 
             if let Some(deadline) = self.deadline
                 && Instant::now() >= deadline

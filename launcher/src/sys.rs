@@ -99,6 +99,38 @@ pub fn window_size(fd: BorrowedFd<'_>) -> Option<libc::winsize> {
     (rc == 0).then_some(size)
 }
 
+/// Accepts a connection on a listening socket, non-blocking and close-on-exec.
+pub fn accept_nonblocking(listener: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    // SAFETY: no address is asked for (null pointers are allowed); on success the kernel
+    // returns a new fd that nothing else owns.
+    let fd = unsafe {
+        libc::accept4(
+            listener.as_raw_fd(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: see above.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `VHOST_VSOCK_SET_GUEST_CID`, `_IOW(0xAF, 0x60, __u64)`.
+const VHOST_VSOCK_SET_GUEST_CID: libc::c_ulong = 0x4008_af60;
+
+/// Sets the guest CID of a vhost-vsock device; EADDRINUSE when another VM has it.
+pub fn vhost_vsock_set_guest_cid(vsock: BorrowedFd<'_>, cid: u32) -> io::Result<()> {
+    let cid = u64::from(cid);
+    // SAFETY: the ioctl reads one u64 through the pointer, which is valid for the call.
+    if unsafe { libc::ioctl(vsock.as_raw_fd(), VHOST_VSOCK_SET_GUEST_CID, &cid) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 pub fn set_window_size(fd: BorrowedFd<'_>, size: &libc::winsize) {
     // SAFETY: TIOCSWINSZ reads one winsize from the struct we pass.
     unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, size) };

@@ -13,9 +13,11 @@ use crate::firmware::Firmware;
 use crate::plan::{DirectoryInfo, DriveInfo, HostFacts, ImageInfo, RootFacts, SwtpmFacts};
 use crate::register::Registrar;
 use crate::virtiofs::{BindUserFacts, VirtiofsdFacts};
+use crate::vsock::{VsockAccess, VsockFacts, VsockNeed};
 
 /// Every switch `host_facts` and `simulate_acquire` know.
-pub const SWITCHES: [&str; 22] = [
+/// (At most 24: the `cli_plan` fuzz target spends three bytes on them.)
+pub const SWITCHES: [&str; 24] = [
     "aarch64",
     "plain-firmware",
     "kvm",
@@ -38,12 +40,17 @@ pub const SWITCHES: [&str; 22] = [
     "virtiofsd-old",
     "no-boot-entry",
     "root",
+    "vhost-vsock",
+    "vhost-user-vsock",
 ];
 
 /// The host the switches describe, for the VM `config` asks for (its image or directory, extra
 /// drives and bound users at the paths and names it gives). A directory has the boot entry
 /// `boot/loader/entries/vmtest.conf` (kernel and one initrd) unless `no-boot-entry`; bound user
 /// N has UID and GID 1000+N and the home /home/<name>; vmspawn runs as UID 1000 unless `root`.
+/// `vhost-vsock`: /dev/vhost-vsock can be opened; `vhost-user-vsock`: vhost-device-vsock is
+/// installed; the helper hands out vhost-vsock fds (CID 10042 unless one is asked for) only
+/// with `helper`.
 pub fn host_facts(switches: &[&str], config: &Config) -> HostFacts {
     let extra_drives = &config.extra_drives;
     let has = |s: &str| switches.contains(&s);
@@ -130,6 +137,11 @@ pub fn host_facts(switches: &[&str], config: &Config) -> HostFacts {
             })
             .collect(),
         caller_uid: if has("root") { 0 } else { 1000 },
+        vsock: VsockFacts {
+            kernel_device: has("vhost-vsock"),
+            vhost_user: has("vhost-user-vsock")
+                .then(|| PathBuf::from("/usr/local/bin/vhost-device-vsock")),
+        },
     }
 }
 
@@ -195,9 +207,31 @@ pub fn simulate_acquire(needs: &Needs, switches: &[&str]) -> Result<Acquired, St
             None
         }
     });
+    let notify_port = 0x4000_0001;
+    let vsock = match &needs.vsock {
+        VsockNeed::Off => VsockAccess::Off,
+        VsockNeed::VhostUser => VsockAccess::VhostUser,
+        VsockNeed::Kernel { cid } => VsockAccess::Kernel {
+            cid: cid.unwrap_or_else(|| crate::vsock::cid_candidate(&needs.machine, 0)),
+            notify_port,
+        },
+        VsockNeed::FromHelper { cid, .. } if has("helper") => VsockAccess::Kernel {
+            cid: cid.unwrap_or(10042),
+            notify_port,
+        },
+        VsockNeed::FromHelper {
+            fallback_vhost_user: true,
+            ..
+        } => VsockAccess::VhostUser,
+        VsockNeed::FromHelper { required: true, .. } => {
+            return Err("acquisition: the helper refused open-vhost-vsock".into());
+        }
+        VsockNeed::FromHelper { .. } => VsockAccess::Off,
+    };
     Ok(Acquired {
         network,
         kvm,
         registrar,
+        vsock,
     })
 }

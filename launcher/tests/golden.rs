@@ -176,6 +176,9 @@ fn render(header: &Header) -> String {
         banner,
         quiet,
         ready_at_start,
+        guest_notifications,
+        vsock_cid,
+        vsock_uds,
         launcher_jail,
         warnings,
         notes,
@@ -257,9 +260,25 @@ fn render(header: &Header) -> String {
             r.request.interactive_auth
         )
         .unwrap();
+        if let Some(cid) = r.request.vsock_cid {
+            writeln!(out, "register: vsock cid {cid}").unwrap();
+        }
         if let Some(dir) = &r.request.root_directory {
             writeln!(out, "register: root directory {}", dir.display()).unwrap();
         }
+    }
+    if *guest_notifications {
+        writeln!(
+            out,
+            "guest notifications: READY=1, STATUS=, EXIT_STATUS= over vsock"
+        )
+        .unwrap();
+    }
+    if let Some(cid) = vsock_cid {
+        writeln!(out, "vsock cid: {cid}").unwrap();
+    }
+    if let Some(uds) = vsock_uds {
+        writeln!(out, "vsock host socket: {}", uds.display()).unwrap();
     }
     if *ready_at_start {
         writeln!(out, "ready-at-start").unwrap();

@@ -64,7 +64,7 @@ fn launch(mut config: Config) -> Result<i32> {
             let argv = plan::render_argv(&process.binary, &process.args);
             match process.role {
                 Role::Qemu => eprintln!("Executing: {argv}"),
-                role => eprintln!("Starting {}: {argv}", role.describe()),
+                _ => eprintln!("Starting {}: {argv}", process.name),
             }
         }
     }

@@ -234,6 +234,7 @@ pub fn discover(config: &Config, env: &HostEnv) -> Result<HostFacts> {
         caller_uid,
         vsock: VsockFacts {
             kernel_device: config.vsock != Tristate::No && vhost_vsock_usable(),
+            kernel_device_exists: Path::new("/dev/vhost-vsock").exists(),
             vhost_user: if config.vsock == Tristate::No {
                 None
             } else {

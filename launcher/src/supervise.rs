@@ -231,6 +231,21 @@ impl<'a> Supervisor<'a> {
         Some(ending)
     }
 
+    /// A sidecar that has failed, as the VM's ending. (One that exited cleanly may just have
+    /// seen QEMU go.)
+    fn exited_sidecar(&mut self) -> Option<Ending> {
+        self.sidecars.iter_mut().find_map(|sidecar| {
+            sidecar
+                .try_wait()
+                .filter(|status| !status.success())
+                .map(|status| Ending::Sidecar {
+                    name: sidecar.name().to_string(),
+                    pid: sidecar.id(),
+                    status,
+                })
+        })
+    }
+
     /// Runs until the VM ends.
     pub fn run(
         &mut self,
@@ -247,6 +262,14 @@ impl<'a> Supervisor<'a> {
 
         let ending = loop {
             if let Some(status) = self.qemu.try_wait() {
+                // QEMU failing right after a sidecar failed is that sidecar's doing: name it.
+                if !status.success()
+                    && !self.escaped
+                    && !self.forced
+                    && let Some(ending) = self.exited_sidecar()
+                {
+                    break ending;
+                }
                 break if self.escaped {
                     Ending::Escaped
                 } else {

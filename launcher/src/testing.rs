@@ -49,8 +49,8 @@ pub const SWITCHES: [&str; 24] = [
 /// `boot/loader/entries/vmtest.conf` (kernel and one initrd) unless `no-boot-entry`; bound user
 /// N has UID and GID 1000+N and the home /home/<name>; vmspawn runs as UID 1000 unless `root`.
 /// `vhost-vsock`: /dev/vhost-vsock can be opened; `vhost-user-vsock`: vhost-device-vsock is
-/// installed; the helper hands out vhost-vsock fds (CID 10042 unless one is asked for) only
-/// with `helper`.
+/// installed; with a helper /dev/vhost-vsock exists, and the helper hands out fds of it (CID
+/// 10042 unless one is asked for) only with `helper`.
 pub fn host_facts(switches: &[&str], config: &Config) -> HostFacts {
     let extra_drives = &config.extra_drives;
     let has = |s: &str| switches.contains(&s);
@@ -139,6 +139,8 @@ pub fn host_facts(switches: &[&str], config: &Config) -> HostFacts {
         caller_uid: if has("root") { 0 } else { 1000 },
         vsock: VsockFacts {
             kernel_device: has("vhost-vsock"),
+            // A host with a helper has the device (only root may open it).
+            kernel_device_exists: has("vhost-vsock") || has("helper") || has("kvm-from-helper"),
             vhost_user: has("vhost-user-vsock")
                 .then(|| PathBuf::from("/usr/local/bin/vhost-device-vsock")),
         },

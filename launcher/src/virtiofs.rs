@@ -70,9 +70,9 @@ struct Share {
     tag: String,
     source: PathBuf,
     read_only: bool,
-    /// (guest, host, count) for UIDs and GIDs.
-    uid_map: Option<(u32, u32, u32)>,
-    gid_map: Option<(u32, u32, u32)>,
+    /// virtiofsd's `--translate-uid`/`--translate-gid` values.
+    uid_map: Vec<String>,
+    gid_map: Vec<String>,
     /// For messages.
     what: String,
 }
@@ -152,6 +152,23 @@ fn bound_shell(config: &Config, user: &BindUserFacts) -> Option<String> {
     }
 }
 
+/// A bound user's home: the guest ID `guest` is the host ID `host` both ways, and every other
+/// guest ID becomes `host` too (259 passes other IDs through, so a guest's root would create
+/// root-owned files in the user's home when root runs vmspawn).
+fn only_id(guest: u32, host: u32) -> Vec<String> {
+    let mut maps = Vec::new();
+    if guest > 0 {
+        maps.push(format!("squash-guest:0:{host}:{guest}"));
+    }
+    maps.push(format!("map:{guest}:{host}:1"));
+    // Up to 4294967294; 4294967295 is "no ID".
+    let above = u32::MAX - 1 - guest;
+    if above > 0 {
+        maps.push(format!("squash-guest:{}:{host}:{above}", guest + 1));
+    }
+    maps
+}
+
 /// The shares of this VM, in 259's order: the root, the binds, the bound users' homes.
 fn shares(config: &Config, host: &HostFacts) -> Result<(Option<Share>, Vec<Share>)> {
     let unprivileged = host.caller_uid != 0;
@@ -159,7 +176,7 @@ fn shares(config: &Config, host: &HostFacts) -> Result<(Option<Share>, Vec<Share
         RootFacts::Image(_) => None,
         RootFacts::Directory(dir) => {
             let map = match config.private_users {
-                None => None,
+                None => Vec::new(),
                 Some((base, range)) => {
                     // Unprivileged, virtiofsd can create files only as its own user: the guest's
                     // root must be that user on the host.
@@ -172,7 +189,7 @@ fn shares(config: &Config, host: &HostFacts) -> Result<(Option<Share>, Vec<Share
                             uid = host.caller_uid
                         )));
                     }
-                    Some((0, base, range))
+                    vec![format!("map:0:{base}:{range}")]
                 }
             };
             Some(Share {
@@ -180,7 +197,7 @@ fn shares(config: &Config, host: &HostFacts) -> Result<(Option<Share>, Vec<Share
                 tag: "root".into(),
                 source: dir.path.clone(),
                 read_only: false,
-                uid_map: map,
+                uid_map: map.clone(),
                 gid_map: map,
                 what: format!("the root directory '{}'", dir.path.display()),
             })
@@ -194,8 +211,8 @@ fn shares(config: &Config, host: &HostFacts) -> Result<(Option<Share>, Vec<Share
             tag: format!("mnt{j}"),
             source: bind.source.clone(),
             read_only: bind.read_only,
-            uid_map: None,
-            gid_map: None,
+            uid_map: Vec::new(),
+            gid_map: Vec::new(),
             what: format!(
                 "the {} share '{}' (at {} in the guest)",
                 if bind.read_only {
@@ -222,8 +239,8 @@ fn shares(config: &Config, host: &HostFacts) -> Result<(Option<Share>, Vec<Share
             tag: format!("mnt{j}"),
             source: user.home.clone(),
             read_only: false,
-            uid_map: Some((guest, user.uid, 1)),
-            gid_map: Some((guest, user.gid, 1)),
+            uid_map: only_id(guest, user.uid),
+            gid_map: only_id(guest, user.gid),
             what: format!(
                 "the home of --bind-user={} ('{}')",
                 user.name,
@@ -255,7 +272,7 @@ pub fn plan(config: &Config, host: &HostFacts, qemu_fds: &mut FdTable) -> Result
     let arch = host.qemu_arch.as_str();
     for (index, share) in root.iter().chain(mounts.iter()).enumerate() {
         let index = index as u16;
-        if (share.uid_map.is_some() || share.gid_map.is_some()) && !virtiofsd.translate {
+        if (!share.uid_map.is_empty() || !share.gid_map.is_empty()) && !virtiofsd.translate {
             return Err(Error::new(format!(
                 "{} needs uid translation (--translate-uid), which '{}' does not have. {INSTALL_HINT}",
                 share.what,
@@ -292,13 +309,13 @@ pub fn plan(config: &Config, host: &HostFacts, qemu_fds: &mut FdTable) -> Result
         if share.read_only && virtiofsd.readonly {
             args.push("--readonly".into());
         }
-        for (option, map) in [
-            ("--translate-uid", share.uid_map),
-            ("--translate-gid", share.gid_map),
+        for (option, maps) in [
+            ("--translate-uid", &share.uid_map),
+            ("--translate-gid", &share.gid_map),
         ] {
-            if let Some((guest, host_id, count)) = map {
+            for map in maps {
                 args.push(option.into());
-                args.push(format!("map:{guest}:{host_id}:{count}").into());
+                args.push(map.into());
             }
         }
         let mut rules = program_rules(&[&virtiofsd.binary], arch);
@@ -451,6 +468,20 @@ mod tests {
     #[test]
     fn mount_extra_escapes() {
         assert_eq!(escape_mount_extra("/srv/a:b\"c"), "/srv/a\\x3ab\\x22c");
+    }
+
+    #[test]
+    fn bound_users_own_everything_the_guest_creates_in_their_home() {
+        assert_eq!(
+            only_id(60514, 1001),
+            [
+                "squash-guest:0:1001:60514",
+                "map:60514:1001:1",
+                "squash-guest:60515:1001:4294906780"
+            ]
+        );
+        // The ranges end right before 4294967295.
+        assert_eq!(60515u64 + 4294906780, u64::from(u32::MAX));
     }
 
     #[test]

@@ -49,6 +49,8 @@ const CID_SPAN: u64 = u32::MAX as u64 - 4;
 pub struct VsockFacts {
     /// /dev/vhost-vsock can be opened read-write by this process.
     pub kernel_device: bool,
+    /// /dev/vhost-vsock exists (else the helper cannot open it either, and is not asked).
+    pub kernel_device_exists: bool,
     /// vhost-device-vsock, if installed.
     pub vhost_user: Option<PathBuf>,
 }
@@ -103,7 +105,7 @@ pub fn needs(config: &Config, host: &HostFacts) -> Result<VsockNeed> {
         _ if host.vsock.kernel_device => VsockNeed::Kernel {
             cid: config.vsock_cid,
         },
-        _ if host.helper_installed => VsockNeed::FromHelper {
+        _ if host.helper_installed && host.vsock.kernel_device_exists => VsockNeed::FromHelper {
             cid: config.vsock_cid,
             required,
             fallback_vhost_user: vhost_user,

@@ -4,9 +4,9 @@
 # Usage: tests/images/build.sh [OUTDIR]
 #
 # Default OUTDIR: /var/cache/vmspawn-test/<key>, where <key> is the first 16 hex digits of the
-# SHA-256 over the contents of every file in tests/images/ (sorted by path) followed by the
-# guest kernel version. If OUTDIR/.complete exists nothing is rebuilt. The path of OUTDIR is
-# always the last line of stdout; progress goes to stderr. Must run as root.
+# SHA-256 over the contents of every file in tests/images/ (sorted by path; not __pycache__/)
+# followed by the guest kernel version. If OUTDIR/.complete exists nothing is rebuilt. The path
+# of OUTDIR is always the last line of stdout; progress goes to stderr. Must run as root.
 #
 # See README.md in this directory for the artifacts and the guest-side contracts.
 set -euo pipefail
@@ -19,6 +19,10 @@ CACHE_ROOT=/var/cache/vmspawn-test
 SUITE=bookworm
 GUEST_PACKAGES=systemd,systemd-sysv,udev,dbus,kmod,initramfs-tools,zstd,tpm2-tools
 UKI_CMDLINE="root=PARTLABEL=root rw quiet systemd.show_status=0"
+# The Debian trixie tree for --directory (root on virtiofs) boots. trixie-backports has no
+# systemd (checked 2026-12), so this is trixie's systemd 257.
+TRIXIE_SUITE=trixie
+TRIXIE_PACKAGES=systemd,systemd-sysv,udev,dbus,kmod,openssh-server,libnss-systemd,systemd-userdbd,iproute2
 ESP_TYPE=c12a7328-f81f-11d2-ba4b-00a0c93ec93b
 ROOT_TYPE=4f68bce3-e8cd-4db1-96e7-fbcaf984b709
 ESP_SECTORS=131072 # 64 MiB
@@ -76,7 +80,7 @@ cache_key() {
     {
         while IFS= read -r -d '' f; do
             cat "$f"
-        done < <(find "$IMAGES_DIR" -type f -print0 | sort -z)
+        done < <(find "$IMAGES_DIR" -name __pycache__ -prune -o -type f -print0 | sort -z)
         printf '%s' "$KVER"
     } | sha256sum | cut -c1-16
 }
@@ -103,7 +107,7 @@ fi
 # --- Tools ----------------------------------------------------------------------------------
 missing=()
 for cmd in busybox debootstrap chroot cpio gzip sfdisk mke2fs mkfs.vfat mmd mcopy objcopy \
-    objdump readelf as ld modinfo flock sha256sum truncate dd du realpath; do
+    objdump readelf as ld modinfo flock sha256sum truncate dd du realpath tar zstd; do
     command -v "$cmd" >/dev/null 2>&1 || missing+=("$cmd")
 done
 [ ${#missing[@]} -eq 0 ] || die "missing tools: ${missing[*]} (run tests/setup-host.sh)"
@@ -377,6 +381,62 @@ EOF
 }
 log "disk image"
 build_disk_image "$TMP/systemd.raw"
+safe_rm "$ROOTFS"
+
+# --- 5. Debian trixie tree (root on virtiofs) -----------------------------------------------
+TRIXIE=$WORK/trixie
+log "debootstrap $TRIXIE_SUITE from $MIRROR"
+t0=$SECONDS
+if ! debootstrap --variant=minbase --include="$TRIXIE_PACKAGES" "$TRIXIE_SUITE" "$TRIXIE" "$MIRROR" \
+    >"$WORK/debootstrap-trixie.log" 2>&1; then
+    tail -n 40 "$WORK/debootstrap-trixie.log" >&2
+    die "debootstrap of $TRIXIE_SUITE failed (log above)"
+fi
+log "debootstrap $TRIXIE_SUITE took $((SECONDS - t0)) s"
+
+configure_trixie() {
+    local unit
+    mkdir -p "$TRIXIE/usr/lib/modules"
+    cp -a "$MODDIR" "$TRIXIE/usr/lib/modules/"
+    rm -f "$TRIXIE/usr/lib/modules/$KVER/build" "$TRIXIE/usr/lib/modules/$KVER/source"
+    chroot "$TRIXIE" depmod -a "$KVER"
+
+    echo vmtest >"$TRIXIE/etc/hostname"
+    printf '127.0.0.1\tlocalhost\n127.0.1.1\tvmtest\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' \
+        >"$TRIXIE/etc/hosts"
+    chroot "$TRIXIE" passwd -q -d root >/dev/null
+    : >"$TRIXIE/etc/fstab"
+    rm -f "$TRIXIE/etc/resolv.conf"
+    # Like the bookworm guest: one fixed machine ID, so no first-boot setup runs.
+    if [ ! -s "$TRIXIE/etc/machine-id" ] || grep -qx uninitialized "$TRIXIE/etc/machine-id"; then
+        rm -f "$TRIXIE/etc/machine-id"
+        chroot "$TRIXIE" systemd-machine-id-setup >/dev/null 2>&1 ||
+            die "systemd-machine-id-setup in the $TRIXIE_SUITE tree failed"
+    fi
+
+    install -m 0755 "$IMAGES_DIR/vmtest-check.sh" "$TRIXIE/usr/local/bin/vmtest-check"
+    install -m 0644 "$IMAGES_DIR/vmtest-check.service" "$TRIXIE/etc/systemd/system/vmtest-check.service"
+    for unit in vmtest-check.service ssh.service; do
+        chroot "$TRIXIE" systemctl enable "$unit" >/dev/null 2>&1
+        [ -L "$TRIXIE/etc/systemd/system/multi-user.target.wants/$unit" ] ||
+            die "enabling $unit in the $TRIXIE_SUITE tree failed"
+    done
+
+    # The guest gets /dev as devtmpfs (the initrd moves its own there), and an unprivileged
+    # user cannot create the device nodes debootstrap left: keep /dev empty.
+    find "$TRIXIE/dev" -mindepth 1 -xdev -delete
+    rm -rf "$TRIXIE"/var/cache/apt/archives/*.deb "$TRIXIE"/var/lib/apt/lists/* \
+        "$TRIXIE"/var/log/*.log "$TRIXIE"/var/log/apt/* "$TRIXIE"/tmp/*
+}
+log "configuring the $TRIXIE_SUITE tree"
+configure_trixie
+TRIXIE_SYSTEMD=$(chroot "$TRIXIE" dpkg-query -W -f='${Version}' systemd)
+printf '%s\n' "$TRIXIE_SYSTEMD" >"$TMP/trixie-systemd-version"
+log "$TRIXIE_SUITE tree: systemd $TRIXIE_SYSTEMD, $(du -s --block-size=1M "$TRIXIE" | cut -f1) MiB"
+t0=$SECONDS
+tar --numeric-owner --xattrs --xattrs-include='*' --acls -C "$TRIXIE" -I 'zstd -T0 -q' \
+    -cf "$TMP/trixie-tree.tar.zst" .
+log "trixie-tree.tar.zst: $(du --block-size=1M "$TMP/trixie-tree.tar.zst" | cut -f1) MiB in $((SECONDS - t0)) s"
 
 # --- Finish ---------------------------------------------------------------------------------
 safe_rm "$WORK"

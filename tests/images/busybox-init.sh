@@ -138,14 +138,92 @@ wait_for_powerbutton() {
 }
 
 modes=""
+have_modes=no
+root_tag=""
+root_fstype=""
+root_rw=rw
+mount_extra=""
 set -f # no globbing of kernel command-line words
 for word in $cmdline; do
     case "$word" in
-        test.mode=*) modes=${word#test.mode=} ;;
+        test.mode=*)
+            modes=${word#test.mode=}
+            have_modes=yes
+            ;;
+        root=*) root_tag=${word#root=} ;;
+        rootfstype=*) root_fstype=${word#rootfstype=} ;;
+        ro) root_rw=ro ;;
+        rw) root_rw=rw ;;
+        # One per line; the words cannot contain spaces (see mount_extra below).
+        systemd.mount-extra=*) mount_extra="$mount_extra${word#systemd.mount-extra=}
+" ;;
     esac
 done
 modes=$(echo "$modes" | tr ',' ' ')
 set +f
+
+# Undoes the escaping of a systemd.mount-extra= field (vmspawn writes '"' as \x22 and ':' as
+# \x3a, and a backslash as \\): busybox printf's %b knows \xHH and \\.
+unescape() {
+    printf '%b' "$1"
+}
+
+# mount-extra mode: mounts every systemd.mount-extra="TAG:DST:virtiofs:OPTIONS" of the command
+# line (with or without the double quotes) at DST in the initrd, with OPTIONS (default rw).
+mount_extra_all() {
+    printf '%s' "$mount_extra" | while IFS= read -r spec; do
+        spec=${spec#\"}
+        spec=${spec%\"}
+        tag=${spec%%:*}
+        rest=${spec#*:}
+        [ "$rest" != "$spec" ] || continue # no DST
+        dst=${rest%%:*}
+        fstype=""
+        opts=""
+        if [ "$dst" != "$rest" ]; then
+            rest=${rest#*:}
+            fstype=${rest%%:*}
+            [ "$fstype" = "$rest" ] || opts=${rest#*:}
+        fi
+        [ "$fstype" = virtiofs ] || continue
+        opts=${opts:-rw}
+        dst=$(unescape "$dst")
+        if mkdir -p "$dst" && mount -t virtiofs -o "$opts" "$tag" "$dst"; then
+            say "mounted $tag $dst $opts"
+        else
+            say "mount-failed $tag $dst"
+        fi
+    done
+}
+
+# Root on virtiofs: the command line of a vmspawn --directory boot has
+# "root=TAG rootfstype=virtiofs rw". The tag is mounted at /newroot. Without test.mode= the
+# script then switches into the tree's /sbin/init; with test.mode= it stays, and the modes can
+# look at /newroot. A failure is reported and the script carries on (modes, then poweroff).
+if [ "$root_fstype" = virtiofs ] && [ -n "$root_tag" ]; then
+    mkdir -p /newroot
+    if mount -t virtiofs -o "$root_rw" "$root_tag" /newroot; then
+        say "virtiofs-root $root_tag"
+        if [ "$have_modes" = no ]; then
+            if [ -e /newroot/sbin/init ] || [ -L /newroot/sbin/init ]; then
+                # switch_root wants /newroot to be a mount point and deletes the initrd's
+                # files; the API file systems go along to the new root (systemd keeps them).
+                for fs in dev sys proc; do
+                    if [ -d "/newroot/$fs" ]; then
+                        mount --move "/$fs" "/newroot/$fs" 2>/dev/null || umount -l "/$fs"
+                    else
+                        umount -l "/$fs"
+                    fi
+                done
+                exec switch_root /newroot /sbin/init
+            fi
+            say "virtiofs-root-failed $root_tag"
+            umount /newroot 2>/dev/null
+        fi
+    else
+        say "virtiofs-root-failed $root_tag"
+    fi
+fi
 
 set -f
 for mode in $modes; do
@@ -228,6 +306,57 @@ for mode in $modes; do
                 say "fetch-ok $target $body"
             else
                 say "fetch-failed $target"
+            fi
+            ;;
+        mount-extra)
+            mount_extra_all
+            ;;
+        cat=*)
+            # cat=PATH: the file's first line.
+            path=${mode#cat=}
+            if line=$(head -n 1 "$path" 2>/dev/null); then
+                say "cat $path=$line"
+            else
+                say "cat-failed $path"
+            fi
+            ;;
+        write=*)
+            # write=PATH:TEXT (PATH has no ':'): writes TEXT and a newline to PATH.
+            spec=${mode#write=}
+            path=${spec%%:*}
+            text=${spec#*:}
+            [ "$text" != "$spec" ] || text=""
+            if (echo "$text" >"$path") 2>/dev/null; then
+                sync
+                say "write-ok $path"
+            else
+                say "write-failed $path"
+            fi
+            ;;
+        remount-rw=*)
+            path=${mode#remount-rw=}
+            if mount -o remount,rw "$path" 2>/dev/null; then
+                say "remount-ok $path"
+            else
+                say "remount-failed $path"
+            fi
+            ;;
+        stat=*)
+            path=${mode#stat=}
+            if ids=$(stat -c 'uid=%u gid=%g' "$path" 2>/dev/null); then
+                say "stat $path $ids"
+            else
+                say "stat-failed $path"
+            fi
+            ;;
+        mkdir=*)
+            # mkdir=PATH: one directory (no -p: an existing PATH fails).
+            path=${mode#mkdir=}
+            if mkdir "$path" 2>/dev/null; then
+                sync
+                say "mkdir-ok $path"
+            else
+                say "mkdir-failed $path"
             fi
             ;;
         panic)

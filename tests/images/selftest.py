@@ -21,6 +21,10 @@ import time
 
 OVMF_CODE = "/usr/share/OVMF/OVMF_CODE_4M.fd"
 OVMF_VARS = "/usr/share/OVMF/OVMF_VARS_4M.fd"
+VIRTIOFSD = "/usr/libexec/virtiofsd"
+# vhost-user devices need guest memory that virtiofsd can map: a shared memfd as large as -m.
+SHARED_MEMORY = ["-object", "memory-backend-memfd,id=mem,size=1G,share=on",
+                 "-machine", "memory-backend=mem"]
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -125,6 +129,37 @@ class Guest:
         for w in wanted:
             if w not in self.out:
                 raise AssertionError(f"missing {w!r}")
+
+
+class Virtiofsd:
+    """A virtiofsd as the current user serving DIR; QEMU arguments for tag TAG in .args."""
+
+    def __init__(self, work, tag, directory, extra=()):
+        if not os.access(VIRTIOFSD, os.X_OK):
+            raise AssertionError(f"{VIRTIOFSD} missing (tests/setup-host.sh installs it)")
+        self.sock = os.path.join(work, f"virtiofsd-{tag}.sock")
+        self.log = open(os.path.join(work, f"virtiofsd-{tag}.log"), "wb")
+        self.proc = subprocess.Popen([VIRTIOFSD, f"--socket-path={self.sock}",
+                                      f"--shared-dir={directory}", "--sandbox=none"] + list(extra),
+                                     stdin=subprocess.DEVNULL, stdout=self.log,
+                                     stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 10
+        while not os.path.exists(self.sock):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"virtiofsd for {tag} did not start")
+            time.sleep(0.05)
+        self.args = ["-chardev", f"socket,id=vfs-{tag},path={self.sock}",
+                     "-device", f"vhost-user-fs-pci,chardev=vfs-{tag},tag={tag}"]
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
 
 
 def main():
@@ -305,6 +340,77 @@ def main():
             g.kill()
         assert g.rc == 0, f"exit status {g.rc}"
         return f"exit 0 {t - t0:.1f} s after system_powerdown"
+
+    @case("busybox-virtiofs")
+    def _(name):
+        root = os.path.join(work, "vfs-root")
+        share = os.path.join(work, "vfs-share")
+        os.makedirs(root)
+        os.makedirs(share)
+        with open(os.path.join(root, "f"), "w") as f:
+            f.write("root-file\n")
+        with open(os.path.join(share, "f"), "w") as f:
+            f.write("share-file\n")
+        daemons = []
+        try:
+            daemons.append(Virtiofsd(work, "root", root))
+            daemons.append(Virtiofsd(work, "mnt0", share))
+            modes = ("mount-extra,cat=/newroot/f,cat=/srv/a-b/f,write=/srv/a-b/new:hi,"
+                     "stat=/srv/a-b/new,mkdir=/srv/a-b/d,mkdir=/srv/a-b/d,cat=/missing")
+            g = Guest(work, name, SHARED_MEMORY + daemons[0].args + daemons[1].args + [
+                "-kernel", img("vmlinuz"), "-initrd", img("initrd-busybox.cpio.gz"),
+                "-append", "console=hvc0 quiet root=root rootfstype=virtiofs rw "
+                'systemd.mount-extra="mnt0:/srv/a\\x2db:virtiofs:rw" '
+                f"test.mode={modes}"], verbose)
+            try:
+                t = g.wait_exit(120)
+            finally:
+                g.kill()
+        finally:
+            for d in daemons:
+                d.stop()
+        assert g.rc == 0, f"exit status {g.rc}"
+        uid, gid = os.getuid(), os.getgid()
+        g.expect_lines("VMTEST: virtiofs-root root", "VMTEST: mounted mnt0 /srv/a-b rw",
+                       "VMTEST: cat /newroot/f=root-file", "VMTEST: cat /srv/a-b/f=share-file",
+                       "VMTEST: write-ok /srv/a-b/new", f"VMTEST: stat /srv/a-b/new uid={uid} gid={gid}",
+                       "VMTEST: mkdir-ok /srv/a-b/d", "VMTEST: mkdir-failed /srv/a-b/d",
+                       "VMTEST: cat-failed /missing", "VMTEST: done")
+        with open(os.path.join(share, "new")) as f:
+            assert f.read() == "hi\n", "the guest's write did not reach the host"
+        assert os.path.isdir(os.path.join(share, "d")), "the guest's mkdir did not reach the host"
+        return f"exit 0 after {t:.1f} s"
+
+    @case("trixie-directory")
+    def _(name):
+        tree = os.path.join(work, "trixie")
+        os.makedirs(tree)
+        tar = ["tar", "-x", "-I", "zstd", "-C", tree, "-f", img("trixie-tree.tar.zst")]
+        if os.getuid() == 0:
+            tar[2:2] = ["-p", "--numeric-owner", "--xattrs", "--xattrs-include=*", "--acls"]
+            extra = []
+        else:
+            # The files are the user's: the guest sees them as root's.
+            extra = [f"--translate-uid=map:0:{os.getuid()}:1", f"--translate-gid=map:0:{os.getgid()}:1"]
+        subprocess.run(tar, check=True)
+        d = Virtiofsd(work, "root", tree, extra)
+        try:
+            g = Guest(work, name, SHARED_MEMORY + d.args + [
+                "-kernel", img("vmlinuz"), "-initrd", img("initrd-busybox.cpio.gz"),
+                "-append", "console=hvc0 root=root rootfstype=virtiofs rw"] + cred, verbose)
+            try:
+                t_done = g.wait_for("VMTEST: done", 300)
+                t = g.wait_exit(60)
+            finally:
+                g.kill()
+        finally:
+            d.stop()
+            shutil.rmtree(tree, ignore_errors=True)
+        assert g.rc == 0, f"exit status {g.rc}"
+        g.expect_lines("VMTEST: virtiofs-root root")
+        g.expect_in("Debian GNU/Linux 13 (trixie)", "VMTEST: cred vmtest=hello",
+                    "VMTEST: failed-units=0")
+        return f"done after {t_done:.1f} s, exit 0 after {t:.1f} s"
 
     shutil.rmtree(work, ignore_errors=True)
     failed = [r for r in results if r[1] != "ok"]

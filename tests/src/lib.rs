@@ -1172,3 +1172,90 @@ impl Drop for UserdbGroup {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// The command name of virtiofsd (vmspawn's virtio-fs sidecar, one per shared directory).
+pub const VIRTIOFSD_COMM: &str = "virtiofsd";
+
+/// Unpacks a zstd-compressed tar of a directory tree (e.g. the test artifact
+/// `trixie-tree.tar.zst`) into `dest`, which is created. Run as root: owners stay numeric
+/// (the archive's, not looked up on this host), modes and extended attributes are kept.
+pub fn extract_tree(archive: &Path, dest: &Path) {
+    std::fs::create_dir_all(dest).unwrap();
+    let status = Command::new("tar")
+        .args(["--numeric-owner", "--same-permissions", "--xattrs"])
+        .args(["--xattrs-include=*", "-I", "zstd", "-xf"])
+        .arg(archive)
+        .arg("-C")
+        .arg(dest)
+        .status()
+        .expect("run tar");
+    assert!(
+        status.success(),
+        "unpacking {} into {} failed",
+        archive.display(),
+        dest.display()
+    );
+}
+
+/// The Debian trixie tree (systemd 257, the artifact `trixie-tree.tar.zst`) unpacked into the
+/// work directory as `name` and given to the test user, who boots it with
+/// `--private-users=<its uid>`: its files are the user's on the host and root's in the guest.
+pub fn trixie_tree(work: &Workdir, name: &str) -> PathBuf {
+    let tree = work.file(name);
+    extract_tree(&image("trixie-tree.tar.zst"), &tree);
+    // First-boot work that only slows a TCG boot down: with these stamps newer than /usr,
+    // ConditionNeedsUpdate= is false, so ldconfig.service, the journal catalog update and
+    // systemd-update-done.service are skipped.
+    for stamp in ["etc/.updated", "var/.updated"] {
+        std::fs::write(tree.join(stamp), "").unwrap();
+    }
+    work.chown_all();
+    tree
+}
+
+/// The command name of vhost-device-vsock (the vsock sidecar where there is no
+/// /dev/vhost-vsock; truncated to 15 bytes by the kernel).
+pub const VSOCK_COMM: &str = "vhost-device-vs";
+
+/// One field (`"Seccomp:"`, `"NoNewPrivs:"`, ...) of /proc/PID/task/TID/status for every
+/// thread of `pid`, as (tid, value); empty when the process is gone.
+pub fn thread_status_field(pid: u32, field: &str) -> Vec<(u32, String)> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok()) else {
+            continue;
+        };
+        let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+        if let Some(value) = status
+            .lines()
+            .find_map(|l| l.strip_prefix(field).map(|v| v.trim().to_string()))
+        {
+            out.push((tid, value));
+        }
+    }
+    out
+}
+
+/// The environment of a process (`/proc/PID/environ`), one `NAME=value` per entry.
+pub fn environ_of(pid: u32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .unwrap_or_default()
+        .split(|&b| b == 0)
+        .filter(|v| !v.is_empty())
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .collect()
+}
+
+/// The arguments of a process (`/proc/PID/cmdline`).
+pub fn cmdline_of(pid: u32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .unwrap_or_default()
+        .split(|&b| b == 0)
+        .filter(|v| !v.is_empty())
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .collect()
+}

@@ -293,7 +293,7 @@ fn swtpm_runs_as_the_user_confined_with_a_clean_environment() {
     for child in &children {
         let name = comm(*child);
         assert!(
-            [QEMU_COMM, SWTPM_COMM, CLEANUP_COMM]
+            [QEMU_COMM, SWTPM_COMM, CLEANUP_COMM, VSOCK_COMM]
                 .iter()
                 .any(|known| name.starts_with(known)),
             "unexpected child of vmspawn: {child} {name}"

@@ -13,7 +13,8 @@
 //! exits when asked to power off (or when killed); see `stub_main`.
 //!
 //! Copied as `swtpm` (and `swtpm_setup`), it stands in for the TPM sidecar instead; see
-//! `swtpm_main`.
+//! `swtpm_main`. Copied as `virtiofsd`, it stands in for the virtio-fs sidecar; see
+//! `virtiofsd_main`.
 
 use std::ffi::CString;
 use std::io::Write;
@@ -444,7 +445,7 @@ fn invoked_as(args: &[String]) -> String {
         .first()
         .map(|a| name(std::path::Path::new(a)))
         .unwrap_or_default();
-    if from_argv == "swtpm" || from_argv == "swtpm_setup" {
+    if from_argv == "swtpm" || from_argv == "swtpm_setup" || from_argv == "virtiofsd" {
         return from_argv;
     }
     std::env::current_exe()
@@ -571,6 +572,189 @@ fn swtpm_main(args: &[String]) {
     let _ = std::io::stdout().flush();
 }
 
+/// The value of a `--NAME VALUE` or `--NAME=VALUE` option.
+fn option_value(args: &[String], name: &str) -> Option<String> {
+    let prefix = format!("{name}=");
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+        .or_else(|| {
+            args.iter()
+                .find_map(|a| a.strip_prefix(&prefix).map(str::to_string))
+        })
+}
+
+/// The probe as virtiofsd. vmspawn first runs `virtiofsd --help` unconfined (with a clean
+/// environment, while it looks at the host) to learn which options it has: the probe then
+/// prints a help text naming the options vmspawn looks for and makes no attempts. In the real
+/// run (confined, `--fd=3 --shared-dir DIR ...`) it takes its targets from its command line:
+/// the share is `--shared-dir`; the test puts the canary `canary`, the directory
+/// `other-user/` (a world-readable file `file` of another user) and nothing else in the
+/// share's parent, which the share's rules do not cover. It prints its report on stdout
+/// (inherited from vmspawn) and exits without serving the vhost-user socket, so the VM
+/// cannot start.
+fn virtiofsd_main(args: &[String]) {
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        println!(
+            "virtiofsd backend (escape probe)\n\nUsage: virtiofsd [OPTIONS]\n\nOptions:\n  \
+             --shared-dir <SHARED_DIR>\n  --readonly\n  --sandbox <SANDBOX>\n  --fd <FD>\n  \
+             --xattr\n  --no-announce-submounts\n  --log-level <LOG_LEVEL>\n  \
+             --inode-file-handles <INODE_FILE_HANDLES>\n  --translate-uid <TRANSLATE_UID>\n  \
+             --translate-gid <TRANSLATE_GID>\n  -h, --help"
+        );
+        return;
+    }
+    let Some(share) = option_value(args, "--shared-dir") else {
+        println!("PROBE virtiofsd-without-shared-dir {args:?}");
+        println!("PROBE end");
+        let _ = std::io::stdout().flush();
+        return;
+    };
+    let share = share.trim_end_matches('/').to_string();
+    let read_only = args.iter().any(|a| a == "--readonly");
+    let parent = std::path::Path::new(&share)
+        .parent()
+        .expect("the share has a parent")
+        .to_str()
+        .unwrap()
+        .to_string();
+    println!(
+        "PROBE share {share} {}",
+        if read_only { "read-only" } else { "read-write" }
+    );
+
+    // Positive controls: what virtiofsd needs keeps working.
+    control(
+        "read-file-in-share",
+        open(&format!("{share}/inside"), libc::O_RDONLY),
+    );
+    if read_only {
+        report(
+            "write-in-read-only-share",
+            open(
+                &format!("{share}/probe-scratch"),
+                libc::O_CREAT | libc::O_WRONLY,
+            ),
+        );
+    } else {
+        control(
+            "create-file-in-share",
+            open(
+                &format!("{share}/probe-scratch"),
+                libc::O_CREAT | libc::O_WRONLY,
+            ),
+        );
+    }
+    // Each virtiofsd thread unshares its working directory (CLONE_FS): no namespace.
+    control(
+        "unshare-fs",
+        sys(libc::SYS_unshare, [libc::CLONE_FS.into(), 0, 0, 0, 0, 0]),
+    );
+
+    // Filesystem (Landlock): only the share.
+    report(
+        "read-canary",
+        open(&format!("{parent}/canary"), libc::O_RDONLY),
+    );
+    report(
+        "write-outside-share",
+        open(&format!("{parent}/escaped"), libc::O_CREAT | libc::O_WRONLY),
+    );
+    report(
+        "read-other-users-file",
+        open(&format!("{parent}/other-user/file"), libc::O_RDONLY),
+    );
+    report("read-etc-passwd", open("/etc/passwd", libc::O_RDONLY));
+    report("read-etc-shadow", open("/etc/shadow", libc::O_RDONLY));
+    report("read-root-home", open("/root/.profile", libc::O_RDONLY));
+    // SAFETY: getppid has no arguments.
+    let launcher = unsafe { libc::getppid() };
+    report(
+        "read-launcher-environ",
+        open(&format!("/proc/{launcher}/environ"), libc::O_RDONLY),
+    );
+    println!("PROBE exec-shell {}", exec_shell());
+
+    // Sockets (seccomp): it serves the socket vmspawn passed, and makes none of its own.
+    report(
+        "unix-socket",
+        with_socket(libc::AF_UNIX, libc::SOCK_STREAM, 0, |_| 0),
+    );
+    report(
+        "inet-socket",
+        with_socket(libc::AF_INET, libc::SOCK_STREAM, 0, |_| 0),
+    );
+    let mut pair = [-1i32; 2];
+    let rc = sys(
+        libc::SYS_socketpair,
+        [
+            libc::AF_UNIX.into(),
+            libc::SOCK_STREAM.into(),
+            0,
+            pair.as_mut_ptr() as i64,
+            0,
+            0,
+        ],
+    );
+    report("socketpair", rc);
+    if rc == 0 {
+        close_keep_errno(pair[0].into());
+        close_keep_errno(pair[1].into());
+    }
+    // Invalid fd and address: a call that got through would fail with EBADF instead.
+    report("connect", sys(libc::SYS_connect, [-1, 0, 0, 0, 0, 0]));
+    report("bind", sys(libc::SYS_bind, [-1, 0, 0, 0, 0, 0]));
+    report("listen", sys(libc::SYS_listen, [-1, 0, 0, 0, 0, 0]));
+
+    // Processes (Landlock scopes, seccomp).
+    let attached = sys(
+        libc::SYS_ptrace,
+        [libc::PTRACE_ATTACH.into(), launcher.into(), 0, 0, 0, 0],
+    );
+    report("ptrace-launcher", attached);
+    if attached == 0 {
+        sys(
+            libc::SYS_wait4,
+            [launcher.into(), 0, libc::__WALL.into(), 0, 0, 0],
+        );
+        sys(
+            libc::SYS_ptrace,
+            [libc::PTRACE_DETACH.into(), launcher.into(), 0, 0, 0, 0],
+        );
+    }
+    report(
+        "process-vm-readv",
+        sys(libc::SYS_process_vm_readv, [launcher.into(), 0, 0, 0, 0, 0]),
+    );
+    println!("PROBE clone-new-user {}", clone_new_user(false));
+    println!("PROBE clone3-new-user {}", clone_new_user(true));
+
+    let names: Vec<String> = std::env::vars_os()
+        .map(|(k, _)| k.to_string_lossy().into_owned())
+        .collect();
+    println!("PROBE environment [{}]", names.join(","));
+    // SAFETY: prctl queries and getuid have no memory arguments.
+    let (uid, nnp, seccomp) = unsafe {
+        (
+            libc::getuid(),
+            libc::prctl(libc::PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0),
+            libc::prctl(libc::PR_GET_SECCOMP, 0, 0, 0, 0),
+        )
+    };
+    println!("PROBE status uid={uid} no_new_privs={nnp} seccomp={seccomp}");
+    // Last: where these work, the probe is in new namespaces from here on (a new user
+    // namespace first, in which the others would then work for anyone).
+    for (name, flag) in [
+        ("unshare-user-namespace", libc::CLONE_NEWUSER),
+        ("unshare-mount-namespace", libc::CLONE_NEWNS),
+        ("unshare-network-namespace", libc::CLONE_NEWNET),
+    ] {
+        report(name, sys(libc::SYS_unshare, [flag.into(), 0, 0, 0, 0, 0]));
+    }
+    println!("PROBE end");
+    let _ = std::io::stdout().flush();
+}
+
 /// The probe as a stub QEMU (`-probe MODE=stub`): prints `STUB-EXEC <CLOCK_MONOTONIC in ns>`
 /// on its stdout (the console vmspawn forwards) the moment it runs, then serves QMP on the fd
 /// of `-chardev socket,id=vmspawn-qmp,fd=N`: the greeting, `{"return": {}}` to every command,
@@ -628,6 +812,7 @@ fn main() {
         // The state "exists": vmspawn goes on to start swtpm.
         "swtpm_setup" => return,
         "swtpm" => return swtpm_main(&args),
+        "virtiofsd" => return virtiofsd_main(&args),
         _ => {}
     }
     let targets = Targets::from_args(&args);

@@ -13,7 +13,9 @@ use --tpm=no, so they are the launcher's own cost.
 Then, when swtpm is installed, what the default virtual TPM adds before QEMU can start
 (discovering swtpm, swtpm_setup, starting swtpm and waiting until it answers on its control
 socket): with the default persistent state next to the image (created by the first run, reused
-after), and with --tpm-state=off (a fresh transient state every run).
+after), and with --tpm-state=off (a fresh transient state every run). And, when
+vhost-device-vsock is installed, what vsock over it adds (starting it and waiting until its
+vhost-user socket accepts a connection).
 
 Usage: python3 bench/startup.py [--runs N] [--vmspawn PATH]
 Targets: median < 10 ms, peak RSS <= 8 MiB, confinement < 2 ms.
@@ -120,7 +122,9 @@ def main():
         env = {"PATH": bindir + ":/usr/bin:/bin", "HOME": work, "TMPDIR": tmp}
         base = [args.vmspawn, "--kvm=no", "-q", "--console=read-only", "-i", image, "--linux", kernel,
                 "--set-credential=a:b", "-s", "x=y"]
-        cmd = base + ["--tpm=no", "quiet"]
+        # The launcher's own cost: no sidecars (the TPM and vsock cases below add them).
+        base_no_vsock = base + ["--vsock=no"]
+        cmd = base_no_vsock + ["--tpm=no", "quiet"]
         confined_times, confined_rss = measure(measure_bin, cmd, env, work, args.runs)
         unconfined_times, _ = measure(measure_bin, cmd, dict(env, VMSPAWN_UNCONFINED="1"), work, args.runs)
 
@@ -137,8 +141,8 @@ def main():
               f"(target <= 8 MiB)")
 
         if shutil.which("swtpm") and shutil.which("swtpm_setup"):
-            tpm_times, _ = measure(measure_bin, base + ["--tpm=yes", "quiet"], env, work, args.runs)
-            off_times, _ = measure(measure_bin, base + ["--tpm=yes", "--tpm-state=off", "quiet"], env, work,
+            tpm_times, _ = measure(measure_bin, base_no_vsock + ["--tpm=yes", "quiet"], env, work, args.runs)
+            off_times, _ = measure(measure_bin, base_no_vsock + ["--tpm=yes", "--tpm-state=off", "quiet"], env, work,
                                    args.runs)
             own = statistics.median(confined_times)
             print(f"with the default TPM (state next to the image exists): start-up to QEMU exec "
@@ -147,6 +151,17 @@ def main():
                   f"the TPM adds {statistics.median(off_times) - own:.2f} ms")
         else:
             print("swtpm is not installed: no TPM figures (apt install swtpm swtpm-tools)")
+
+        vhost_user = shutil.which("vhost-device-vsock")
+        if vhost_user:
+            vsock_env = dict(env, PATH=env["PATH"] + ":" + os.path.dirname(vhost_user))
+            vsock_times, _ = measure(measure_bin, base + ["--tpm=no", "--vsock=yes", "quiet"], vsock_env, work,
+                                     args.runs)
+            print(f"with vsock over vhost-device-vsock (no /dev/vhost-vsock): start-up to QEMU exec "
+                  f"{summary(vsock_times)}; the sidecar adds "
+                  f"{statistics.median(vsock_times) - statistics.median(confined_times):.2f} ms")
+        else:
+            print("vhost-device-vsock is not installed: no vsock figures (cargo install vhost-device-vsock)")
 
 
 if __name__ == "__main__":

@@ -915,8 +915,13 @@ pub fn plan(config: &Config, host: &HostFacts, acquired: &Acquired) -> Result<Pl
         args.extend([os("-smbios"), smbios_file(&path)]);
     }
 
-    // Where the guest's service manager sends READY=1 and EXIT_STATUS=.
-    if let Some(credential) = &vsock.notify_credential {
+    // Where the guest's service manager sends READY=1 and EXIT_STATUS= (a credential, so only
+    // where there is SMBIOS; the device itself works anywhere).
+    let notify_credential = vsock
+        .notify_credential
+        .as_ref()
+        .filter(|_| has_smbios(arch));
+    if let Some(credential) = notify_credential {
         args.extend([os("-smbios"), os(format!("type=11,value={credential}"))]);
     }
 
@@ -1034,7 +1039,7 @@ pub fn plan(config: &Config, host: &HostFacts, acquired: &Acquired) -> Result<Pl
         banner,
         quiet: config.quiet,
         ready_at_start: !config.notify_ready,
-        guest_notifications: vsock.notify_credential.is_some(),
+        guest_notifications: notify_credential.is_some(),
         vsock_cid: vsock.cid,
         vsock_uds: vsock.uds.clone(),
         launcher_jail: confined.then(|| launcher_rules(rd)),

@@ -952,19 +952,26 @@ fn every_virtiofsd_runs_confined_and_all_are_gone_after_a_power_off() {
     assert_nothing_left(&work, &[]);
 }
 
-#[test]
-fn a_crashing_virtiofsd_stops_the_vm_with_an_error_naming_its_share() {
-    let work = Workdir::new("fs-crash", User::Tester);
-    small_tree(&work);
+/// A busybox guest of a small tree with the `--bind` share `share` mounted at /srv/share,
+/// sleeping for two minutes once it is mounted.
+fn running_with_a_share(work: &Workdir) -> (PathBuf, Background) {
+    small_tree(work);
     let share = work.file("share");
     std::fs::create_dir(&share).unwrap();
     work.chown_all();
     let mut vm = Background::start(busybox_tree(
-        &work,
+        work,
         &["--bind=share:/srv/share"],
-        "mount-extra,sleep=60",
+        "mount-extra,sleep=120",
     ));
     vm.wait_for_line("mounted mnt0 /srv/share rw", BOOT);
+    (share, vm)
+}
+
+#[test]
+fn a_crashing_virtiofsd_stops_the_vm_with_an_error_naming_its_share() {
+    let work = Workdir::new("fs-crash", User::Tester);
+    let (share, vm) = running_with_a_share(&work);
     let launcher = vm.child.id();
     let qemu = children_named(launcher, QEMU_COMM);
     assert_eq!(qemu.len(), 1, "{:?}", names(&children_of(launcher)));
@@ -1006,16 +1013,7 @@ fn a_crashing_virtiofsd_stops_the_vm_with_an_error_naming_its_share() {
 #[test]
 fn virtiofsds_and_qemu_do_not_outlive_a_killed_launcher() {
     let work = Workdir::new("fs-killed", User::Tester);
-    small_tree(&work);
-    let share = work.file("share");
-    std::fs::create_dir(&share).unwrap();
-    work.chown_all();
-    let mut vm = Background::start(busybox_tree(
-        &work,
-        &["--bind=share:/srv/share"],
-        "mount-extra,sleep=120",
-    ));
-    vm.wait_for_line("mounted mnt0 /srv/share rw", BOOT);
+    let (_share, vm) = running_with_a_share(&work);
     let launcher = vm.child.id();
     let children = children_of(launcher);
     assert_eq!(virtiofsds(launcher).len(), 2, "{:?}", names(&children));

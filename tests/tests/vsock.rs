@@ -346,22 +346,19 @@ fn bad_vsock_input_gives_clear_errors_and_leaves_nothing() {
             "cargo install vhost-device-vsock",
         ),
     ];
+    make_gpt_image(
+        &work.file("guest.raw"),
+        16,
+        "99999999-2222-4333-8444-555555555555",
+    );
+    work.chown_all();
     for (args, path, message) in cases {
         let mut cmd = work.vmspawn();
         cmd.args(busybox_boot(false))
-            .args(["-i", "/nonexistent-is-not-reached", "--console=read-only"])
+            .args(["-i", "guest.raw", "--console=read-only", "--tpm=no"])
             .args(args);
         if let Some(path) = path {
             cmd.env("PATH", path);
-            // The image must exist for discovery to get as far as vsock.
-            let image = work.file("guest.raw");
-            make_gpt_image(&image, 16, "99999999-2222-4333-8444-555555555555");
-            work.chown_all();
-            cmd = work.vmspawn();
-            cmd.env("PATH", path)
-                .args(busybox_boot(false))
-                .args(["-i", "guest.raw", "--console=read-only", "--tpm=no"])
-                .args(args);
         }
         let out = run(cmd, BOOT);
         assert_eq!(out.code(), Some(1), "{args:?}: stderr:\n{}", out.stderr);

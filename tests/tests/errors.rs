@@ -154,8 +154,14 @@ fn bad_input_gives_clear_errors_and_leaves_nothing() {
         "--network-tap needs the privileged helper, but no helper service listens on /nonexistent/privhelper.socket",
     );
     // (--tpm=yes works now; tests/tests/tpm.rs has its errors.)
+    // No /dev/vhost-vsock here, no helper, and vhost-device-vsock not in $PATH.
     cases.fails(
         &["-i", "guest.raw", "--vsock=yes"],
+        &[("PATH", "/usr/bin:/bin")],
+        "--vsock=yes: there is no way to give this VM a vsock device",
+    );
+    cases.fails(
+        &["-i", "guest.raw", "--forward-journal=/tmp/j"],
         &[],
         "is not supported yet",
     );
@@ -190,7 +196,13 @@ fn bad_input_gives_clear_errors_and_leaves_nothing() {
         &[],
         "Expected regular file or block device, not '",
     );
-    cases.fails(&[], &[], "No disk image given");
+    // Neither -i nor -D: the current directory is the root (as in 259), and it has no boot
+    // entry.
+    cases.fails(
+        &[],
+        &[],
+        "Failed to locate UKI in directory type image, please specify one with --linux=.",
+    );
     // QEMU itself refuses to start.
     cases.fails(
         &["--kvm=no", "-i", "guest.raw", &kernel, "root=/dev/vda"],

@@ -489,8 +489,11 @@ pub fn run(plan: &Plan, env: &RunEnv, resources: Resources) -> Result<i32> {
                 Error::new("internal error: no listener for the guest's notifications")
             })?,
             &notifier,
+            plan.vsock_uds
+                .is_some()
+                .then_some(crate::supervise::NOTIFY_IDLE_END),
             env.debug,
-        )),
+        )?),
         false => None,
     };
 

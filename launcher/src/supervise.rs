@@ -54,37 +54,68 @@ pub struct ConsoleIo<'a> {
 }
 
 /// The guest → host notification channel (259's `vmm.notify_socket`): each connection on
-/// the listener carries one batch, read to EOF.
+/// the listener carries one batch, read to EOF. The guest's service manager half-closes its
+/// end and waits for vmspawn to close; vhost-device-vsock does not pass a half-close on
+/// (rust-vmm/vhost-device#874), so over vhost-user a batch also ends when no more data has
+/// come for `idle_end`.
 pub struct GuestChannel<'a> {
     pub listener: OwnedFd,
     /// vmspawn's own service manager, which gets the guest's READY=1 and STATUS=.
     pub notifier: &'a Notifier,
     pub debug: bool,
-    connections: Vec<(OwnedFd, Vec<u8>)>,
+    pub idle_end: Option<Duration>,
+    connections: Vec<Connection>,
     /// The last `EXIT_STATUS=` the guest sent.
     pub exit_status: Option<u8>,
 }
 
+struct Connection {
+    fd: OwnedFd,
+    batch: Vec<u8>,
+    /// When data last arrived.
+    last: Instant,
+}
+
+/// Over vhost-user vsock, a notification batch ends when no more data came for this long.
+pub const NOTIFY_IDLE_END: Duration = Duration::from_millis(20);
+/// At most this many notification connections are open at once.
+const MAX_CONNECTIONS: usize = 64;
+
 impl<'a> GuestChannel<'a> {
-    pub fn new(listener: OwnedFd, notifier: &'a Notifier, debug: bool) -> Self {
-        GuestChannel {
+    pub fn new(
+        listener: OwnedFd,
+        notifier: &'a Notifier,
+        idle_end: Option<Duration>,
+        debug: bool,
+    ) -> Result<Self> {
+        // accept(2) must not block the loop once the pending connections are taken.
+        nix::fcntl::fcntl(
+            listener.as_raw_fd(),
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+        )
+        .map_err(|e| Error::io("Failed to set up the guest's notification listener", e))?;
+        Ok(GuestChannel {
             listener,
             notifier,
             debug,
+            idle_end,
             connections: Vec::new(),
             exit_status: None,
-        }
+        })
     }
 
     fn accept(&mut self) {
-        // At most a few per wake-up, so a flooding guest cannot starve the console; and at
-        // most 64 open at once.
+        // At most a few per wake-up, so a flooding guest cannot starve the console.
         for _ in 0..16 {
-            if self.connections.len() >= 64 {
+            if self.connections.len() >= MAX_CONNECTIONS {
                 break;
             }
             match crate::sys::accept_nonblocking(self.listener.as_fd()) {
-                Ok(fd) => self.connections.push((fd, Vec::new())),
+                Ok(fd) => self.connections.push(Connection {
+                    fd,
+                    batch: Vec::new(),
+                    last: Instant::now(),
+                }),
                 Err(_) => break,
             }
         }
@@ -92,42 +123,66 @@ impl<'a> GuestChannel<'a> {
 
     /// Reads what connection `index` has; at EOF its batch is handled and it is closed.
     fn read(&mut self, index: usize, buf: &mut [u8]) {
-        let (fd, batch) = &mut self.connections[index];
-        let done = match nix::unistd::read(fd.as_raw_fd(), buf) {
-            Ok(0) => true,
+        let connection = &mut self.connections[index];
+        match nix::unistd::read(connection.fd.as_raw_fd(), buf) {
+            Ok(0) => self.finish(index),
             Ok(n) => {
-                batch.extend_from_slice(&buf[..n]);
-                if batch.len() > crate::vsock::NOTIFY_MAX {
+                connection.batch.extend_from_slice(&buf[..n]);
+                connection.last = Instant::now();
+                if connection.batch.len() > crate::vsock::NOTIFY_MAX {
                     eprintln!("Received notify message exceeded maximum size.");
                     self.connections.swap_remove(index);
-                    return;
                 }
-                false
             }
-            Err(Errno::EAGAIN | Errno::EINTR) => false,
-            Err(_) => true,
+            Err(Errno::EAGAIN | Errno::EINTR) => {}
+            Err(_) => self.finish(index),
+        }
+    }
+
+    /// Handles connection `index`'s batch and closes it.
+    fn finish(&mut self, index: usize) {
+        let Connection { batch, .. } = self.connections.swap_remove(index);
+        let notification = crate::vsock::parse_notification(&batch);
+        if self.debug {
+            eprintln!(
+                "Received notification message with tags: {}",
+                String::from_utf8_lossy(&batch)
+                    .trim_end()
+                    .replace('\n', ", ")
+            );
+        }
+        for warning in &notification.warnings {
+            eprintln!("{warning}");
+        }
+        for message in &notification.forward {
+            self.notifier.send(message);
+        }
+        if notification.exit_status.is_some() {
+            self.exit_status = notification.exit_status;
+        }
+    }
+
+    /// Ends the batches that have been idle for `idle_end`.
+    fn finish_idle(&mut self) {
+        let Some(idle) = self.idle_end else {
+            return;
         };
-        if done {
-            let (_, batch) = self.connections.swap_remove(index);
-            let notification = crate::vsock::parse_notification(&batch);
-            if self.debug {
-                eprintln!(
-                    "Received notification message with tags: {}",
-                    String::from_utf8_lossy(&batch)
-                        .trim_end()
-                        .replace('\n', ", ")
-                );
-            }
-            for warning in &notification.warnings {
-                eprintln!("{warning}");
-            }
-            for message in &notification.forward {
-                self.notifier.send(message);
-            }
-            if notification.exit_status.is_some() {
-                self.exit_status = notification.exit_status;
+        for index in (0..self.connections.len()).rev() {
+            let c = &self.connections[index];
+            if !c.batch.is_empty() && c.last.elapsed() >= idle {
+                self.finish(index);
             }
         }
+    }
+
+    /// When the next idle batch ends.
+    fn next_idle_end(&self) -> Option<Instant> {
+        let idle = self.idle_end?;
+        self.connections
+            .iter()
+            .filter(|c| !c.batch.is_empty())
+            .map(|c| c.last + idle)
+            .min()
     }
 }
 
@@ -316,20 +371,30 @@ impl<'a> Supervisor<'a> {
                     fds.len() - 1
                 });
             let guest_index = guest.as_ref().map(|g| {
-                // No new connections while 64 are open (a guest that never closes them).
-                let flags = if g.connections.len() < 64 {
+                // No new connections while the most are open (a guest that never closes them).
+                let flags = if g.connections.len() < MAX_CONNECTIONS {
                     PollFlags::POLLIN
                 } else {
                     PollFlags::empty()
                 };
                 fds.push(PollFd::new(g.listener.as_fd(), flags));
-                for (connection, _) in &g.connections {
-                    fds.push(PollFd::new(connection.as_fd(), PollFlags::POLLIN));
+                for connection in &g.connections {
+                    fds.push(PollFd::new(connection.fd.as_fd(), PollFlags::POLLIN));
                 }
                 fds.len() - 1 - g.connections.len()
             });
 
-            match poll(&mut fds, self.poll_timeout()) {
+            let timeout = match guest.as_ref().and_then(|g| g.next_idle_end()) {
+                Some(end) => {
+                    let idle = spawn::timeout_until(end);
+                    match self.poll_timeout() {
+                        PollTimeout::NONE => idle,
+                        other => idle.min(other),
+                    }
+                }
+                None => self.poll_timeout(),
+            };
+            match poll(&mut fds, timeout) {
                 Ok(_) | Err(Errno::EINTR) => {}
                 Err(e) => return Err(Error::io("Failed to poll", e)),
             }
@@ -355,6 +420,7 @@ impl<'a> Supervisor<'a> {
                 if guest_events.first().copied().unwrap_or(false) {
                     g.accept();
                 }
+                g.finish_idle();
             }
 
             if let Some(deadline) = self.deadline

@@ -99,9 +99,7 @@ pub fn cid_candidate(machine: &str, index: u32) -> u32 {
 /// What vsock needs, from the configuration and host facts.
 pub fn needs(config: &Config, host: &HostFacts) -> Result<VsockNeed> {
     let required = config.vsock == Tristate::Yes;
-    // vhost-user vsock only when asked for (--vsock=yes): with some guests the notification
-    // channel over vhost-device-vsock still stalls the guest's service manager (see README).
-    let vhost_user = host.vsock.vhost_user.is_some() && required;
+    let vhost_user = host.vsock.vhost_user.is_some();
     Ok(match config.vsock {
         Tristate::No => VsockNeed::Off,
         _ if host.vsock.kernel_device => VsockNeed::Kernel {

@@ -41,15 +41,18 @@ pub fn qemu_arch() -> Result<&'static str> {
 
 /// Finds an executable `name` in `$PATH`.
 pub fn find_in_path(name: &str, path_var: Option<&OsString>) -> Option<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
     let default = OsString::from("/usr/local/bin:/usr/bin:/bin");
     let dirs = path_var.unwrap_or(&default);
     std::env::split_paths(dirs)
         .filter(|d| d.is_absolute())
         .map(|d| d.join(name))
-        .find(|p| {
-            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
+        .find(|p| is_executable(p))
+}
+
+/// A regular file with an execute bit.
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 fn find_qemu(arch: &str, path_var: Option<&OsString>) -> Result<PathBuf> {
@@ -101,12 +104,13 @@ pub fn firmware_list(env: &HostEnv) -> Vec<PathBuf> {
     firmware::list_descriptors(&firmware::search_dirs(xdg.as_deref(), home.as_deref()))
 }
 
-fn kvm_usable() -> bool {
+/// The device node exists and this process may open it read-write.
+fn device_usable(path: &str) -> bool {
     OpenOptions::new()
         .read(true)
         .write(true)
         .custom_flags(libc::O_CLOEXEC)
-        .open("/dev/kvm")
+        .open(path)
         .is_ok()
 }
 
@@ -205,7 +209,7 @@ pub fn discover(config: &Config, env: &HostEnv) -> Result<HostFacts> {
         qemu_arch: arch.to_string(),
         qemu_binary,
         firmware,
-        kvm_usable: config.kvm != Tristate::No && kvm_usable(),
+        kvm_usable: config.kvm != Tristate::No && device_usable("/dev/kvm"),
         helper_installed: helper::installed(env.var),
         net_admin: has_net_admin(),
         tpm_auto_state_problem: tpm_auto_state_problem(root.path()),
@@ -233,7 +237,7 @@ pub fn discover(config: &Config, env: &HostEnv) -> Result<HostFacts> {
         bind_users,
         caller_uid,
         vsock: VsockFacts {
-            kernel_device: config.vsock != Tristate::No && vhost_vsock_usable(),
+            kernel_device: config.vsock != Tristate::No && device_usable("/dev/vhost-vsock"),
             kernel_device_exists: Path::new("/dev/vhost-vsock").exists(),
             vhost_user: if config.vsock == Tristate::No {
                 None
@@ -242,16 +246,6 @@ pub fn discover(config: &Config, env: &HostEnv) -> Result<HostFacts> {
             },
         },
     })
-}
-
-/// /dev/vhost-vsock exists and this process may open it read-write.
-fn vhost_vsock_usable() -> bool {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(libc::O_CLOEXEC)
-        .open("/dev/vhost-vsock")
-        .is_ok()
 }
 
 fn inspect_image(config: &Config, image: &Path, arch: &str) -> Result<ImageInfo> {
@@ -313,15 +307,11 @@ fn inspect_directory(config: &Config, directory: &Path) -> Result<DirectoryInfo>
 /// virtiofsd where 259 looks for it ($PATH, then /usr/libexec and /usr/lib), and which of the
 /// options vmspawn may need it has (its --help lists them).
 fn find_virtiofsd(path_var: Option<&OsString>) -> Option<VirtiofsdFacts> {
-    use std::os::unix::fs::PermissionsExt;
     let binary = find_in_path("virtiofsd", path_var).or_else(|| {
         ["/usr/libexec/virtiofsd", "/usr/lib/virtiofsd"]
             .map(PathBuf::from)
             .into_iter()
-            .find(|p| {
-                std::fs::metadata(p)
-                    .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-            })
+            .find(|p| is_executable(p))
     })?;
     let help = std::process::Command::new(&binary)
         .arg("--help")

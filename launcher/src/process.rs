@@ -123,13 +123,10 @@ pub enum Readiness {
     /// swtpm answers CMD_GET_CAPABILITY on its control socket at `socket`; the connection is
     /// kept as `connection` (for QEMU).
     SwtpmControl { socket: PathBuf, connection: FdName },
-    /// The process serves the listening socket at `socket` (bound by vmspawn, so connecting
-    /// succeeds at once and the process answers once it runs); the connection is kept as
-    /// `connection` (for QEMU).
-    Connect { socket: PathBuf, connection: FdName },
-    /// The process binds `socket` itself: vmspawn connects once it accepts connections and
+    /// vmspawn connects to the Unix socket at `socket` as soon as it accepts connections (at
+    /// once when vmspawn bound it for the process, else once the process has bound it) and
     /// keeps the connection as `connection` (for QEMU).
-    ConnectOnceBound { socket: PathBuf, connection: FdName },
+    Connect { socket: PathBuf, connection: FdName },
 }
 
 /// How a long-running process is stopped at the end, in reverse start order.

@@ -223,23 +223,7 @@ fn wait_ready(child: &mut ChildGuard, readiness: &Readiness, fds: &mut FdStore) 
     let (socket, connection) = match readiness {
         Readiness::Started => return Ok(()),
         Readiness::Connect { socket, connection } => {
-            // vmspawn bound and listens on the socket: the connection waits in its backlog
-            // until the process accepts it.
-            let stream = UnixStream::connect(socket).map_err(|e| {
-                Error::io(
-                    format!(
-                        "Failed to connect to the socket of {} at '{}'",
-                        child.name(),
-                        socket.display()
-                    ),
-                    e,
-                )
-            })?;
-            fds.insert(*connection, OwnedFd::from(stream));
-            return Ok(());
-        }
-        Readiness::ConnectOnceBound { socket, connection } => {
-            let stream = connect_once_bound(child, socket)?;
+            let stream = connect_when_accepting(child, socket)?;
             fds.insert(*connection, OwnedFd::from(stream));
             return Ok(());
         }
@@ -320,8 +304,9 @@ fn wait_ready(child: &mut ChildGuard, readiness: &Readiness, fds: &mut FdStore) 
     Ok(())
 }
 
-/// Connects to `socket` as soon as `child` has bound it and accepts connections.
-fn connect_once_bound(child: &mut ChildGuard, socket: &std::path::Path) -> Result<UnixStream> {
+/// Connects to `socket` as soon as it accepts connections: at once when vmspawn bound it (the
+/// connection waits in the backlog until `child` accepts it), else once `child` has bound it.
+fn connect_when_accepting(child: &mut ChildGuard, socket: &std::path::Path) -> Result<UnixStream> {
     let deadline = Instant::now() + READY_TIMEOUT;
     loop {
         match UnixStream::connect(socket) {
@@ -351,7 +336,7 @@ fn connect_once_bound(child: &mut ChildGuard, socket: &std::path::Path) -> Resul
         }
         if Instant::now() >= deadline {
             return Err(Error::new(format!(
-                "{} did not create its socket '{}' within {} s.",
+                "{} did not accept connections on '{}' within {} s.",
                 child.name(),
                 socket.display(),
                 READY_TIMEOUT.as_secs()

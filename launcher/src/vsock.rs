@@ -215,7 +215,7 @@ pub fn plan(
                     seccomp: SeccompTable::VhostUserVsock,
                 }),
                 lifetime: Lifetime::Vm {
-                    readiness: Readiness::ConnectOnceBound {
+                    readiness: Readiness::Connect {
                         socket: vhost_socket,
                         connection: FdName::VhostUserVsockConnection,
                     },

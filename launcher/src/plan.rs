@@ -256,6 +256,22 @@ fn mentioned_paths(args: &[String]) -> Vec<PathBuf> {
     out
 }
 
+/// sun_path holds 108 bytes, the terminating NUL included.
+const SOCKET_PATH_MAX: usize = 107;
+
+/// A Unix socket path (of `what`, for the message) must fit sun_path: an error naming it
+/// instead of a bind or connect that fails later.
+pub fn check_socket_path(path: &Path, what: &str) -> Result<()> {
+    if path.as_os_str().len() > SOCKET_PATH_MAX {
+        return Err(Error::new(format!(
+            "The {what} would be '{}', longer than the {SOCKET_PATH_MAX} bytes a Unix socket path may \
+             have. Set $XDG_RUNTIME_DIR (or $TMPDIR) to a shorter directory.",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
 /// Read and execute rights for a program and the shared libraries it loads, under /usr and
 /// under the prefix the program lives in (e.g. /usr/local). The common base of every
 /// process's Landlock domain.

@@ -19,7 +19,7 @@ use serde::Serialize;
 
 use crate::config::{Config, Credential};
 use crate::error::{Error, Result};
-use crate::plan::{HostFacts, RootFacts, SocketPlan, program_rules};
+use crate::plan::{HostFacts, RootFacts, SocketPlan, check_socket_path, program_rules};
 use crate::process::{
     EnvPlan, FdName, FdTable, Jail, Lifetime, PassedFd, ProcessPlan, Readiness, Role, StdioPlan,
     Stop,
@@ -32,8 +32,6 @@ pub const STOP_GRACE: Duration = Duration::from_secs(5);
 /// The first guest UID/GID of a bound user (systemd's MAP_UID_MIN), and the last.
 pub const BIND_USER_UID_MIN: u32 = 60514;
 pub const BIND_USER_UID_MAX: u32 = 60577;
-/// sun_path holds 108 bytes, the terminating NUL included.
-const SOCKET_PATH_MAX: usize = 107;
 const INSTALL_HINT: &str = "Install virtiofsd 1.11 or newer (Debian 13: apt install virtiofsd; elsewhere: \
      cargo install virtiofsd, then put it in $PATH or /usr/libexec).";
 
@@ -280,14 +278,10 @@ pub fn plan(config: &Config, host: &HostFacts, qemu_fds: &mut FdTable) -> Result
             )));
         }
         let socket = socket_path(&host.runtime_dir, &share.tag);
-        if socket.as_os_str().len() > SOCKET_PATH_MAX {
-            return Err(Error::new(format!(
-                "The socket of the virtiofsd for {} would be '{}', longer than the {SOCKET_PATH_MAX} bytes a Unix \
-                 socket path may have. Set $XDG_RUNTIME_DIR (or $TMPDIR) to a shorter directory.",
-                share.what,
-                socket.display()
-            )));
-        }
+        check_socket_path(
+            &socket,
+            &format!("socket of the virtiofsd for {}", share.what),
+        )?;
         let listener = FdName::VirtiofsListener(index);
         let connection = FdName::VirtiofsConnection(index);
         let fd = 3;

@@ -23,7 +23,7 @@ use siphasher::sip::SipHasher24;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::parse::Tristate;
-use crate::plan::{HostFacts, SocketPlan, StateDir, program_rules};
+use crate::plan::{HostFacts, SocketPlan, StateDir, check_socket_path, program_rules};
 use crate::process::{
     EnvPlan, FdName, FdTable, Jail, Lifetime, ProcessPlan, Readiness, Role, StdioPlan, Stop,
 };
@@ -182,13 +182,8 @@ pub fn plan(
             let mut listener = uds.clone().into_os_string();
             listener.push(format!("_{VHOST_USER_NOTIFY_PORT}"));
             let listener = PathBuf::from(listener);
-            if listener.as_os_str().len() > 107 {
-                return Err(Error::new(format!(
-                    "The vsock notification socket would be '{}', longer than the 107 bytes a Unix socket path \
-                     may have. Set $XDG_RUNTIME_DIR (or $TMPDIR) to a shorter directory.",
-                    listener.display()
-                )));
-            }
+            // The longest of its sockets.
+            check_socket_path(&listener, "vsock notification socket")?;
             let mut rules = program_rules(&[binary], &host.qemu_arch);
             // It creates its vhost-user socket and the host-side socket there, and connects
             // to the guest's ports' sockets next to them.

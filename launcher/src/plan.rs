@@ -272,9 +272,6 @@ pub fn check_socket_path(path: &Path, what: &str) -> Result<()> {
     Ok(())
 }
 
-/// Read and execute rights for a program and the shared libraries it loads, under /usr and
-/// under the prefix the program lives in (e.g. /usr/local). The common base of every
-/// process's Landlock domain.
 /// /usr, and the prefix each binary is installed under (/usr/local for /usr/local/bin/x).
 fn install_prefixes(binaries: &[&Path]) -> Vec<PathBuf> {
     let mut prefixes = vec![PathBuf::from("/usr")];
@@ -286,6 +283,9 @@ fn install_prefixes(binaries: &[&Path]) -> Vec<PathBuf> {
     prefixes
 }
 
+/// Read and execute rights for a program and the shared libraries it loads, under /usr and
+/// under the prefix the program lives in (e.g. /usr/local). The common base of every
+/// process's Landlock domain.
 pub fn program_rules(binaries: &[&Path], arch: &str) -> SandboxRules {
     let mut rules = SandboxRules {
         scope_abstract_unix: true,

@@ -141,15 +141,12 @@ pub fn acquire(needs: &Needs, env: &Env) -> Result<(Acquired, Resources)> {
         KvmNeed::Off => KvmAccess::Off,
         KvmNeed::Device => KvmAccess::Device,
         KvmNeed::FromHelper { required } => {
-            let helper = match client.as_mut() {
-                Some(helper) => Ok(helper),
-                None => HelperClient::connect(
-                    env.var,
-                    "--kvm=yes without access to /dev/kvm",
-                    interactive,
-                )
-                .map(|c| client.insert(c)),
-            };
+            let helper = connected(
+                &mut client,
+                env,
+                "--kvm=yes without access to /dev/kvm",
+                interactive,
+            );
             match helper.and_then(HelperClient::open_kvm) {
                 Ok(fd) => {
                     resources.fds.insert(FdName::Kvm, fd);
@@ -175,11 +172,7 @@ pub fn acquire(needs: &Needs, env: &Env) -> Result<(Acquired, Resources)> {
             required,
             fallback_vhost_user,
         } => {
-            let helper = match client.as_mut() {
-                Some(helper) => Ok(helper),
-                None => HelperClient::connect(env.var, "--vsock=yes", interactive)
-                    .map(|c| client.insert(c)),
-            };
+            let helper = connected(&mut client, env, "--vsock=yes", interactive);
             match helper.and_then(|h| h.open_vhost_vsock(&needs.machine, *cid)) {
                 Ok((cid, device)) => {
                     resources.fds.insert(FdName::VhostVsock, device);
@@ -239,6 +232,19 @@ pub fn acquire(needs: &Needs, env: &Env) -> Result<(Acquired, Resources)> {
     ))
 }
 
+/// The connection to the helper: the one already made, or a new one (for `why`, in messages).
+fn connected<'a>(
+    client: &'a mut Option<HelperClient>,
+    env: &Env,
+    why: &str,
+    interactive: bool,
+) -> Result<&'a mut HelperClient> {
+    match client {
+        Some(helper) => Ok(helper),
+        None => Ok(client.insert(HelperClient::connect(env.var, why, interactive)?)),
+    }
+}
+
 /// Opens /dev/vhost-vsock and sets the guest CID: `cid`, or 259's candidates for the machine
 /// name (64 derived ones, then 64 random ones), skipping those other VMs have.
 fn open_vhost_vsock(machine: &str, cid: Option<u32>) -> Result<(u32, OwnedFd)> {
@@ -256,9 +262,8 @@ fn open_vhost_vsock(machine: &str, cid: Option<u32>) -> Result<(u32, OwnedFd)> {
         return Ok((cid, device));
     }
     let derived = (0..64).map(|i| crate::vsock::cid_candidate(machine, i));
-    let random = (0..64).map(|_| {
-        3 + (u64::from_ne_bytes(crate::host::random_bytes::<8>()) % (u32::MAX as u64 - 4)) as u32
-    });
+    let random = (0..64)
+        .map(|_| crate::vsock::cid_from(u64::from_ne_bytes(crate::host::random_bytes::<8>())));
     for candidate in derived.chain(random) {
         match crate::sys::vhost_vsock_set_guest_cid(device.as_fd(), candidate) {
             Ok(()) => return Ok((candidate, device)),

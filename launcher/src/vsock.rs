@@ -93,7 +93,12 @@ pub fn cid_candidate(machine: &str, index: u32) -> u32 {
     let mut hasher = SipHasher24::new_with_key(&CID_KEY);
     hasher.write(machine.as_bytes());
     hasher.write(&index.to_ne_bytes());
-    3 + (hasher.finish() % CID_SPAN) as u32
+    cid_from(hasher.finish())
+}
+
+/// A regular CID (3 … u32::MAX − 2) from 64 random or hashed bits, as 259 maps them.
+pub fn cid_from(bits: u64) -> u32 {
+    3 + (bits % CID_SPAN) as u32
 }
 
 /// What vsock needs, from the configuration and host facts.

@@ -6,7 +6,7 @@
 //! from, and `Resources`, the fds and connections the runner hands to the VM's processes.
 
 use std::ffi::OsString;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
 use crate::error::{Error, Result};
@@ -42,14 +42,16 @@ pub enum KvmAccess {
     Off,
     /// QEMU opens /dev/kvm itself.
     Device,
-    /// The privileged helper gave us an fd of /dev/kvm.
-    HelperFd,
+    /// An fd of /dev/kvm (from the privileged helper, or passed by socket activation).
+    Fd,
 }
 
 /// What the KVM part of the VM needs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KvmNeed {
     Off,
+    /// Socket activation passed an fd of /dev/kvm.
+    Passed,
     /// This user can open /dev/kvm.
     Device,
     /// An fd from the helper; without one, `required` fails and otherwise TCG is used.
@@ -70,6 +72,8 @@ pub struct Needs {
     /// polkit may ask the user for a password.
     pub interactive_auth: bool,
     pub vsock: VsockNeed,
+    /// `--forward-journal=`: a vsock listener for the guest's journal too.
+    pub forward_journal: bool,
 }
 
 /// The planner's view of what was acquired.
@@ -112,7 +116,11 @@ fn machine_id() -> Result<[u8; 16]> {
 }
 
 /// Obtains what `needs` lists. The helper is started (or connected to) at most once.
-pub fn acquire(needs: &Needs, env: &Env) -> Result<(Acquired, Resources)> {
+pub fn acquire(
+    needs: &Needs,
+    env: &Env,
+    mut passed: crate::activation::PassedFds,
+) -> Result<(Acquired, Resources)> {
     let mut resources = Resources::default();
     let mut client: Option<HelperClient> = None;
     let interactive = needs.interactive_auth;
@@ -139,6 +147,14 @@ pub fn acquire(needs: &Needs, env: &Env) -> Result<(Acquired, Resources)> {
 
     let kvm = match needs.kvm {
         KvmNeed::Off => KvmAccess::Off,
+        KvmNeed::Passed => {
+            let fd = passed
+                .kvm
+                .take()
+                .ok_or_else(|| Error::new("internal error: no passed kvm fd"))?;
+            resources.fds.insert(FdName::Kvm, fd);
+            KvmAccess::Fd
+        }
         KvmNeed::Device => KvmAccess::Device,
         KvmNeed::FromHelper { required } => {
             let helper = connected(
@@ -150,7 +166,7 @@ pub fn acquire(needs: &Needs, env: &Env) -> Result<(Acquired, Resources)> {
             match helper.and_then(HelperClient::open_kvm) {
                 Ok(fd) => {
                     resources.fds.insert(FdName::Kvm, fd);
-                    KvmAccess::HelperFd
+                    KvmAccess::Fd
                 }
                 // Auto falls back to software emulation; an explicit --kvm=yes must not.
                 Err(e) if required => return Err(e),
@@ -163,9 +179,13 @@ pub fn acquire(needs: &Needs, env: &Env) -> Result<(Acquired, Resources)> {
         VsockNeed::Off => VsockAccess::Off,
         VsockNeed::VhostUser => VsockAccess::VhostUser,
         VsockNeed::Kernel { cid } => {
-            let (cid, device) = open_vhost_vsock(&needs.machine, *cid)?;
+            let device = match passed.vhost_vsock.take() {
+                Some(device) => device,
+                None => open_vhost_vsock()?,
+            };
+            let cid = assign_cid(device.as_fd(), &needs.machine, *cid)?;
             resources.fds.insert(FdName::VhostVsock, device);
-            kernel_vsock(cid, &mut resources)?
+            kernel_vsock(cid, needs.forward_journal, &mut resources)?
         }
         VsockNeed::FromHelper {
             cid,
@@ -176,7 +196,7 @@ pub fn acquire(needs: &Needs, env: &Env) -> Result<(Acquired, Resources)> {
             match helper.and_then(|h| h.open_vhost_vsock(&needs.machine, *cid)) {
                 Ok((cid, device)) => {
                     resources.fds.insert(FdName::VhostVsock, device);
-                    kernel_vsock(cid, &mut resources)?
+                    kernel_vsock(cid, needs.forward_journal, &mut resources)?
                 }
                 Err(_) if *fallback_vhost_user => VsockAccess::VhostUser,
                 Err(e) if *required => return Err(e),
@@ -245,28 +265,32 @@ fn connected<'a>(
     }
 }
 
-/// Opens /dev/vhost-vsock and sets the guest CID: `cid`, or 259's candidates for the machine
-/// name (64 derived ones, then 64 random ones), skipping those other VMs have.
-fn open_vhost_vsock(machine: &str, cid: Option<u32>) -> Result<(u32, OwnedFd)> {
+/// Opens /dev/vhost-vsock.
+fn open_vhost_vsock() -> Result<OwnedFd> {
     use std::os::unix::fs::OpenOptionsExt;
-    let device: OwnedFd = std::fs::OpenOptions::new()
+    Ok(std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .custom_flags(libc::O_CLOEXEC)
         .open("/dev/vhost-vsock")
         .map_err(|e| Error::io("Failed to open /dev/vhost-vsock as read/write", e))?
-        .into();
+        .into())
+}
+
+/// Sets the guest CID of a vhost-vsock fd: `cid`, or 259's candidates for the machine name (64
+/// derived ones, then 64 random ones), skipping those other VMs have.
+fn assign_cid(device: BorrowedFd<'_>, machine: &str, cid: Option<u32>) -> Result<u32> {
     let fixed = |e: std::io::Error| Error::io("Failed to fix CID for the guest VSOCK socket", e);
     if let Some(cid) = cid {
-        crate::sys::vhost_vsock_set_guest_cid(device.as_fd(), cid).map_err(fixed)?;
-        return Ok((cid, device));
+        crate::sys::vhost_vsock_set_guest_cid(device, cid).map_err(fixed)?;
+        return Ok(cid);
     }
     let derived = (0..64).map(|i| crate::vsock::cid_candidate(machine, i));
     let random = (0..64)
         .map(|_| crate::vsock::cid_from(u64::from_ne_bytes(crate::host::random_bytes::<8>())));
     for candidate in derived.chain(random) {
-        match crate::sys::vhost_vsock_set_guest_cid(device.as_fd(), candidate) {
-            Ok(()) => return Ok((candidate, device)),
+        match crate::sys::vhost_vsock_set_guest_cid(device, candidate) {
+            Ok(()) => return Ok(candidate),
             Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE) => continue,
             Err(e) => return Err(fixed(e)),
         }
@@ -276,13 +300,12 @@ fn open_vhost_vsock(machine: &str, cid: Option<u32>) -> Result<(u32, OwnedFd)> {
     ))
 }
 
-/// The AF_VSOCK listener for the guest's notifications, on a port the kernel picks.
-fn kernel_vsock(cid: u32, resources: &mut Resources) -> Result<VsockAccess> {
+/// An AF_VSOCK listener on a port the kernel picks, and that port.
+fn vsock_listener(what: &str) -> Result<(OwnedFd, u32)> {
     use nix::sys::socket::{
         AddressFamily, Backlog, SockFlag, SockType, VsockAddr, bind, getsockname, listen, socket,
     };
-    let failed =
-        |e: nix::errno::Errno| Error::io("Failed to create the vsock notification listener", e);
+    let failed = |e: nix::errno::Errno| Error::io(format!("Failed to create the {what}"), e);
     let listener = socket(
         AddressFamily::Vsock,
         SockType::Stream,
@@ -299,9 +322,24 @@ fn kernel_vsock(cid: u32, resources: &mut Resources) -> Result<VsockAccess> {
     let port = getsockname::<VsockAddr>(listener.as_raw_fd())
         .map_err(failed)?
         .port();
+    Ok((listener, port))
+}
+
+/// The AF_VSOCK listeners for the guest's notifications and, with `--forward-journal=`, its
+/// journal.
+fn kernel_vsock(cid: u32, journal: bool, resources: &mut Resources) -> Result<VsockAccess> {
+    let (listener, notify_port) = vsock_listener("vsock notification listener")?;
     resources.fds.insert(FdName::NotifyListener, listener);
+    let journal_port = if journal {
+        let (listener, port) = vsock_listener("vsock listener for the forwarded journal")?;
+        resources.fds.insert(FdName::JournalListener, listener);
+        Some(port)
+    } else {
+        None
+    };
     Ok(VsockAccess::Kernel {
         cid,
-        notify_port: port,
+        notify_port,
+        journal_port,
     })
 }

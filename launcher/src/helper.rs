@@ -133,6 +133,7 @@ impl HelperClient {
                     own_process_group: false,
                     death_signal: 0,
                     jail: None,
+                    exec: None,
                 },
             )
             .map_err(|e| {

@@ -21,6 +21,8 @@ use crate::vsock::VsockFacts;
 pub struct HostEnv<'a> {
     pub var: &'a dyn Fn(&str) -> Option<OsString>,
     pub is_root: bool,
+    /// The fds socket activation passed (`kvm`, `vhost-vsock`).
+    pub passed: &'a crate::activation::PassedFds,
 }
 
 /// The native architecture in QEMU's naming.
@@ -210,6 +212,7 @@ pub fn discover(config: &Config, env: &HostEnv) -> Result<HostFacts> {
         qemu_binary,
         firmware,
         kvm_usable: config.kvm != Tristate::No && device_usable("/dev/kvm"),
+        kvm_passed: env.passed.kvm.is_some(),
         helper_installed: helper::installed(env.var),
         net_admin: has_net_admin(),
         tpm_auto_state_problem: tpm_auto_state_problem(root.path()),
@@ -237,6 +240,7 @@ pub fn discover(config: &Config, env: &HostEnv) -> Result<HostFacts> {
         bind_users,
         caller_uid,
         vsock: VsockFacts {
+            passed_device: env.passed.vhost_vsock.is_some(),
             kernel_device: config.vsock != Tristate::No && device_usable("/dev/vhost-vsock"),
             kernel_device_exists: Path::new("/dev/vhost-vsock").exists(),
             vhost_user: if config.vsock == Tristate::No {
@@ -245,6 +249,19 @@ pub fn discover(config: &Config, env: &HostEnv) -> Result<HostFacts> {
                 find_in_path("vhost-device-vsock", path_var.as_ref())
             },
         },
+        ssh_keygen: if config.pass_ssh_key == Some(false) {
+            None
+        } else {
+            find_in_path("ssh-keygen", path_var.as_ref())
+        },
+        journal_remote: config
+            .forward_journal
+            .as_ref()
+            .and_then(|_| find_journal_remote(path_var.as_ref())),
+        journal_output_problem: config
+            .forward_journal
+            .as_deref()
+            .and_then(journal_output_problem),
     })
 }
 
@@ -422,6 +439,57 @@ fn tpm_auto_state_problem(image: &Path) -> Option<String> {
             })
         }
     }
+}
+
+/// Why `--forward-journal=PATH` cannot be written, if it cannot: a `*.journal` file must be a
+/// writable file or creatable in an existing directory; a directory must be writable or
+/// creatable below its nearest existing ancestor.
+fn journal_output_problem(path: &Path) -> Option<String> {
+    use nix::unistd::{AccessFlags, access};
+    let single = path.as_os_str().as_encoded_bytes().ends_with(b".journal");
+    let writable = |p: &Path| access(p, AccessFlags::W_OK | AccessFlags::X_OK);
+    let denied = |p: &Path, e: nix::errno::Errno| {
+        Some(format!("'{}' is not writable: {}", p.display(), e.desc()))
+    };
+    match std::fs::metadata(path) {
+        Ok(m) if single && !m.is_file() => Some(format!(
+            "'{}' exists and is not a regular file",
+            path.display()
+        )),
+        Ok(_) if single => access(path, AccessFlags::W_OK)
+            .err()
+            .and_then(|e| denied(path, e)),
+        Ok(m) if !m.is_dir() => Some(format!(
+            "'{}' exists and is not a directory (a path ending in .journal names one file)",
+            path.display()
+        )),
+        Ok(_) => writable(path).err().and_then(|e| denied(path, e)),
+        Err(_) => {
+            let mut parent = path.parent();
+            while let Some(p) = parent {
+                match std::fs::metadata(p) {
+                    Ok(m) if m.is_dir() => {
+                        return writable(p).err().and_then(|e| denied(p, e));
+                    }
+                    Ok(_) => return Some(format!("'{}' is not a directory", p.display())),
+                    Err(_) if single => {
+                        return Some(format!("the directory '{}' does not exist", p.display()));
+                    }
+                    Err(_) => parent = p.parent(),
+                }
+            }
+            None
+        }
+    }
+}
+
+/// systemd-journal-remote: systemd's libexec directory first, then $PATH (259's order).
+fn find_journal_remote(path_var: Option<&OsString>) -> Option<PathBuf> {
+    let libexec = PathBuf::from("/usr/lib/systemd/systemd-journal-remote");
+    if is_executable(&libexec) {
+        return Some(libexec);
+    }
+    find_in_path("systemd-journal-remote", path_var)
 }
 
 /// Without `--image=` and `--directory=`: `-M NAME` looks up a machine image (a raw file or a

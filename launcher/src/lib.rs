@@ -9,6 +9,7 @@
 #![deny(unsafe_code)]
 
 pub mod acquire;
+pub mod activation;
 pub mod bootentry;
 pub mod cli;
 pub mod config;
@@ -18,6 +19,7 @@ pub mod error;
 pub mod firmware;
 pub mod helper;
 pub mod host;
+pub mod journal;
 pub mod network;
 pub mod notify;
 pub mod parse;
@@ -29,6 +31,7 @@ pub mod runner;
 pub mod runtime;
 pub mod sandbox;
 pub mod spawn;
+pub mod ssh;
 pub mod supervise;
 #[allow(unsafe_code)]
 mod sys;

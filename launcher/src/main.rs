@@ -42,9 +42,11 @@ fn shutdown_timeout() -> Result<Duration> {
 }
 
 fn launch(mut config: Config) -> Result<i32> {
+    let passed = vmspawn::activation::take(&var)?;
     let env = HostEnv {
         var: &var,
         is_root: nix::unistd::geteuid().is_root(),
+        passed: &passed,
     };
     host::resolve_image(&mut config, &env)?;
     let facts = host::discover(&config, &env)?;
@@ -56,6 +58,7 @@ fn launch(mut config: Config) -> Result<i32> {
             is_root: env.is_root,
             net_admin: facts.net_admin,
         },
+        passed,
     )?;
     let plan = plan::plan(&config, &facts, &acquired)?;
     if debug_enabled() {
@@ -122,6 +125,7 @@ fn main() {
             let env = HostEnv {
                 var: &var,
                 is_root: nix::unistd::geteuid().is_root(),
+                passed: &Default::default(),
             };
             for path in host::firmware_list(&env) {
                 println!("{}", path.display());

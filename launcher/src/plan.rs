@@ -12,7 +12,7 @@ use base64::Engine as _;
 
 use crate::acquire::{Acquired, KvmAccess, KvmNeed, Needs, NetworkSetup, TapFacts};
 use crate::bootentry::BootEntry;
-use crate::config::{Background, Config, ConsoleMode};
+use crate::config::{Background, Config, ConsoleMode, Credential};
 use crate::disk::{ImageFormat, RootKind, RootPartition};
 use crate::error::{Error, Result};
 use crate::firmware::Firmware;
@@ -34,6 +34,8 @@ pub struct HostFacts {
     pub firmware: Firmware,
     /// /dev/kvm can be opened read-write by this process.
     pub kvm_usable: bool,
+    /// Socket activation passed an fd of /dev/kvm (named `kvm`).
+    pub kvm_passed: bool,
     /// A privileged helper is installed (service socket or setuid binary).
     pub helper_installed: bool,
     /// This process has CAP_NET_ADMIN (QEMU can create a TAP itself).
@@ -65,6 +67,12 @@ pub struct HostFacts {
     pub caller_uid: u32,
     /// The ways to a vsock device (when --vsock= is not no).
     pub vsock: VsockFacts,
+    /// ssh-keygen, when installed (and --pass-ssh-key= is not no).
+    pub ssh_keygen: Option<PathBuf>,
+    /// systemd-journal-remote, when installed (looked up for --forward-journal= only).
+    pub journal_remote: Option<PathBuf>,
+    /// Why the --forward-journal= path cannot be written, if it cannot.
+    pub journal_output_problem: Option<String>,
 }
 
 /// The VM's root.
@@ -145,6 +153,23 @@ pub struct FileToWrite {
     pub contents: Vec<u8>,
 }
 
+/// The SMBIOS type 11 string that passes credential `id` with `value` (any bytes).
+pub fn smbios_credential(id: &str, value: &[u8]) -> Vec<u8> {
+    let encoded = base64::engine::general_purpose::STANDARD.encode(value);
+    format!("io.systemd.credential.binary:{id}={encoded}").into_bytes()
+}
+
+/// A credential whose value is a file a setup step makes (the SSH public key), written as an
+/// SMBIOS credential file once the setup steps have run, before QEMU starts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CredentialFromFile {
+    /// The SMBIOS file QEMU reads.
+    pub path: PathBuf,
+    pub id: String,
+    /// The file whose contents are the value.
+    pub source: PathBuf,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GrowImage {
     pub path: PathBuf,
@@ -176,6 +201,8 @@ pub struct Plan {
     pub runtime_dir: PathBuf,
     /// Files (credentials, SMBIOS strings) written into the runtime directory, mode 0600.
     pub files: Vec<FileToWrite>,
+    /// Credentials made from what setup steps wrote, before QEMU starts.
+    pub credentials_from_files: Vec<CredentialFromFile>,
     /// (template, per-VM copy) for the UEFI variable store.
     pub nvram_copy: (PathBuf, PathBuf),
     /// (sources, destination) when several initrds are merged into one.
@@ -276,7 +303,13 @@ pub fn check_socket_path(path: &Path, what: &str) -> Result<()> {
 fn install_prefixes(binaries: &[&Path]) -> Vec<PathBuf> {
     let mut prefixes = vec![PathBuf::from("/usr")];
     for binary in binaries {
-        if let Some(prefix) = binary.parent().and_then(Path::parent) {
+        // <prefix>/bin/x, <prefix>/libexec/x, or <prefix>/lib/<package>/x (systemd's helpers).
+        let dir = binary.parent();
+        let prefix = match dir.and_then(Path::parent) {
+            Some(p) if p.file_name().is_some_and(|n| n == "lib") => p.parent(),
+            other => other,
+        };
+        if let Some(prefix) = prefix {
             push_unique(&mut prefixes, prefix.to_path_buf());
         }
     }
@@ -407,6 +440,7 @@ fn qemu_env(gui: bool) -> EnvPlan {
     EnvPlan {
         pass,
         set: vec![("LANG".into(), "C.UTF-8".into())],
+        listen_fds: Vec::new(),
     }
 }
 
@@ -543,6 +577,7 @@ fn derived_root(image_info: &ImageInfo, arch: &str) -> Result<String> {
 pub fn needs(config: &Config, host: &HostFacts) -> Result<Needs> {
     let kvm = match config.kvm {
         Tristate::No => KvmNeed::Off,
+        _ if host.kvm_passed => KvmNeed::Passed,
         _ if host.kvm_usable => KvmNeed::Device,
         Tristate::Yes => KvmNeed::FromHelper { required: true },
         Tristate::Auto if host.helper_installed => KvmNeed::FromHelper { required: false },
@@ -559,6 +594,7 @@ pub fn needs(config: &Config, host: &HostFacts) -> Result<Needs> {
         },
         interactive_auth: host.stdin_is_tty && !config.no_ask_password,
         vsock: crate::vsock::needs(config, host)?,
+        forward_journal: config.forward_journal.is_some(),
     })
 }
 
@@ -580,6 +616,10 @@ pub fn plan(config: &Config, host: &HostFacts, acquired: &Acquired) -> Result<Pl
     let virtiofs = crate::virtiofs::plan(config, host, &mut fds)?;
     // The vsock device, and where the guest's notifications arrive.
     let vsock = crate::vsock::plan(config, host, &machine, acquired.vsock, &mut fds)?;
+    let mut notes = Vec::new();
+    // The ephemeral SSH key, and journal-remote for the guest's journal.
+    let ssh = crate::ssh::plan(config, host, &machine, vsock.cid.is_some(), &mut notes)?;
+    let journal = crate::journal::plan(config, host, &vsock)?;
     let shared_memory = virtiofs.needs_shared_memory() || vsock.needs_shared_memory;
     let memory_size = format!("{}M", config.ram.div_ceil(1 << 20));
 
@@ -671,7 +711,7 @@ pub fn plan(config: &Config, host: &HostFacts, acquired: &Acquired) -> Result<Pl
 
     // Accelerator.
     match acquired.kvm {
-        KvmAccess::HelperFd => args.extend([
+        KvmAccess::Fd => args.extend([
             os("--add-fd"),
             os(format!("fd={},set=1,opaque=/dev/kvm", fds.add(FdName::Kvm))),
             os("-accel"),
@@ -913,21 +953,45 @@ pub fn plan(config: &Config, host: &HostFacts, acquired: &Acquired) -> Result<Pl
         }
     }
 
-    // Credentials, as SMBIOS type 11 strings read from files.
-    let has_credentials = !config.credentials.is_empty() || !virtiofs.credentials.is_empty();
-    if has_credentials && !has_smbios(arch) {
+    // Credentials, as SMBIOS type 11 strings read from files, in 259's order: the user's,
+    // the bound users', the journal's, then SSH's (its key once ssh-keygen has made it).
+    let key_credential = ssh.as_ref().map(|ssh| CredentialFromFile {
+        path: rd
+            .join("credentials")
+            .join(crate::ssh::AUTHORIZED_KEYS_CREDENTIAL),
+        id: crate::ssh::AUTHORIZED_KEYS_CREDENTIAL.into(),
+        source: ssh.public_key.clone(),
+    });
+    // (id, value); None: the key, written once ssh-keygen has made it.
+    let mut credentials: Vec<(&str, Option<&Credential>)> = config
+        .credentials
+        .iter()
+        .chain(&virtiofs.credentials)
+        .chain(journal.as_ref().map(|j| &j.credential))
+        .map(|c| (c.id.as_str(), Some(c)))
+        .collect();
+    if let Some(ssh) = &ssh {
+        credentials.push((crate::ssh::AUTHORIZED_KEYS_CREDENTIAL, None));
+        credentials.push((ssh.dropin.id.as_str(), Some(&ssh.dropin)));
+    }
+    if !credentials.is_empty() && !has_smbios(arch) {
         return Err(Error::new(
             "Cannot pass credentials: the native architecture has no SMBIOS.",
         ));
     }
-    for credential in config.credentials.iter().chain(&virtiofs.credentials) {
-        let path = rd.join("credentials").join(&credential.id);
-        let encoded = base64::engine::general_purpose::STANDARD.encode(&credential.data);
-        files.push(FileToWrite {
-            path: path.clone(),
-            contents: format!("io.systemd.credential.binary:{}={encoded}", credential.id)
-                .into_bytes(),
-        });
+    for (i, (id, credential)) in credentials.iter().enumerate() {
+        if credentials[..i].iter().any(|(other, _)| other == id) {
+            return Err(Error::new(format!(
+                "Duplicated credential '{id}', refusing."
+            )));
+        }
+        let path = rd.join("credentials").join(id);
+        if let Some(credential) = credential {
+            files.push(FileToWrite {
+                path: path.clone(),
+                contents: smbios_credential(id, &credential.data),
+            });
+        }
         args.extend([os("-smbios"), smbios_file(&path)]);
     }
 
@@ -964,6 +1028,31 @@ pub fn plan(config: &Config, host: &HostFacts, acquired: &Acquired) -> Result<Pl
             ConsoleMode::Native => banner.push("\u{2591} Press Ctrl-a x to kill VM.".into()),
             _ => {}
         }
+    }
+    // How to log in (259 says nothing; the guest's /run/issue.d does, once it has booted).
+    let ssh_address = match (&ssh, &vsock.uds, vsock.cid) {
+        (None, _, _) | (_, None, None) => None,
+        (Some(_), Some(uds), _) => Some(format!("vsock-mux/{}", uds.display())),
+        (Some(_), None, Some(cid)) => Some(format!("vsock/{cid}")),
+    };
+    if let (false, Some(ssh), Some(address)) = (config.quiet, &ssh, &ssh_address) {
+        let proxy = match &vsock.uds {
+            Some(uds) => format!(
+                " -o ProxyCommand='vmspawn-vsock-proxy {} {}'",
+                uds.display(),
+                crate::ssh::SSH_PORT
+            ),
+            None => String::new(),
+        };
+        let host = if vsock.uds.is_some() {
+            machine.as_str()
+        } else {
+            address
+        };
+        banner.push(format!(
+            "\u{2591} SSH: ssh -i {}{proxy} root@{host}",
+            ssh.private_key.display()
+        ));
     }
 
     let gui = config.console == ConsoleMode::Gui;
@@ -1014,6 +1103,9 @@ pub fn plan(config: &Config, host: &HostFacts, acquired: &Acquired) -> Result<Pl
                 // A vhost-user CID is only the guest's own idea: no host program reaches it
                 // over AF_VSOCK, so machined is not told it.
                 vsock_cid: vsock.cid.filter(|_| vsock.uds.is_none()),
+                ssh: ssh_address
+                    .clone()
+                    .zip(ssh.as_ref().map(|s| s.private_key.clone())),
                 root_directory: match &host.root {
                     RootFacts::Directory(dir) => Some(dir.path.clone()),
                     RootFacts::Image(_) => None,
@@ -1026,7 +1118,12 @@ pub fn plan(config: &Config, host: &HostFacts, acquired: &Acquired) -> Result<Pl
     let mut state_dirs = Vec::new();
     let mut sockets = Vec::new();
     let mut processes = Vec::new();
-    let mut notes = Vec::new();
+    let mut credentials_from_files = Vec::new();
+    if let Some(ssh) = ssh {
+        state_dirs.push(ssh.state_dir);
+        processes.push(ssh.keygen);
+        credentials_from_files.extend(key_credential);
+    }
     match tpm {
         Some(tpm) => {
             state_dirs.extend(tpm.state_dirs);
@@ -1040,11 +1137,17 @@ pub fn plan(config: &Config, host: &HostFacts, acquired: &Acquired) -> Result<Pl
     processes.extend(vsock.processes);
     sockets.extend(virtiofs.sockets);
     processes.extend(virtiofs.processes);
+    if let Some(journal) = journal {
+        state_dirs.extend(journal.state_dir);
+        sockets.extend(journal.socket);
+        processes.push(journal.process);
+    }
     processes.push(qemu);
     Ok(Plan {
         machine,
         runtime_dir: rd.clone(),
         files,
+        credentials_from_files,
         nvram_copy: (firmware.vars_template.clone(), vars_copy),
         initrd_merge,
         grow_image,

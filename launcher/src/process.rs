@@ -22,6 +22,10 @@ pub enum Role {
     /// vhost-device-vsock: the VM's vsock device where the kernel's vhost-vsock is not
     /// available.
     VhostUserVsock,
+    /// Creates the ephemeral SSH key pair whose public key the guest's sshd accepts.
+    SshKeygen,
+    /// systemd-journal-remote: writes the journal the guest forwards (`--forward-journal=`).
+    JournalRemote,
 }
 
 impl Role {
@@ -33,6 +37,8 @@ impl Role {
             Role::SwtpmSetup => "swtpm_setup (creating the virtual TPM's state)",
             Role::Virtiofsd => "virtiofsd (a host directory over virtio-fs)",
             Role::VhostUserVsock => "vhost-device-vsock (the VM's vsock device)",
+            Role::SshKeygen => "ssh-keygen (the VM's SSH key)",
+            Role::JournalRemote => "systemd-journal-remote (the guest's forwarded journal)",
         }
     }
 }
@@ -63,6 +69,9 @@ pub enum FdName {
     /// Where the guest's notifications arrive (AF_VSOCK, or the vhost-user port socket);
     /// kept by vmspawn.
     NotifyListener,
+    /// Where the guest's journal arrives (AF_VSOCK, or the vhost-user port socket), passed to
+    /// systemd-journal-remote by socket activation.
+    JournalListener,
 }
 
 /// One entry of a process's fd table.
@@ -100,6 +109,9 @@ pub struct EnvPlan {
     pub pass: Vec<String>,
     /// Variables set to these values, unless `pass` already gave them one.
     pub set: Vec<(String, String)>,
+    /// Socket activation: the names of the fds from 3 up (`LISTEN_FDS`, `LISTEN_FDNAMES`, and
+    /// `LISTEN_PID` set to the process's own pid at exec).
+    pub listen_fds: Vec<String>,
 }
 
 /// Standard input and output.

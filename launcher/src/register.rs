@@ -190,6 +190,9 @@ pub struct Request {
     pub root_directory: Option<std::path::PathBuf>,
     /// The guest's vsock CID (`vSockCid`; varlink only).
     pub vsock_cid: Option<u32>,
+    /// (`sshAddress`, `sshPrivateKeyPath`): where the guest's sshd is reached and the key it
+    /// accepts (varlink only).
+    pub ssh: Option<(String, std::path::PathBuf)>,
 }
 
 /// A pidfd of our child `pid`.
@@ -216,6 +219,11 @@ impl Connection {
                 }
                 if let Some(cid) = request.vsock_cid {
                     parameters["vSockCid"] = serde_json::Value::from(cid);
+                }
+                if let Some((address, key)) = &request.ssh {
+                    parameters["sshAddress"] = serde_json::Value::String(address.clone());
+                    parameters["sshPrivateKeyPath"] =
+                        serde_json::Value::String(key.to_string_lossy().into_owned());
                 }
                 if let Some(dir) = &request.root_directory {
                     parameters["rootDirectory"] =

@@ -438,6 +438,9 @@ pub fn run(plan: &Plan, env: &RunEnv, resources: Resources) -> Result<i32> {
                 run_setup(process, fallback_args.as_ref(), &mut fds, env, &runtime_dir)?
             }
             Lifetime::Vm { readiness, .. } => {
+                if process.role == Role::Qemu {
+                    runtime::write_credentials_from_files(plan)?;
+                }
                 let mut child =
                     spawn::spawn(process, &mut fds, pty.as_ref().map(|(_, s)| s), env.var)?;
                 wait_ready(&mut child, readiness, &mut fds)?;

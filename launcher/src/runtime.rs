@@ -261,6 +261,32 @@ pub fn materialise(plan: &Plan) -> Result<()> {
     Ok(())
 }
 
+/// Writes the credentials whose values setup steps made (the SSH public key), as SMBIOS
+/// credential files.
+pub fn write_credentials_from_files(plan: &Plan) -> Result<()> {
+    for credential in &plan.credentials_from_files {
+        let value = std::fs::read(&credential.source).map_err(|e| {
+            Error::io(
+                format!(
+                    "Failed to read '{}' for the credential {}",
+                    credential.source.display(),
+                    credential.id
+                ),
+                e,
+            )
+        })?;
+        create_private_file(&credential.path)?
+            .write_all(&crate::plan::smbios_credential(&credential.id, &value))
+            .map_err(|e| {
+                Error::io(
+                    format!("Failed to write '{}'", credential.path.display()),
+                    e,
+                )
+            })?;
+    }
+    Ok(())
+}
+
 /// Creates a state directory, mode 0700 (a persistent one with its missing parents, as
 /// `mkdir -p`), and checks that it is a directory this user can write.
 fn create_state_dir(dir: &StateDir) -> Result<()> {

@@ -308,6 +308,23 @@ pub enum SeccompTable {
     /// vhost-device-vsock: the common deny-list and Unix sockets only (its vhost-user socket,
     /// the host side of the vsock device and the guest's ports' sockets).
     VhostUserVsock,
+    /// ssh-keygen: the common deny-list and no sockets (it only writes two files).
+    SshKeygen,
+    /// systemd-journal-remote: the common deny-list and no sockets of its own (it accepts on
+    /// the listener vmspawn bound and passed to it).
+    JournalRemote,
+}
+
+/// Making, connecting and binding sockets, for processes that only use the sockets vmspawn
+/// passes them.
+fn no_sockets() -> [Entry; 5] {
+    [
+        ("socket", libc::SYS_socket, Vec::new()),
+        ("socketpair", libc::SYS_socketpair, Vec::new()),
+        ("connect", libc::SYS_connect, Vec::new()),
+        ("bind", libc::SYS_bind, Vec::new()),
+        ("listen", libc::SYS_listen, Vec::new()),
+    ]
 }
 
 /// Rules that match when any of `flags` is set in argument `arg`.
@@ -352,6 +369,8 @@ impl SeccompTable {
             SeccompTable::SwtpmSetup => "swtpm_setup",
             SeccompTable::Virtiofsd => "virtiofsd",
             SeccompTable::VhostUserVsock => "vhost-device-vsock",
+            SeccompTable::SshKeygen => "ssh-keygen",
+            SeccompTable::JournalRemote => "systemd-journal-remote",
         }
     }
 
@@ -406,13 +425,7 @@ impl SeccompTable {
                 };
                 list.push(("socket", libc::SYS_socket, families));
             }
-            SeccompTable::Swtpm => list.extend([
-                ("socket", libc::SYS_socket, always()),
-                ("socketpair", libc::SYS_socketpair, always()),
-                ("connect", libc::SYS_connect, always()),
-                ("bind", libc::SYS_bind, always()),
-                ("listen", libc::SYS_listen, always()),
-            ]),
+            SeccompTable::Swtpm => list.extend(no_sockets()),
             SeccompTable::SwtpmSetup => {}
             SeccompTable::VhostUserVsock => list.push((
                 "socket",
@@ -425,15 +438,10 @@ impl SeccompTable {
             )),
             SeccompTable::Virtiofsd => {
                 list.retain(|(name, _, _)| *name != "unshare");
-                list.extend([
-                    ("unshare", libc::SYS_unshare, any_flag(0, &NAMESPACE_FLAGS)),
-                    ("socket", libc::SYS_socket, always()),
-                    ("socketpair", libc::SYS_socketpair, always()),
-                    ("connect", libc::SYS_connect, always()),
-                    ("bind", libc::SYS_bind, always()),
-                    ("listen", libc::SYS_listen, always()),
-                ]);
+                list.push(("unshare", libc::SYS_unshare, any_flag(0, &NAMESPACE_FLAGS)));
+                list.extend(no_sockets());
             }
+            SeccompTable::SshKeygen | SeccompTable::JournalRemote => list.extend(no_sockets()),
         }
         list
     }

@@ -47,11 +47,13 @@ pub struct Launch {
     pub death_signal: i32,
     /// A Landlock ruleset fd (None: the kernel has no Landlock) and seccomp filters.
     pub jail: Option<(Option<OwnedFd>, Vec<seccompiler::BpfProgram>)>,
+    /// Socket activation: exec this (which sets LISTEN_PID) instead of the Command's program.
+    pub exec: Option<sys::ListenPidExec>,
 }
 
 /// Starts `cmd` as `launch` says. Every fd of vmspawn except stdio and `launch.fds` is closed
 /// in the child.
-pub fn launch(cmd: &mut Command, launch: Launch) -> std::io::Result<Child> {
+pub fn launch(cmd: &mut Command, mut launch: Launch) -> std::io::Result<Child> {
     let mut parked = Vec::new();
     let mut placements = Vec::new();
     for (fd, number) in &launch.fds {
@@ -81,6 +83,7 @@ pub fn launch(cmd: &mut Command, launch: Launch) -> std::io::Result<Child> {
             confined: launch.jail.is_some(),
             ruleset,
             filters,
+            exec: launch.exec.take(),
         },
     );
     let child = cmd.spawn();
@@ -245,18 +248,45 @@ pub fn spawn(
     let mut cmd = Command::new(&process.binary);
     cmd.args(&process.args);
     cmd.env_clear();
-    let mut given = Vec::new();
+    let mut env: Vec<(OsString, OsString)> = Vec::new();
     for name in &process.env.pass {
         if let Some(value) = var(name) {
-            cmd.env(name, value);
-            given.push(name.as_str());
+            env.push((name.into(), value));
         }
     }
     for (name, value) in &process.env.set {
-        if !given.contains(&name.as_str()) {
-            cmd.env(name, value);
+        if !env.iter().any(|(n, _)| n == name.as_str()) {
+            env.push((name.into(), value.into()));
         }
     }
+    let listen = &process.env.listen_fds;
+    if !listen.is_empty() {
+        env.push(("LISTEN_FDS".into(), listen.len().to_string().into()));
+        env.push(("LISTEN_FDNAMES".into(), listen.join(":").into()));
+    }
+    for (name, value) in &env {
+        cmd.env(name, value);
+    }
+    // LISTEN_PID can only be set once the child's pid is known: the child execs itself.
+    let exec = if listen.is_empty() {
+        None
+    } else {
+        let entries: Vec<OsString> = env
+            .iter()
+            .map(|(n, v)| {
+                let mut e = n.clone();
+                e.push("=");
+                e.push(v);
+                e
+            })
+            .collect();
+        let mut argv = vec![process.binary.as_os_str()];
+        argv.extend(process.args.iter().map(OsString::as_os_str));
+        Some(
+            sys::ListenPidExec::new(process.binary.as_os_str(), &argv, &entries)
+                .map_err(|e| Error::io(format!("Failed to prepare the start of {what}"), e))?,
+        )
+    };
     match process.stdio {
         StdioPlan::Console => {
             let pty = console
@@ -292,6 +322,7 @@ pub fn spawn(
             own_process_group: process.own_process_group,
             death_signal: process.death_signal,
             jail,
+            exec,
         },
     )
     .map_err(|e| {

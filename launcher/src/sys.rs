@@ -160,6 +160,23 @@ pub fn fork_child(child: impl FnOnce() -> i32) -> io::Result<libc::pid_t> {
     }
 }
 
+/// Takes ownership of fd `number`, which socket activation passed to this process, and marks
+/// it close-on-exec. Fails if no such fd is open.
+pub fn adopt_passed_fd(number: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: fcntl on any number is harmless; F_GETFD fails with EBADF when it is not open.
+    let flags = unsafe { libc::fcntl(number, libc::F_GETFD) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as above.
+    if unsafe { libc::fcntl(number, libc::F_SETFD, flags | libc::FD_CLOEXEC) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the fd is open, and nothing else in this process owns it: it was inherited for
+    // vmspawn, and this is called once per passed fd, before anything else opens fds.
+    Ok(unsafe { OwnedFd::from_raw_fd(number) })
+}
+
 /// What a forked child does between fork and exec, decided in the parent so the child only
 /// makes async-signal-safe system calls.
 pub struct ChildSetup {
@@ -179,13 +196,101 @@ pub struct ChildSetup {
     pub confined: bool,
     pub ruleset: Option<RawFd>,
     pub filters: Vec<seccompiler::BpfProgram>,
+    /// Exec this instead of the Command's own program, with `LISTEN_PID` set to the child's
+    /// pid (socket activation: the pid is known only after fork).
+    pub exec: Option<ListenPidExec>,
+}
+
+/// A program, its argv and its environment, prepared in the parent so the child only writes
+/// its pid into one preallocated entry and calls execve.
+pub struct ListenPidExec {
+    program: std::ffi::CString,
+    _argv: Vec<std::ffi::CString>,
+    argv_ptrs: Vec<*const libc::c_char>,
+    _envp: Vec<std::ffi::CString>,
+    /// "LISTEN_PID=" followed by room for the digits and the terminating NUL.
+    listen_pid: Vec<u8>,
+    envp_ptrs: Vec<*const libc::c_char>,
+}
+
+// SAFETY: the pointers point into buffers this struct owns and never reallocates; the child
+// that uses them is a single thread after fork.
+unsafe impl Send for ListenPidExec {}
+// SAFETY: as above; nothing mutates it except the forked child, which owns its own copy.
+unsafe impl Sync for ListenPidExec {}
+
+const LISTEN_PID_PREFIX: &[u8] = b"LISTEN_PID=";
+
+impl ListenPidExec {
+    /// `env` are NAME=VALUE entries (without LISTEN_PID). Fails on a NUL byte in any word.
+    pub fn new(
+        program: &std::ffi::OsStr,
+        argv: &[&std::ffi::OsStr],
+        env: &[std::ffi::OsString],
+    ) -> io::Result<ListenPidExec> {
+        use std::os::unix::ffi::OsStrExt;
+        let c = |s: &std::ffi::OsStr| {
+            std::ffi::CString::new(s.as_bytes())
+                .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL byte in argument"))
+        };
+        let program = c(program)?;
+        let argv: Vec<std::ffi::CString> = argv.iter().map(|a| c(a)).collect::<io::Result<_>>()?;
+        let envp: Vec<std::ffi::CString> = env.iter().map(|e| c(e)).collect::<io::Result<_>>()?;
+        let mut listen_pid = LISTEN_PID_PREFIX.to_vec();
+        listen_pid.resize(LISTEN_PID_PREFIX.len() + 11, 0);
+        let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+        argv_ptrs.push(std::ptr::null());
+        let mut envp_ptrs: Vec<*const libc::c_char> = envp.iter().map(|e| e.as_ptr()).collect();
+        envp_ptrs.push(listen_pid.as_ptr().cast());
+        envp_ptrs.push(std::ptr::null());
+        Ok(ListenPidExec {
+            program,
+            _argv: argv,
+            argv_ptrs,
+            _envp: envp,
+            listen_pid,
+            envp_ptrs,
+        })
+    }
+
+    /// In the forked child: writes its pid into LISTEN_PID= and execs; returns only on failure.
+    fn exec(&mut self) -> io::Error {
+        // SAFETY: getpid has no preconditions.
+        let mut pid = unsafe { libc::getpid() } as u32;
+        let mut digits = [0u8; 10];
+        let mut n = 0;
+        loop {
+            digits[n] = b'0' + (pid % 10) as u8;
+            n += 1;
+            pid /= 10;
+            if pid == 0 {
+                break;
+            }
+        }
+        let start = LISTEN_PID_PREFIX.len();
+        for i in 0..n {
+            self.listen_pid[start + i] = digits[n - 1 - i];
+        }
+        self.listen_pid[start + n] = 0;
+        // SAFETY: program, argv and envp are NUL-terminated strings in NULL-terminated arrays,
+        // all owned by self, which outlives the call.
+        unsafe {
+            libc::execve(
+                self.program.as_ptr(),
+                self.argv_ptrs.as_ptr(),
+                self.envp_ptrs.as_ptr(),
+            );
+        }
+        io::Error::last_os_error()
+    }
 }
 
 /// Arranges for `cmd`'s child to carry out `setup` right before exec.
-pub fn set_child_setup(cmd: &mut Command, setup: ChildSetup) {
+pub fn set_child_setup(cmd: &mut Command, mut setup: ChildSetup) {
     // SAFETY: the closure runs in the forked child before exec and makes only async-signal-safe
-    // system calls (sigprocmask, setpgid, prctl, dup2, fcntl, close_range, landlock, seccomp);
-    // it allocates nothing (the filter was compiled in the parent).
+    // system calls (sigprocmask, setpgid, prctl, dup2, fcntl, close_range, landlock, seccomp,
+    // getpid, execve); it allocates nothing (the filter was compiled and the exec prepared in
+    // the parent).
     unsafe {
         cmd.pre_exec(move || {
             let mut empty: libc::sigset_t = std::mem::zeroed();
@@ -228,6 +333,9 @@ pub fn set_child_setup(cmd: &mut Command, setup: ChildSetup) {
                     seccompiler::apply_filter(filter)
                         .map_err(|e| io::Error::other(e.to_string()))?;
                 }
+            }
+            if let Some(exec) = &mut setup.exec {
+                return Err(exec.exec());
             }
             Ok(())
         });

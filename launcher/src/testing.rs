@@ -17,7 +17,7 @@ use crate::vsock::{VsockAccess, VsockFacts, VsockNeed};
 
 /// Every switch `host_facts` and `simulate_acquire` know.
 /// (At most 24: the `cli_plan` fuzz target spends three bytes on them.)
-pub const SWITCHES: [&str; 24] = [
+pub const SWITCHES: [&str; 29] = [
     "aarch64",
     "plain-firmware",
     "kvm",
@@ -42,6 +42,11 @@ pub const SWITCHES: [&str; 24] = [
     "root",
     "vhost-vsock",
     "vhost-user-vsock",
+    "ssh-keygen",
+    "journal-remote",
+    "journal-unwritable",
+    "kvm-passed",
+    "vhost-vsock-passed",
 ];
 
 /// The host the switches describe, for the VM `config` asks for (its image or directory, extra
@@ -75,6 +80,7 @@ pub fn host_facts(switches: &[&str], config: &Config) -> HostFacts {
             secure_boot,
         },
         kvm_usable: has("kvm"),
+        kvm_passed: has("kvm-passed"),
         helper_installed: has("kvm-from-helper") || has("helper"),
         net_admin: has("tap-by-qemu"),
         root: match (&config.image, &config.directory) {
@@ -138,12 +144,19 @@ pub fn host_facts(switches: &[&str], config: &Config) -> HostFacts {
             .collect(),
         caller_uid: if has("root") { 0 } else { 1000 },
         vsock: VsockFacts {
+            passed_device: has("vhost-vsock-passed"),
             kernel_device: has("vhost-vsock"),
             // A host with a helper has the device (only root may open it).
             kernel_device_exists: has("vhost-vsock") || has("helper") || has("kvm-from-helper"),
             vhost_user: has("vhost-user-vsock")
                 .then(|| PathBuf::from("/usr/local/bin/vhost-device-vsock")),
         },
+        ssh_keygen: (has("ssh-keygen") && config.pass_ssh_key != Some(false))
+            .then(|| PathBuf::from("/usr/bin/ssh-keygen")),
+        journal_remote: (has("journal-remote") && config.forward_journal.is_some())
+            .then(|| PathBuf::from("/usr/lib/systemd/systemd-journal-remote")),
+        journal_output_problem: has("journal-unwritable")
+            .then(|| "'/home/user' is not writable: Permission denied".to_string()),
     }
 }
 
@@ -191,8 +204,9 @@ pub fn simulate_acquire(needs: &Needs, switches: &[&str]) -> Result<Acquired, St
     };
     let kvm = match needs.kvm {
         KvmNeed::Off => KvmAccess::Off,
+        KvmNeed::Passed => KvmAccess::Fd,
         KvmNeed::Device => KvmAccess::Device,
-        KvmNeed::FromHelper { .. } if has("kvm-from-helper") => KvmAccess::HelperFd,
+        KvmNeed::FromHelper { .. } if has("kvm-from-helper") => KvmAccess::Fd,
         KvmNeed::FromHelper { required: true } => {
             return Err("acquisition: no /dev/kvm fd (no helper)".into());
         }
@@ -210,16 +224,19 @@ pub fn simulate_acquire(needs: &Needs, switches: &[&str]) -> Result<Acquired, St
         }
     });
     let notify_port = 0x4000_0001;
+    let journal_port = needs.forward_journal.then_some(0x4000_0002);
     let vsock = match &needs.vsock {
         VsockNeed::Off => VsockAccess::Off,
         VsockNeed::VhostUser => VsockAccess::VhostUser,
         VsockNeed::Kernel { cid } => VsockAccess::Kernel {
             cid: cid.unwrap_or_else(|| crate::vsock::cid_candidate(&needs.machine, 0)),
             notify_port,
+            journal_port,
         },
         VsockNeed::FromHelper { cid, .. } if has("helper") => VsockAccess::Kernel {
             cid: cid.unwrap_or(10042),
             notify_port,
+            journal_port,
         },
         VsockNeed::FromHelper {
             fallback_vhost_user: true,

@@ -47,6 +47,8 @@ const CID_SPAN: u64 = u32::MAX as u64 - 4;
 /// What the host offers for vsock.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VsockFacts {
+    /// Socket activation passed an fd of /dev/vhost-vsock (named `vhost-vsock`).
+    pub passed_device: bool,
     /// /dev/vhost-vsock can be opened read-write by this process.
     pub kernel_device: bool,
     /// /dev/vhost-vsock exists (else the helper cannot open it either, and is not asked).
@@ -59,7 +61,8 @@ pub struct VsockFacts {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum VsockNeed {
     Off,
-    /// Open /dev/vhost-vsock and set the CID (`--vsock-cid`, else 259's derivation).
+    /// The passed vhost-vsock fd, else /dev/vhost-vsock opened by vmspawn, with the CID set
+    /// (`--vsock-cid`, else 259's derivation).
     Kernel {
         cid: Option<u32>,
     },
@@ -78,11 +81,13 @@ pub enum VsockNeed {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum VsockAccess {
     Off,
-    /// A vhost-vsock fd with guest CID `cid` (`FdName::VhostVsock`), and an AF_VSOCK listener
-    /// on `notify_port` (`FdName::NotifyListener`).
+    /// A vhost-vsock fd with guest CID `cid` (`FdName::VhostVsock`), an AF_VSOCK listener
+    /// on `notify_port` (`FdName::NotifyListener`), and with `--forward-journal=` one on
+    /// `journal_port` (`FdName::JournalListener`).
     Kernel {
         cid: u32,
         notify_port: u32,
+        journal_port: Option<u32>,
     },
     /// vhost-device-vsock, planned in full by `plan`.
     VhostUser,
@@ -107,7 +112,7 @@ pub fn needs(config: &Config, host: &HostFacts) -> Result<VsockNeed> {
     let vhost_user = host.vsock.vhost_user.is_some();
     Ok(match config.vsock {
         Tristate::No => VsockNeed::Off,
-        _ if host.vsock.kernel_device => VsockNeed::Kernel {
+        _ if host.vsock.passed_device || host.vsock.kernel_device => VsockNeed::Kernel {
             cid: config.vsock_cid,
         },
         _ if host.helper_installed && host.vsock.kernel_device_exists => VsockNeed::FromHelper {
@@ -143,6 +148,8 @@ pub struct VsockPlan {
     pub cid: Option<u32>,
     /// vhost-user: the Unix socket host programs connect to (`CONNECT <port>`).
     pub uds: Option<PathBuf>,
+    /// Kernel device: the port of the AF_VSOCK listener for the guest's journal.
+    pub journal_port: Option<u32>,
     /// The device is a vhost-user device: QEMU needs shared guest memory.
     pub needs_shared_memory: bool,
 }
@@ -160,7 +167,11 @@ pub fn plan(
     };
     match access {
         VsockAccess::Off => Ok(VsockPlan::default()),
-        VsockAccess::Kernel { cid, notify_port } => {
+        VsockAccess::Kernel {
+            cid,
+            notify_port,
+            journal_port,
+        } => {
             let fd = qemu_fds.add(FdName::VhostVsock);
             Ok(VsockPlan {
                 qemu_args: vec![
@@ -169,6 +180,7 @@ pub fn plan(
                 ],
                 notify_credential: Some(credential(notify_port)),
                 cid: Some(cid),
+                journal_port,
                 ..VsockPlan::default()
             })
         }
@@ -246,6 +258,7 @@ pub fn plan(
                 notify_credential: Some(credential(VHOST_USER_NOTIFY_PORT)),
                 cid: Some(cid),
                 uds: Some(uds),
+                journal_port: None,
                 needs_shared_memory: true,
             })
         }

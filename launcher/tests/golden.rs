@@ -51,7 +51,11 @@ fn render_process(out: &mut String, process: &ProcessPlan) {
     for arg in args {
         writeln!(out, "    {}", arg.to_string_lossy()).unwrap();
     }
-    let EnvPlan { pass, set } = env;
+    let EnvPlan {
+        pass,
+        set,
+        listen_fds,
+    } = env;
     let set: Vec<String> = set.iter().map(|(k, v)| format!("{k}={v}")).collect();
     writeln!(
         out,
@@ -60,6 +64,15 @@ fn render_process(out: &mut String, process: &ProcessPlan) {
         set.join(" ")
     )
     .unwrap();
+    if !listen_fds.is_empty() {
+        writeln!(
+            out,
+            "  socket activation: LISTEN_FDS={} LISTEN_FDNAMES={} LISTEN_PID=<its pid>",
+            listen_fds.len(),
+            listen_fds.join(":")
+        )
+        .unwrap();
+    }
     let table: Vec<String> = fds
         .iter()
         .map(|f| format!("{}={:?}", f.number, f.name))
@@ -166,6 +179,7 @@ fn render(header: &Header) -> String {
         machine,
         runtime_dir,
         files,
+        credentials_from_files,
         nvram_copy,
         initrd_merge,
         grow_image,
@@ -196,6 +210,16 @@ fn render(header: &Header) -> String {
             "file {}: {}",
             file.path.display(),
             String::from_utf8_lossy(&file.contents)
+        )
+        .unwrap();
+    }
+    for credential in credentials_from_files {
+        writeln!(
+            out,
+            "file {}: credential {} from {} (before QEMU starts)",
+            credential.path.display(),
+            credential.id,
+            credential.source.display()
         )
         .unwrap();
     }
@@ -265,6 +289,9 @@ fn render(header: &Header) -> String {
         }
         if let Some(dir) = &r.request.root_directory {
             writeln!(out, "register: root directory {}", dir.display()).unwrap();
+        }
+        if let Some((address, key)) = &r.request.ssh {
+            writeln!(out, "register: ssh {address} with key {}", key.display()).unwrap();
         }
     }
     if *guest_notifications {

@@ -109,6 +109,20 @@ pub fn vmspawn_bin() -> &'static Path {
     })
 }
 
+/// vmspawn-vsock-proxy (`$VMSPAWN_VSOCK_PROXY_BIN`, else the build's), copied next to the
+/// test copy of vmspawn so the test user can run it.
+pub fn vsock_proxy_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let source = built_binary("VMSPAWN_VSOCK_PROXY_BIN", "vmspawn-vsock-proxy");
+        let dest = vmspawn_bin().with_file_name("vmspawn-vsock-proxy");
+        std::fs::copy(&source, &dest)
+            .unwrap_or_else(|e| panic!("copying {}: {e} (build it first)", source.display()));
+        std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o755)).unwrap();
+        dest
+    })
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum User {
     Root,
@@ -421,6 +435,17 @@ impl Background {
             status,
             stdout,
             stderr,
+        }
+    }
+}
+
+/// A test that fails while its VM runs must not leave the VM running (it would slow down every
+/// later test): vmspawn is killed, and its own cleanup ends the rest.
+impl Drop for Background {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            kill_group(&self.child);
+            let _ = self.child.wait();
         }
     }
 }
@@ -1216,6 +1241,8 @@ pub fn trixie_tree(work: &Workdir, name: &str) -> PathBuf {
 /// The command name of vhost-device-vsock (the vsock sidecar where there is no
 /// /dev/vhost-vsock; truncated to 15 bytes by the kernel).
 pub const VSOCK_COMM: &str = "vhost-device-vs";
+/// The command name of systemd-journal-remote (truncated to 15 bytes).
+pub const JOURNAL_REMOTE_COMM: &str = "systemd-journal";
 
 /// One field (`"Seccomp:"`, `"NoNewPrivs:"`, ...) of /proc/PID/task/TID/status for every
 /// thread of `pid`, as (tid, value); empty when the process is gone.

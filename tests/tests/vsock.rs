@@ -5,6 +5,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixDatagram;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -123,13 +124,87 @@ fn assert_nothing_left(work: &Workdir, pids: &[u32]) {
     }
 }
 
+/// The key and vhost-user socket from vmspawn's "SSH:" line.
+fn ssh_line(stderr: &str) -> (PathBuf, PathBuf) {
+    let line = stderr
+        .lines()
+        .find(|l| l.contains(" SSH: ssh -i "))
+        .unwrap_or_else(|| panic!("no SSH line in:\n{stderr}"));
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let key = words[words.iter().position(|w| *w == "-i").unwrap() + 1];
+    let proxy = words
+        .iter()
+        .position(|w| w.ends_with("vmspawn-vsock-proxy"))
+        .unwrap_or_else(|| panic!("no proxy in {line}"));
+    (PathBuf::from(key), PathBuf::from(words[proxy + 1]))
+}
+
+/// ssh as the test user through the shipped ProxyCommand, with `key`; (exit code, output).
+fn ssh(work: &Workdir, key: &Path, uds: &Path, command: &str) -> (Option<i32>, String) {
+    let (uid, gid) = tester_ids();
+    let proxy = vsock_proxy_bin();
+    let out = Command::new("timeout")
+        .arg("120")
+        .arg("ssh")
+        .args(["-F", "/dev/null", "-i"])
+        .arg(key)
+        .args([
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "LogLevel=ERROR",
+        ])
+        .arg("-o")
+        .arg(format!(
+            "ProxyCommand={} {} 22",
+            proxy.display(),
+            uds.display()
+        ))
+        .arg("root@vm")
+        .arg(command)
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("HOME", work.path.join("home"))
+        .uid(uid)
+        .gid(gid)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// One trixie boot (they take minutes under TCG) for what needs a systemd guest: READY=1
+/// after the guest's STATUS= lines, SSH with the ephemeral key over the shipped ProxyCommand
+/// (and not with another key), the guest's journal forwarded to a directory, a clean power-off
+/// on SIGTERM, and nothing left (no key file, socket or sidecar).
 #[test]
-fn guest_readiness_reaches_the_service_manager_after_its_status_lines() {
+fn guest_readiness_ssh_and_forwarded_journal() {
     let work = Workdir::new("vsock-ready", User::Tester);
     let tree = trixie_tree(&work, "tree");
+    let journal = work.file("journal");
     let mut notify = NotifyListener::new(&work);
     // The guest stays up after its check unit: startup must finish for READY=1.
-    let mut cmd = trixie_vm(&work, &tree, &["--set-credential=vmtest:ready"]);
+    let mut cmd = trixie_vm(
+        &work,
+        &tree,
+        &[
+            "--set-credential=vmtest:ready",
+            &format!("--forward-journal={}", journal.display()),
+        ],
+    );
     cmd.env("NOTIFY_SOCKET", &notify.path)
         .arg("vmtest.nopoweroff");
     let mut vm = Background::start(cmd);
@@ -166,17 +241,72 @@ fn guest_readiness_reaches_the_service_manager_after_its_status_lines() {
     );
     let launcher = vm.child.id();
     let children = children_of(launcher);
-    assert_eq!(
-        children_named(launcher, VSOCK_COMM).len(),
-        1,
-        "{:?}",
-        names(&children)
+    for comm in [VSOCK_COMM, JOURNAL_REMOTE_COMM] {
+        assert_eq!(
+            children_named(launcher, comm).len(),
+            1,
+            "{comm}: {:?}",
+            names(&children)
+        );
+    }
+
+    // SSH as root in the guest with the key vmspawn made, and a marker in the guest's journal.
+    let (key, uds) = ssh_line(&vm.stderr());
+    assert!(key.exists(), "{}", key.display());
+    let marker = format!("vmtest-journal-{}", std::process::id());
+    let (code, output) = ssh(
+        &work,
+        &key,
+        &uds,
+        &format!("id -u; cat /etc/hostname; logger -t vmtest {marker}; journalctl --sync"),
     );
+    assert_eq!(
+        code,
+        Some(0),
+        "ssh failed: {output}\nstdout:\n{}",
+        vm.stdout()
+    );
+    assert!(output.lines().any(|l| l == "0"), "{output}");
+    assert!(output.lines().any(|l| l == "vmtest"), "{output}");
+    // Another key is refused.
+    let (uid, gid) = tester_ids();
+    let other = work.file("home/other-key");
+    std::fs::create_dir_all(work.file("home")).unwrap();
+    work.chown_all();
+    let made = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&other)
+        .uid(uid)
+        .gid(gid)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let (code, output) = ssh(&work, &other, &uds, "true");
+    assert_eq!(code, Some(255), "{output}");
+    assert!(output.contains("Permission denied"), "{output}");
+
     // A service manager's stop: the guest powers off (logind handles the power button).
     vm.signal(Signal::SIGTERM);
     let out = vm.finish(Duration::from_secs(180));
     out.assert_success();
+    assert!(!key.exists(), "the key {} outlived the VM", key.display());
     assert_nothing_left(&work, &children);
+    // The marker is in the forwarded journal, read as the user with the host's journalctl.
+    let read = Command::new("journalctl")
+        .arg("--directory")
+        .arg(&journal)
+        .args(["-o", "cat", "-t", "vmtest", "--no-pager"])
+        .uid(uid)
+        .gid(gid)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&read.stdout);
+    assert!(
+        text.lines().any(|l| l == marker),
+        "no '{marker}' in the forwarded journal ({}): {text}{}",
+        read.status,
+        String::from_utf8_lossy(&read.stderr)
+    );
 }
 
 #[test]
@@ -220,34 +350,56 @@ fn busybox_vm(work: &Workdir, mode: &str, extra: &[&str]) -> Command {
 #[test]
 fn vhost_device_vsock_runs_confined_as_the_user_with_a_clean_environment() {
     let work = Workdir::new("vsock-sidecar", User::Tester);
-    let mut cmd = busybox_vm(&work, "sleep=5", &[]);
+    let mut cmd = busybox_vm(&work, "sleep=5", &["--forward-journal=vm.journal"]);
     cmd.env("VMSPAWN_TEST_MARKER", "must-not-reach-the-sidecar");
     let mut vm = Background::start(cmd);
     vm.wait_for_line("boot", BOOT);
     let launcher = vm.child.id();
     let children = children_of(launcher);
-    let sidecar = children_named(launcher, VSOCK_COMM);
-    assert_eq!(sidecar.len(), 1, "{:?}", names(&children));
-    let sidecar = sidecar[0];
     let uid = tester_ids().0.to_string();
-    for (field, want) in [("Seccomp:", "2"), ("NoNewPrivs:", "1")] {
-        let threads = thread_status_field(sidecar, field);
-        assert!(!threads.is_empty());
-        for (tid, value) in threads {
-            assert_eq!(value, want, "{field} of thread {tid} of vhost-device-vsock");
+    for comm in [VSOCK_COMM, JOURNAL_REMOTE_COMM] {
+        let found = children_named(launcher, comm);
+        assert_eq!(found.len(), 1, "{comm}: {:?}", names(&children));
+        let pid = found[0];
+        for (field, want) in [
+            ("Seccomp:", "2"),
+            ("NoNewPrivs:", "1"),
+            ("CapEff:", "0000000000000000"),
+        ] {
+            let threads = thread_status_field(pid, field);
+            assert!(!threads.is_empty());
+            for (tid, value) in threads {
+                assert_eq!(value, want, "{field} of thread {tid} of {comm}");
+            }
+        }
+        for (tid, value) in thread_status_field(pid, "Uid:") {
+            assert_eq!(
+                value.split_whitespace().collect::<Vec<_>>(),
+                vec![uid.as_str(); 4],
+                "thread {tid} of {comm}"
+            );
         }
     }
-    for (tid, value) in thread_status_field(sidecar, "Uid:") {
-        assert_eq!(
-            value.split_whitespace().collect::<Vec<_>>(),
-            vec![uid.as_str(); 4],
-            "thread {tid}"
-        );
-    }
+    let sidecar = child_named(launcher, VSOCK_COMM).unwrap();
     assert!(
         environ_of(sidecar).is_empty(),
         "the sidecar's environment: {:?}",
         environ_of(sidecar)
+    );
+    // journal-remote: its log settings and the socket activation variables only, LISTEN_PID
+    // its own.
+    let journal_remote = child_named(launcher, JOURNAL_REMOTE_COMM).unwrap();
+    let mut env = environ_of(journal_remote);
+    env.sort();
+    assert_eq!(
+        env,
+        [
+            "LISTEN_FDNAMES=vmspawn-journal".to_string(),
+            "LISTEN_FDS=1".into(),
+            format!("LISTEN_PID={journal_remote}"),
+            "SYSTEMD_LOG_LEVEL=warning".into(),
+            "SYSTEMD_LOG_TARGET=console".into(),
+        ]
     );
     // Its sockets are in the VM's private runtime directory.
     let args = cmdline_of(sidecar);
@@ -257,7 +409,39 @@ fn vhost_device_vsock_runs_confined_as_the_user_with_a_clean_environment() {
         .map(|i| PathBuf::from(&args[i + 1]))
         .unwrap();
     assert!(socket.starts_with(work.tmp()), "{args:?}");
+    // journal-remote writes what arrives on its socket (the busybox guest has no journald: the
+    // test sends an entry in the export format, as the guest's journald would) into the one
+    // file --forward-journal= names, within its confinement.
+    let uds = args
+        .iter()
+        .position(|a| a == "--uds-path")
+        .map(|i| PathBuf::from(&args[i + 1]))
+        .unwrap();
+    let journal_socket = PathBuf::from(format!("{}_{}", uds.display(), 0x6a72_6e6c_u32));
+    let marker = format!("vmtest-export-{}", std::process::id());
+    let entry = format!(
+        "__REALTIME_TIMESTAMP=1700000000000000\n__MONOTONIC_TIMESTAMP=1\n\
+         _BOOT_ID=0123456789abcdef0123456789abcdef\n_HOSTNAME=vm\nSYSLOG_IDENTIFIER=vmtest\n\
+         MESSAGE={marker}\n\n"
+    );
+    {
+        use std::io::Write;
+        let mut stream = std::os::unix::net::UnixStream::connect(&journal_socket).unwrap();
+        stream.write_all(entry.as_bytes()).unwrap();
+    }
     let out = vm.finish(BOOT);
+    let read = Command::new("journalctl")
+        .arg("--file")
+        .arg(work.file("vm.journal"))
+        .args(["-o", "cat", "-t", "vmtest", "--no-pager"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&read.stdout).trim(),
+        marker,
+        "{}",
+        String::from_utf8_lossy(&read.stderr)
+    );
     out.assert_success();
     assert!(
         out.stdout
@@ -268,22 +452,27 @@ fn vhost_device_vsock_runs_confined_as_the_user_with_a_clean_environment() {
     assert_nothing_left(&work, &children);
 }
 
-#[test]
-fn a_dying_vhost_device_vsock_ends_the_vm_with_an_error_naming_it() {
-    let work = Workdir::new("vsock-sidecar-killed", User::Tester);
-    let mut vm = Background::start(busybox_vm(&work, "sleep=120", &[]));
+/// Kills the sidecar with command name `comm` of a busybox VM; the VM must end with exit
+/// status 1 and a message naming it (`words`).
+fn sidecar_death_ends_the_vm(name: &str, comm: &str, words: &[&str]) {
+    let work = Workdir::new(name, User::Tester);
+    let mut vm = Background::start(busybox_vm(
+        &work,
+        "sleep=120",
+        &["--forward-journal=journal"],
+    ));
     vm.wait_for_line("boot", BOOT);
     let launcher = vm.child.id();
     let children = children_of(launcher);
-    let sidecar = child_named(launcher, VSOCK_COMM)
-        .unwrap_or_else(|| panic!("no sidecar: {:?}", names(&children)));
+    let sidecar =
+        child_named(launcher, comm).unwrap_or_else(|| panic!("no {comm}: {:?}", names(&children)));
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(sidecar as i32), Signal::SIGKILL).unwrap();
     let out = vm.finish(Duration::from_secs(30));
     assert_eq!(out.code(), Some(1), "stderr:\n{}", out.stderr);
     assert!(
-        out.stderr.lines().any(|l| l.contains("vhost-device-vsock")
-            && l.contains("vsock device")
-            && l.contains("killed by SIGKILL")),
+        out.stderr
+            .lines()
+            .any(|l| words.iter().all(|w| l.contains(w)) && l.contains("killed by SIGKILL")),
         "{}",
         out.stderr
     );
@@ -291,29 +480,53 @@ fn a_dying_vhost_device_vsock_ends_the_vm_with_an_error_naming_it() {
 }
 
 #[test]
+fn a_dying_vhost_device_vsock_ends_the_vm_with_an_error_naming_it() {
+    sidecar_death_ends_the_vm(
+        "vsock-sidecar-killed",
+        VSOCK_COMM,
+        &["vhost-device-vsock", "vsock device"],
+    );
+}
+
+#[test]
+fn a_dying_journal_remote_ends_the_vm_with_an_error_naming_it() {
+    sidecar_death_ends_the_vm(
+        "journal-remote-killed",
+        JOURNAL_REMOTE_COMM,
+        &["systemd-journal-remote", "forwarded journal"],
+    );
+}
+
+#[test]
 fn nothing_outlives_a_killed_launcher() {
     let work = Workdir::new("vsock-launcher-killed", User::Tester);
-    let mut vm = Background::start(busybox_vm(&work, "sleep=120", &[]));
+    let mut vm = Background::start(busybox_vm(
+        &work,
+        "sleep=120",
+        &["--forward-journal=journal"],
+    ));
     vm.wait_for_line("boot", BOOT);
     let launcher = vm.child.id();
     let children = children_of(launcher);
-    assert_eq!(
-        children_named(launcher, VSOCK_COMM).len(),
-        1,
-        "{:?}",
-        names(&children)
-    );
+    for comm in [VSOCK_COMM, JOURNAL_REMOTE_COMM] {
+        assert_eq!(
+            children_named(launcher, comm).len(),
+            1,
+            "{comm}: {:?}",
+            names(&children)
+        );
+    }
     vm.signal(Signal::SIGKILL);
     let _ = vm.finish(Duration::from_secs(10));
-    // QEMU, vhost-device-vsock, virtiofsd and the cleanup process, and the sockets in the
-    // runtime directory.
+    // QEMU, vhost-device-vsock, journal-remote, virtiofsd and the cleanup process, and the
+    // sockets and key files in the runtime directory.
     assert_nothing_left(&work, &children);
 }
 
 #[test]
 fn bad_vsock_input_gives_clear_errors_and_leaves_nothing() {
     let work = Workdir::new("vsock-bad-input", User::Tester);
-    let cases: [(&[&str], Option<&str>, &str); 6] = [
+    let cases: [(&[&str], Option<&str>, &str); 9] = [
         (
             &["--vsock-cid=0"],
             None,
@@ -345,6 +558,21 @@ fn bad_vsock_input_gives_clear_errors_and_leaves_nothing() {
             Some("/usr/bin:/bin"),
             "cargo install vhost-device-vsock",
         ),
+        (
+            &["--forward-journal=/sys/vmtest-journal"],
+            None,
+            "--forward-journal=/sys/vmtest-journal: '/sys' is not writable",
+        ),
+        (
+            &["--forward-journal=/sys/vmtest.journal"],
+            None,
+            "--forward-journal=/sys/vmtest.journal: '/sys' is not writable",
+        ),
+        (
+            &["--forward-journal=journal", "--vsock=no"],
+            None,
+            "--forward-journal= needs a vsock device",
+        ),
     ];
     make_gpt_image(
         &work.file("guest.raw"),
@@ -369,4 +597,96 @@ fn bad_vsock_input_gives_clear_errors_and_leaves_nothing() {
         );
         assert_nothing_left(&work, &[]);
     }
+}
+
+/// Socket activation (§5.3): root opens /dev/kvm, which the test user cannot, and passes it as
+/// fd 3 named `kvm`; vmspawn, running as the user, hands that fd to QEMU. (The kernel's
+/// vhost-vsock takes the same path; this host has no /dev/vhost-vsock, the golden files cover
+/// it.) KVM guests hang on this host, so the check is QEMU's fd table, then a kill.
+#[test]
+fn a_kvm_fd_passed_by_socket_activation_reaches_qemu() {
+    let work = Workdir::new("socket-activated-kvm", User::Tester);
+    let (uid, gid) = tester_ids();
+    let tester_opens_kvm = Command::new("setpriv")
+        .args([
+            &format!("--reuid={uid}"),
+            &format!("--regid={gid}"),
+            "--clear-groups",
+            "sh",
+            "-c",
+            "exec 3<>/dev/kvm",
+        ])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(
+        !tester_opens_kvm.success(),
+        "the test user can open /dev/kvm itself: the test proves nothing"
+    );
+    let tree = work.file("root");
+    std::fs::create_dir_all(&tree).unwrap();
+    std::fs::create_dir_all(work.tmp()).unwrap();
+    work.chown_all();
+    // sh opens /dev/kvm as root, then execs (same pid, so LISTEN_PID=$$ names vmspawn) into
+    // vmspawn as the test user.
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(format!(
+            "exec 3<>/dev/kvm && LISTEN_FDS=1 LISTEN_FDNAMES=kvm LISTEN_PID=$$ exec setpriv \
+             --reuid={uid} --regid={gid} --clear-groups \"$@\""
+        ))
+        .arg("sh")
+        .arg(vmspawn_bin())
+        .args(busybox_boot(false))
+        .args([
+            "--kvm=yes",
+            "--tpm=no",
+            "--vsock=no",
+            "--console=read-only",
+            "-D",
+        ])
+        .arg(&tree)
+        .arg("test.mode=sleep=120")
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .env("HOME", work.file("home"))
+        .env("TMPDIR", work.tmp())
+        .current_dir(&work.path)
+        .stdin(std::process::Stdio::null());
+    // busybox_boot asks for TCG; the last --kvm= wins.
+    let mut vm = Background::start(cmd);
+    let launcher = vm.child.id();
+    let deadline = Instant::now() + BOOT;
+    let qemu = loop {
+        if let Some(q) = child_named(launcher, "qemu-system") {
+            break q;
+        }
+        if let Some(status) = vm.child.try_wait().unwrap() {
+            panic!("vmspawn exited ({status}):\n{}", vm.stderr());
+        }
+        assert!(Instant::now() < deadline, "no QEMU: {}", vm.stderr());
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let children = children_of(launcher);
+    let uid_line = thread_status_field(qemu, "Uid:");
+    assert!(
+        uid_line
+            .iter()
+            .all(|(_, v)| v.split_whitespace().all(|u| u == uid.to_string())),
+        "{uid_line:?}"
+    );
+    let kvm_fds: Vec<_> = std::fs::read_dir(format!("/proc/{qemu}/fd"))
+        .unwrap()
+        .flatten()
+        .filter(|e| std::fs::read_link(e.path()).is_ok_and(|l| l == Path::new("/dev/kvm")))
+        .collect();
+    assert!(!kvm_fds.is_empty(), "QEMU has no /dev/kvm fd");
+    let args = cmdline_of(qemu);
+    assert!(
+        args.iter().any(|a| a.ends_with("opaque=/dev/kvm")),
+        "{args:?}"
+    );
+    vm.signal(Signal::SIGKILL);
+    let _ = vm.finish(Duration::from_secs(10));
+    assert_nothing_left(&work, &children);
 }

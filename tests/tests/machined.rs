@@ -1,9 +1,9 @@
 //! Registration with a real systemd-machined. The host has no systemd as PID 1, so the test
 //! boots a systemd-nspawn container (the host's /usr, a copy of its /etc) whose systemd runs a
 //! real machined and system bus; vmspawn-privhelper serves inside it, and the test user boots
-//! a VM there with `--register=yes`. Also: a user's attempts to get their shell, PID 1 or a
-//! grandchild registered are refused, and a registration ends with the connection that made
-//! it.
+//! a VM there with `--register=yes`. Also: a user's attempts to get their shell, PID 1, a
+//! grandchild, a child that is not QEMU or a forked copy of itself registered are refused,
+//! and a registration ends with the connection that made it.
 
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
@@ -375,6 +375,18 @@ fn registers_with_a_real_machined_and_refuses_spoofed_leaders() {
             "is not your child",
         ),
         (
+            "register-child",
+            "it-sleep",
+            false,
+            "runs 'sleep', which is not QEMU",
+        ),
+        (
+            "register-fork",
+            "it-fork",
+            false,
+            "has not started a program since you forked it",
+        ),
+        (
             "register-child-and-exit",
             "not-prefixed",
             false,
@@ -390,8 +402,9 @@ fn registers_with_a_real_machined_and_refuses_spoofed_leaders() {
             failures.push(format!("{action}: {answer}"));
         }
     }
-    // Leftover children of the last probe.
+    // Leftover children of the probes.
     let _ = container.exec(&["pkill", "-u", TEST_USER, "-x", "sleep"]);
+    let _ = container.exec(&["pkill", "-u", TEST_USER, "-x", "helper-probe"]);
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 
     // A registration ends with its connection: the probe registers its child, then exits
@@ -437,6 +450,13 @@ fn registers_with_a_real_machined_and_refuses_spoofed_leaders() {
         "the orphaned leader should still run (so machined did not drop it by itself)"
     );
     let _ = container.exec(&["systemctl", "stop", "it-orphan"]);
+    let _ = container.exec(&[
+        "pkill",
+        "-u",
+        TEST_USER,
+        "-f",
+        "qemu-system-x86_64 -machine none",
+    ]);
 
     // Through the setuid helper (the service stopped): the same registration.
     container.exec_ok(&[

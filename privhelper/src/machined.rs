@@ -112,7 +112,13 @@ impl Machined {
                     return Ok(Registered::ByPidfd);
                 }
                 Err(CallError::Method { name: error, .. }) if error == UNKNOWN_METHOD => {
-                    self.ex.store(EX_MISSING, Ordering::Relaxed);
+                    if self.ex.swap(EX_MISSING, Ordering::Relaxed) != EX_MISSING {
+                        eprintln!(
+                            "vmspawn-privhelper: systemd-machined has no RegisterMachineEx \
+                             (systemd before 259): registering leaders by pid, each checked \
+                             to be alive after its registration"
+                        );
+                    }
                 }
                 Err(e) => return Err(refused(e)),
             }

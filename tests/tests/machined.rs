@@ -342,6 +342,22 @@ fn registers_with_a_real_machined_and_refuses_spoofed_leaders() {
 
     // Through the helper service.
     boot_registered(&container, "it-service", &[]);
+    // The helper tries RegisterMachineEx (the leader as a pidfd) first, and machined before
+    // 259 answers it with UnknownMethod: then it registers by pid.
+    let version = container.exec_ok(&["systemctl", "--version"]);
+    let version: u32 = version
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("systemctl --version: {version}"));
+    let fell_back = container
+        .helper_log()
+        .contains("systemd-machined has no RegisterMachineEx");
+    println!(
+        "machined of systemd {version}: registered by {}",
+        if fell_back { "pid" } else { "pidfd" }
+    );
+    assert_eq!(fell_back, version < 259, "{}", container.helper_log());
 
     // A user's attempts to register processes other than its own VM process.
     let probe = |action: &str, machine: &str, via_shell: bool| -> String {

@@ -299,8 +299,8 @@ impl Handler {
     }
 
     /// Registers `machine` with machined, led by the process `fds` names, which must be the
-    /// caller's own child. Checks run in this order so a refusal never reaches machined: names,
-    /// policy (and polkit), the leader, then the bus.
+    /// caller's QEMU child (see leader.rs). Checks run in this order so a refusal never
+    /// reaches machined: names, policy (and polkit), the leader, then the bus.
     fn register_machine(
         &self,
         peer: &Peer,

@@ -45,6 +45,9 @@ pub struct HelperClient {
     sock: OwnedFd,
     child: Option<Child>,
     via: String,
+    /// `$VMSPAWN_PRIVHELPER_BRIDGE`: the bridge TAP devices are to join (the helper's policy
+    /// decides whether they may).
+    bridge: Option<String>,
 }
 
 fn install_hint(socket: &Path, binary: &Path) -> String {
@@ -79,6 +82,9 @@ impl HelperClient {
         interactive_auth: bool,
     ) -> Result<Self> {
         let (socket_path, binary) = locations(var);
+        let bridge = var("VMSPAWN_PRIVHELPER_BRIDGE")
+            .filter(|v| !v.is_empty())
+            .map(|v| v.to_string_lossy().into_owned());
         let setuid_installed = std::fs::metadata(&binary)
             .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o4000 != 0);
         let service = if socket_path.exists() {
@@ -107,6 +113,7 @@ impl HelperClient {
                 sock,
                 child: None,
                 via: format!("the helper service at {}", socket_path.display()),
+                bridge,
             }
         } else if setuid_installed {
             let (ours, theirs) = socket::socketpair(
@@ -146,6 +153,7 @@ impl HelperClient {
                 sock: ours,
                 child: Some(child),
                 via: format!("the setuid helper {}", binary.display()),
+                bridge,
             }
         } else {
             return Err(Error::new(format!(
@@ -201,12 +209,13 @@ impl HelperClient {
         }
     }
 
-    /// A TAP device for `machine`, owned by us; returns its name and fd.
+    /// A TAP device for `machine`, owned by us (on the bridge of `$VMSPAWN_PRIVHELPER_BRIDGE`
+    /// if set); returns its name and fd.
     pub fn create_tap(&mut self, machine: &str) -> Result<(String, OwnedFd)> {
         let what = "create a TAP device";
         match self.call(&Request::CreateTap {
             machine: machine.to_string(),
-            bridge: None,
+            bridge: self.bridge.clone(),
         })? {
             (Response::Tap { ifname }, fds) => Ok((ifname, self.one_fd(what, fds)?)),
             (other, _) => Err(self.refusal(what, other)),

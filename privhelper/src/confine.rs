@@ -132,7 +132,7 @@ pub fn allowed_syscalls() -> Vec<Entry> {
         ("readlinkat", libc::SYS_readlinkat, any()),
         // Whether a leader fd is a pidfd (/proc/self/fd/N).
         ("readlink", libc::SYS_readlink, any()),
-        // Descriptor flags and non-blocking mode (the bus library), and dup to a free fd;
+        // Descriptor flags and non-blocking mode, and dup to a free fd;
         // never F_SETOWN/F_SETSIG (signals to other processes), leases or notifications.
         (
             "fcntl",
@@ -210,7 +210,7 @@ pub fn allowed_syscalls() -> Vec<Entry> {
         ("sigaltstack", libc::SYS_sigaltstack, any()),
         ("getpid", libc::SYS_getpid, any()),
         ("gettid", libc::SYS_gettid, any()),
-        // The D-Bus connection to polkit (zbus): its threads, event loop and authentication.
+        // The service's threads (one per connection, and the reconcile thread).
         (
             "clone",
             libc::SYS_clone,
@@ -233,10 +233,11 @@ pub fn allowed_syscalls() -> Vec<Entry> {
         ("sched_getaffinity", libc::SYS_sched_getaffinity, any()),
         ("sched_yield", libc::SYS_sched_yield, any()),
         ("rt_sigaction", libc::SYS_rt_sigaction, any()),
+        // NSS's systemd module (nss-systemd): its user database lookups run an sd-event loop
+        // over varlink where systemd-userdbd is up (seen in a systemd container).
         ("epoll_create1", libc::SYS_epoll_create1, any()),
         ("epoll_ctl", libc::SYS_epoll_ctl, any()),
         ("epoll_pwait", libc::SYS_epoll_pwait, any()),
-        // The bus library's event loop waits with it when a call has a timeout.
         ("epoll_pwait2", libc::SYS_epoll_pwait2, any()),
         ("eventfd2", libc::SYS_eventfd2, any()),
         ("timerfd_create", libc::SYS_timerfd_create, any()),

@@ -299,8 +299,8 @@ impl Handler {
     }
 
     /// Registers `machine` with machined, led by the process `fds` names, which must be the
-    /// caller's own child. Checks run in this order so a refusal never reaches machined: names,
-    /// policy (and polkit), the leader, then the bus.
+    /// caller's QEMU child (see leader.rs). Checks run in this order so a refusal never
+    /// reaches machined: names, policy (and polkit), the leader, then the bus.
     fn register_machine(
         &self,
         peer: &Peer,
@@ -344,11 +344,12 @@ impl Handler {
                 format!("systemd-machined cannot be reached: {}", self.no_bus_reason),
             ));
         };
-        machined
-            .register(machine, uuid, leader.pid)
+        let how = machined
+            .register(machine, uuid, leader.pid, leader.pidfd())
             .map_err(|e| error(ErrorKind::Failed, e))?;
-        // machined looked the pid up; it was the verified process only if that is still alive.
-        if !leader.alive() {
+        // Given a pid (machined before 259), machined looked it up: it was the verified
+        // process only if that is still alive. (Given the pidfd, machined pinned it itself.)
+        if how == crate::machined::Registered::ByPid && !leader.alive() {
             let _ = machined.unregister(machine);
             return Err(error(
                 ErrorKind::Failed,

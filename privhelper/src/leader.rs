@@ -1,8 +1,20 @@
-//! The leader of a machine a caller registers must be the caller's own child, running as the
-//! caller: its VM process (QEMU). A caller must never get its shell, its parent or another
-//! user's process registered (systemd 258-rc had that hole). The leader arrives as a pidfd, so
-//! a pid reused after the process exited is never taken for it: /proc is read only between
-//! two checks that the pidfd still names a live process with that pid.
+//! The leader of a machine a caller registers must be the caller's VM process: the QEMU that
+//! vmspawn started. A caller must never get its shell, its parent, a copy of itself or
+//! another user's process registered (systemd 258-rc had that hole). The leader arrives as a
+//! pidfd, so a pid reused after the process exited is never taken for it: /proc is read only
+//! between two checks that the pidfd still names a live process with that pid.
+//!
+//! What the helper checks is what the kernel says in /proc/PID/stat and /proc/PID/status,
+//! which every process may read: the leader runs as the caller (all four uids), its parent is
+//! the caller (pinned by the caller's pidfd), it has called execve since it was forked
+//! (PF_FORKNOEXEC is clear: it is not a copy of the caller), and the name execve gave it is a
+//! QEMU system emulator's (`qemu-system-*`, `qemu-kvm`, `qemu`, the names vmspawn runs).
+//! The executable itself (/proc/PID/exe) cannot be checked: reading it needs ptrace access,
+//! which Landlock refuses for any process outside the helper's domain, and the service has no
+//! CAP_SYS_PTRACE (it must not). The name is the process's to change (PR_SET_NAME, or execve
+//! of any program under a QEMU name), so it refuses mistaken and naive requests, not a caller
+//! set on lying; nothing could, since the caller is its leader's parent and user and may
+//! ptrace it. What bounds such a caller is what machined does for a `vm`: see machined.rs.
 
 use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -16,6 +28,10 @@ pub struct Leader {
 }
 
 impl Leader {
+    pub fn pidfd(&self) -> BorrowedFd<'_> {
+        self.pidfd.as_fd()
+    }
+
     /// Whether the pid still names the verified process (it has not exited).
     pub fn alive(&self) -> bool {
         pidfd_pid(self.pidfd.as_fd()) == Some(self.pid)
@@ -45,8 +61,28 @@ fn status_field<'s>(status: &'s str, key: &str) -> Option<Vec<&'s str>> {
         .map(|rest| rest.split_whitespace().collect())
 }
 
+/// PF_FORKNOEXEC (linux/sched.h): forked, and has not called execve since.
+const PF_FORKNOEXEC: u64 = 0x40;
+
+/// The command name (which execve sets from the program's file name, up to 15 bytes) and the
+/// flags of /proc/PID/stat.
+fn stat_fields(stat: &str) -> Option<(&str, u64)> {
+    let (head, rest) = stat.rsplit_once(')')?;
+    let comm = head.split_once('(')?.1;
+    // The fields after the name start with the state (field 3); the flags are field 9.
+    let flags = rest.split_whitespace().nth(6)?.parse().ok()?;
+    Some((comm, flags))
+}
+
+/// Whether `comm` is the name execve gives a QEMU that vmspawn runs (qemu-system-ARCH,
+/// truncated to 15 bytes, qemu-kvm or qemu).
+pub fn is_qemu_name(comm: &str) -> bool {
+    comm == "qemu" || comm == "qemu-kvm" || comm.starts_with("qemu-system-")
+}
+
 /// Checks that `pidfd` names a live process that runs as `caller.uid` (real, effective, saved
-/// and filesystem uid) and whose parent is the caller, and that it is not this helper.
+/// and filesystem uid), whose parent is the caller, that has run a program since it was
+/// forked, and whose name is QEMU's; and that it is not this helper.
 pub fn verify(pidfd: OwnedFd, caller: &CallerProcess<'_>) -> Result<Leader, String> {
     if !is_pidfd(pidfd.as_fd()) {
         return Err("the leader must be passed as a pidfd (pidfd_open of the VM process)".into());
@@ -57,15 +93,19 @@ pub fn verify(pidfd: OwnedFd, caller: &CallerProcess<'_>) -> Result<Leader, Stri
     if pid == std::process::id() {
         return Err("the helper itself cannot lead a machine".into());
     }
-    let mut status_file = std::fs::File::open(format!("/proc/{pid}/status"))
-        .map_err(|e| format!("cannot inspect the leader process {pid}: {e}"))?;
-    // Opened while the pidfd still named this pid: the file is that process's.
+    let open = |file: &str| {
+        std::fs::File::open(format!("/proc/{pid}/{file}"))
+            .map_err(|e| format!("cannot inspect the leader process {pid}: {e}"))
+    };
+    let (mut status_file, mut stat_file) = (open("status")?, open("stat")?);
+    // Opened while the pidfd still named this pid: the files are that process's.
     if pidfd_pid(pidfd.as_fd()) != Some(pid) {
         return Err(format!("the leader process {pid} exited during the check"));
     }
-    let mut status = String::new();
+    let (mut status, mut stat) = (String::new(), String::new());
     status_file
         .read_to_string(&mut status)
+        .and_then(|_| stat_file.read_to_string(&mut stat))
         .map_err(|e| format!("cannot inspect the leader process {pid}: {e}"))?;
     let state = status_field(&status, "State:").unwrap_or_default();
     if state
@@ -104,6 +144,23 @@ pub fn verify(pidfd: OwnedFd, caller: &CallerProcess<'_>) -> Result<Leader, Stri
     {
         return Err("the calling process has exited".into());
     }
+    let Some((comm, flags)) = stat_fields(&stat) else {
+        return Err(format!(
+            "cannot inspect the leader process {pid}: unexpected /proc/{pid}/stat"
+        ));
+    };
+    if flags & PF_FORKNOEXEC != 0 {
+        return Err(format!(
+            "the leader process {pid} has not started a program since you forked it (it is a \
+             copy of you, not a VM); only the QEMU process vmspawn started can lead your machine"
+        ));
+    }
+    if !is_qemu_name(comm) {
+        return Err(format!(
+            "the leader process {pid} runs '{comm}', which is not QEMU (qemu-system-*, qemu-kvm \
+             or qemu); only the QEMU process vmspawn started can lead your machine"
+        ));
+    }
     Ok(Leader { pid, pidfd })
 }
 
@@ -120,18 +177,65 @@ mod tests {
         }
     }
 
-    #[test]
-    fn own_child_is_accepted_and_tracked() {
-        let mut child = std::process::Command::new("sleep")
-            .arg("30")
+    /// A QEMU that does nothing until it is killed.
+    fn idle_qemu() -> std::process::Child {
+        std::process::Command::new("qemu-system-x86_64")
+            .args(["-machine", "none", "-nodefaults", "-display", "none", "-S"])
+            .stdin(std::process::Stdio::null())
             .spawn()
-            .unwrap();
+            .expect("QEMU (qemu-system-x86) must be installed for this test")
+    }
+
+    #[test]
+    fn own_qemu_child_is_accepted_and_tracked() {
+        let mut child = idle_qemu();
         let leader = verify(pidfd_of(child.id()), &me()).unwrap();
         assert_eq!(leader.pid, child.id());
         assert!(leader.alive());
         child.kill().unwrap();
         child.wait().unwrap();
         assert!(!leader.alive());
+    }
+
+    #[test]
+    fn a_child_that_is_not_qemu_is_refused() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let err = verify(pidfd_of(child.id()), &me()).err().unwrap();
+        assert!(err.contains("runs 'sleep', which is not QEMU"), "{err}");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    #[test]
+    fn a_forked_copy_of_the_caller_is_refused() {
+        let Some(pid) = crate::sys::fork().unwrap() else {
+            // The child: a copy of the test process that never calls execve.
+            loop {
+                nix::unistd::pause();
+            }
+        };
+        let err = verify(pidfd_of(pid), &me()).err().unwrap();
+        let child = nix::unistd::Pid::from_raw(pid as i32);
+        let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(child, None);
+        assert!(
+            err.contains("has not started a program since you forked it"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn stat_lines_and_names() {
+        let stat = "42 (a) b (c)) S 1 42 42 0 -1 4194368 1 0 0 0";
+        assert_eq!(stat_fields(stat), Some(("a) b (c)", 4194368)));
+        assert_eq!(stat_fields("42 (x"), None);
+        assert!(is_qemu_name("qemu-system-x86"));
+        assert!(is_qemu_name("qemu-kvm"));
+        assert!(!is_qemu_name("qemu-img"));
+        assert!(!is_qemu_name("bash"));
     }
 
     #[test]

@@ -10,6 +10,7 @@
 
 #![deny(unsafe_code)]
 
+mod bus;
 mod confine;
 mod handler;
 mod identity;
@@ -169,17 +170,29 @@ fn bind_listener(path: &Path) -> Result<OwnedFd, String> {
         None,
     )
     .map_err(|e| format!("failed to create the service socket: {e}"))?;
-    let address =
-        UnixAddr::new(path).map_err(|e| format!("bad socket path {}: {e}", path.display()))?;
+    // Bound under a temporary name in the same directory and renamed into place once it
+    // listens: a client that finds the path never meets a socket nobody listens on yet.
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let staging = parent.join(format!(".{name}.{}", std::process::id()));
+    let _ = std::fs::remove_file(&staging);
+    let address = UnixAddr::new(&staging)
+        .map_err(|e| format!("bad socket path {}: {e}", staging.display()))?;
     socket::bind(fd.as_raw_fd(), &address)
-        .map_err(|e| format!("failed to bind {}: {e}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))
-        .map_err(|e| format!("failed to make {} connectable: {e}", path.display()))?;
+        .map_err(|e| format!("failed to bind {}: {e}", staging.display()))?;
+    std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o666))
+        .map_err(|e| format!("failed to make {} connectable: {e}", staging.display()))?;
     socket::listen(
         &fd,
         socket::Backlog::new(64).unwrap_or(socket::Backlog::MAXCONN),
     )
-    .map_err(|e| format!("failed to listen on {}: {e}", path.display()))?;
+    .map_err(|e| format!("failed to listen on {}: {e}", staging.display()))?;
+    std::fs::rename(&staging, path).map_err(|e| {
+        let _ = std::fs::remove_file(&staging);
+        format!(
+            "failed to move the socket into place at {}: {e}",
+            path.display()
+        )
+    })?;
     Ok(fd)
 }
 
@@ -443,13 +456,15 @@ fn wait_for_exit(pidfd: BorrowedFd<'_>) {
     }
 }
 
-/// The system bus, for polkit and machined. Its threads are created here, so they inherit
-/// the Landlock domain set up before, and the seccomp filter (TSYNC) installed after.
-fn connect_bus(handler: &mut Handler, address: &str) {
-    match polkit::connect_system_bus(address) {
-        Ok(connection) => {
-            handler.polkit = Some(polkit::Polkit::new(connection.clone()));
-            handler.machined = Some(machined::Machined::new(connection));
+/// The system bus, for polkit and machined: one connection now (so a missing bus is said at
+/// start); with `reconnect` (the service) more as calls need them. The bus client starts no
+/// threads.
+fn connect_bus(handler: &mut Handler, address: &str, reconnect: bool) {
+    match bus::Bus::connect(address, reconnect) {
+        Ok(bus) => {
+            let bus = Arc::new(bus);
+            handler.polkit = Some(polkit::Polkit::new(Arc::clone(&bus)));
+            handler.machined = Some(machined::Machined::new(bus));
         }
         Err(e) => {
             eprintln!(
@@ -461,8 +476,7 @@ fn connect_bus(handler: &mut Handler, address: &str) {
     }
 }
 
-/// Landlock, then the system bus (its threads inherit the domain), then seccomp on all
-/// threads. Without a system bus, rules that need polkit deny, with a message.
+/// Landlock, then the system bus, then seccomp on all threads. Without a system bus, rules that need polkit deny, with a message.
 fn confine_service(
     handler: &mut Handler,
     policy: &Path,
@@ -470,7 +484,7 @@ fn confine_service(
     bus: &str,
 ) -> Result<(), String> {
     confine::landlock(policy, allow_unconfined)?;
-    connect_bus(handler, bus);
+    connect_bus(handler, bus, true);
     confine::seccomp()
 }
 
@@ -716,13 +730,18 @@ fn run() -> Result<(), String> {
                 }
             }
             confine::landlock(&options.policy, allow_unconfined)?;
-            // Every thread, the bus library's included, gets a bounding set of at most
-            // CAP_NET_ADMIN: bounding sets are per thread, so this comes before the bus threads.
+            // A bounding set of at most CAP_NET_ADMIN, before any thread exists (bounding sets
+            // are per thread; the setuid helper has only its main thread, but stays safe if
+            // it ever gets more).
             privileges::limit_bounding_set()?;
             // Connected while still root, so the bus knows the helper as root (machined lets
             // only root register); the address is fixed, never the caller's.
             if Path::new(SYSTEM_BUS_SOCKET).exists() {
-                connect_bus(&mut handler, &format!("unix:path={SYSTEM_BUS_SOCKET}"));
+                connect_bus(
+                    &mut handler,
+                    &format!("unix:path={SYSTEM_BUS_SOCKET}"),
+                    false,
+                );
             } else {
                 handler.no_bus_reason = format!("there is no system bus at {SYSTEM_BUS_SOCKET}");
             }

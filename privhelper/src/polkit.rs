@@ -3,25 +3,17 @@
 //! caller connected, uid as a signed 32-bit integer (polkit ignores a wrongly typed uid and
 //! falls back to a racy lookup). polkit < 124 has no pidfd subjects, so none is sent.
 
-use std::collections::HashMap;
+use std::sync::Arc;
 
-use zbus::zvariant::Value;
+use crate::bus::{Arg, Bus, Call};
 
 pub struct Polkit {
-    connection: zbus::blocking::Connection,
+    bus: Arc<Bus>,
 }
 
 /// How long a call to polkit or machined may take (a user typing a password for polkit
 /// included): a connection's thread never waits longer.
-const BUS_CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
-
-/// Connects to the system bus at `address` (polkit and machined both live there).
-pub fn connect_system_bus(address: &str) -> Result<zbus::blocking::Connection, String> {
-    zbus::blocking::connection::Builder::address(address)
-        .map(|b| b.method_timeout(BUS_CALL_TIMEOUT))
-        .and_then(|b| b.build())
-        .map_err(|e| format!("failed to connect to the system bus at {address}: {e}"))
-}
+pub const BUS_CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The caller as polkit identifies it.
 #[derive(Clone, Copy, Debug)]
@@ -31,13 +23,42 @@ pub struct Subject {
     pub uid: u32,
 }
 
-/// The `unix-process` subject's details: polkit reads `uid` only as an int32.
-fn subject_details(pid: u32, start_time: u64, uid: i32) -> HashMap<&'static str, Value<'static>> {
-    HashMap::from([
-        ("pid", Value::U32(pid)),
-        ("start-time", Value::U64(start_time)),
-        ("uid", Value::I32(uid)),
+/// The `unix-process` subject: polkit reads `uid` only as an int32.
+fn subject_arg(pid: u32, start_time: u64, uid: i32) -> Arg<'static> {
+    let detail = |key: &'static str, value: Arg<'static>| {
+        Arg::Entry(
+            Box::new(Arg::Str(key)),
+            Box::new(Arg::Variant(Box::new(value))),
+        )
+    };
+    Arg::Struct(vec![
+        Arg::Str("unix-process"),
+        Arg::Array(
+            "{sv}",
+            vec![
+                detail("pid", Arg::U32(pid)),
+                detail("start-time", Arg::U64(start_time)),
+                detail("uid", Arg::I32(uid)),
+            ],
+        ),
     ])
+}
+
+/// CheckAuthorization(subject, action, details, flags, cancellation_id).
+fn check_authorization<'a>(action: &'a str, subject: Arg<'a>, flags: u32) -> Call<'a> {
+    Call {
+        destination: "org.freedesktop.PolicyKit1",
+        path: "/org/freedesktop/PolicyKit1/Authority",
+        interface: "org.freedesktop.PolicyKit1.Authority",
+        member: "CheckAuthorization",
+        args: vec![
+            subject,
+            Arg::Str(action),
+            Arg::Array("{ss}", Vec::new()),
+            Arg::U32(flags),
+            Arg::Str(""),
+        ],
+    }
 }
 
 /// polkit's answer.
@@ -54,8 +75,8 @@ pub enum Authorization {
 const ALLOW_USER_INTERACTION: u32 = 1;
 
 impl Polkit {
-    pub fn new(connection: zbus::blocking::Connection) -> Polkit {
-        Polkit { connection }
+    pub fn new(bus: Arc<Bus>) -> Polkit {
+        Polkit { bus }
     }
 
     /// Asks polkit whether `action` is authorized for `subject`; with `interactive`, polkit may
@@ -69,26 +90,30 @@ impl Polkit {
         let Ok(uid) = i32::try_from(subject.uid) else {
             return Err(format!("uid {} does not fit polkit's int32", subject.uid));
         };
-        let details = subject_details(subject.pid, subject.start_time, uid);
-        let no_details: HashMap<&str, &str> = HashMap::new();
         let flags = if interactive {
             ALLOW_USER_INTERACTION
         } else {
             0
         };
+        let call = check_authorization(
+            action,
+            subject_arg(subject.pid, subject.start_time, uid),
+            flags,
+        );
         let reply = self
-            .connection
-            .call_method(
-                Some("org.freedesktop.PolicyKit1"),
-                "/org/freedesktop/PolicyKit1/Authority",
-                Some("org.freedesktop.PolicyKit1.Authority"),
-                "CheckAuthorization",
-                &(("unix-process", details), action, no_details, flags, ""),
-            )
+            .bus
+            .call(&call, &[], BUS_CALL_TIMEOUT)
             .map_err(|e| format!("polkit CheckAuthorization failed: {e}"))?;
-        let (authorized, challenge, _details): (bool, bool, HashMap<String, String>) = reply
-            .body()
-            .deserialize()
+        if reply.signature != "(bba{ss})" {
+            return Err(format!(
+                "unexpected answer from polkit (signature '{}')",
+                reply.signature
+            ));
+        }
+        let mut body = reply.body();
+        let (authorized, challenge) = body
+            .bool()
+            .and_then(|a| body.bool().map(|c| (a, c)))
             .map_err(|e| format!("unexpected answer from polkit: {e}"))?;
         Ok(match (authorized, challenge) {
             (true, _) => Authorization::Authorized,
@@ -105,9 +130,34 @@ mod tests {
     #[test]
     fn subject_types_are_what_polkit_reads() {
         // A uid of another type is silently ignored by polkit (CVE-2026-78422 class).
-        let details = subject_details(42, 7, 1001);
-        assert_eq!(details["uid"].value_signature().to_string(), "i");
-        assert_eq!(details["pid"].value_signature().to_string(), "u");
-        assert_eq!(details["start-time"].value_signature().to_string(), "t");
+        let subject = subject_arg(42, 7, 1001);
+        assert_eq!(subject.signature(), "(sa{sv})");
+        let Arg::Struct(members) = &subject else {
+            panic!("{subject:?}")
+        };
+        let Arg::Array(_, details) = &members[1] else {
+            panic!("{members:?}")
+        };
+        let types: Vec<(String, String)> = details
+            .iter()
+            .map(|d| match d {
+                Arg::Entry(key, value) => match (&**key, &**value) {
+                    (Arg::Str(k), Arg::Variant(v)) => (k.to_string(), v.signature()),
+                    other => panic!("{other:?}"),
+                },
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            types,
+            [
+                ("pid".to_string(), "u".to_string()),
+                ("start-time".to_string(), "t".to_string()),
+                ("uid".to_string(), "i".to_string()),
+            ]
+        );
+        let call = check_authorization("a.b", subject, ALLOW_USER_INTERACTION);
+        let message = crate::bus::decode(&crate::bus::encode_call(&call, 1, 0).unwrap()).unwrap();
+        assert_eq!(message.signature, "(sa{sv})sa{ss}us");
     }
 }

@@ -1,9 +1,9 @@
 //! Registration with a real systemd-machined. The host has no systemd as PID 1, so the test
 //! boots a systemd-nspawn container (the host's /usr, a copy of its /etc) whose systemd runs a
 //! real machined and system bus; vmspawn-privhelper serves inside it, and the test user boots
-//! a VM there with `--register=yes`. Also: a user's attempts to get their shell, PID 1 or a
-//! grandchild registered are refused, and a registration ends with the connection that made
-//! it.
+//! a VM there with `--register=yes`. Also: a user's attempts to get their shell, PID 1, a
+//! grandchild, a child that is not QEMU or a forked copy of itself registered are refused,
+//! and a registration ends with the connection that made it.
 
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
@@ -342,6 +342,22 @@ fn registers_with_a_real_machined_and_refuses_spoofed_leaders() {
 
     // Through the helper service.
     boot_registered(&container, "it-service", &[]);
+    // The helper tries RegisterMachineEx (the leader as a pidfd) first, and machined before
+    // 259 answers it with UnknownMethod: then it registers by pid.
+    let version = container.exec_ok(&["systemctl", "--version"]);
+    let version: u32 = version
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("systemctl --version: {version}"));
+    let fell_back = container
+        .helper_log()
+        .contains("systemd-machined has no RegisterMachineEx");
+    println!(
+        "machined of systemd {version}: registered by {}",
+        if fell_back { "pid" } else { "pidfd" }
+    );
+    assert_eq!(fell_back, version < 259, "{}", container.helper_log());
 
     // A user's attempts to register processes other than its own VM process.
     let probe = |action: &str, machine: &str, via_shell: bool| -> String {
@@ -375,6 +391,18 @@ fn registers_with_a_real_machined_and_refuses_spoofed_leaders() {
             "is not your child",
         ),
         (
+            "register-child",
+            "it-sleep",
+            false,
+            "runs 'sleep', which is not QEMU",
+        ),
+        (
+            "register-fork",
+            "it-fork",
+            false,
+            "has not started a program since you forked it",
+        ),
+        (
             "register-child-and-exit",
             "not-prefixed",
             false,
@@ -390,8 +418,9 @@ fn registers_with_a_real_machined_and_refuses_spoofed_leaders() {
             failures.push(format!("{action}: {answer}"));
         }
     }
-    // Leftover children of the last probe.
+    // Leftover children of the probes.
     let _ = container.exec(&["pkill", "-u", TEST_USER, "-x", "sleep"]);
+    let _ = container.exec(&["pkill", "-u", TEST_USER, "-x", "helper-probe"]);
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 
     // A registration ends with its connection: the probe registers its child, then exits
@@ -437,6 +466,13 @@ fn registers_with_a_real_machined_and_refuses_spoofed_leaders() {
         "the orphaned leader should still run (so machined did not drop it by itself)"
     );
     let _ = container.exec(&["systemctl", "stop", "it-orphan"]);
+    let _ = container.exec(&[
+        "pkill",
+        "-u",
+        TEST_USER,
+        "-f",
+        "qemu-system-x86_64 -machine none",
+    ]);
 
     // Through the setuid helper (the service stopped): the same registration.
     container.exec_ok(&[

@@ -1,8 +1,11 @@
 //! The privileged helper with real components: a guest of the unprivileged test user gets a
 //! TAP from the helper (service mode and setuid mode) inside a network namespace the test
-//! creates, reaches the host end, and the TAP goes away with the VM; policy denials and a
-//! missing helper give clear errors; the helper runs with no effective capability.
+//! creates, reaches the host end, and the TAP goes away with the VM; two users' guests with
+//! TAPs from the helper on one bridge reach each other; policy denials and a missing helper
+//! give clear errors; the helper runs with no effective capability.
 
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
@@ -183,4 +186,127 @@ fn setuid_helper_tap_vanishes_when_the_launcher_is_killed() {
             .all(|&pid| wait_process_exit(pid, Duration::from_secs(10))),
         "QEMU survived"
     );
+}
+
+/// The guest's MAC address (`nic eth0 mac=...`).
+fn guest_mac(out: &Finished) -> String {
+    out.vmtest()
+        .iter()
+        .find_map(|l| l.strip_prefix("nic eth0 mac="))
+        .unwrap_or_else(|| panic!("the guest reported no eth0: {:?}", out.vmtest()))
+        .to_string()
+}
+
+#[test]
+fn two_users_vms_on_one_bridge_ping_each_other() {
+    const BRIDGE: &str = "vmbr0";
+    let others = TempUsers::create("vmspbr", 1);
+    let second = others.names[0].clone();
+    let netns = Netns::new("bridge");
+    netns.ip(&["link", "add", BRIDGE, "type", "bridge"]);
+    netns.ip(&["link", "set", BRIDGE, "up"]);
+    let policy = format!(
+        "[[allow]]\nusers = [\"{TEST_USER}\", \"{second}\"]\noperations = [\"create-tap\"]\n\
+         bridges = [\"{BRIDGE}\"]\nmax-taps = 1\npolkit = \"no\"\n"
+    );
+    // The test user's VM gets its TAP from the service, the second user's from the setuid
+    // helper: both modes, one bridge.
+    let helper = HelperService::start(&netns, "bridge", &policy);
+    let setuid = SetuidHelper::install(&policy);
+
+    let work = Workdir::new("bridge-a", User::Tester);
+    let mut first = net_guest(&work, &netns, helper.socket.to_str().unwrap());
+    first.env("VMSPAWN_PRIVHELPER_BRIDGE", BRIDGE).args([
+        "-M",
+        "bridge-a",
+        "test.mode=net=10.77.0.2/24@10.77.0.3,sleep=10",
+    ]);
+
+    let (uid, gid) = TempUsers::ids(&second);
+    let dir = PathBuf::from(format!(
+        "/var/tmp/vmspawn-it-{}-bridge-b",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    for sub in ["tmp", "home"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+    }
+    make_gpt_image(
+        &dir.join("guest.raw"),
+        8,
+        "77777777-2222-4333-8444-666666666666",
+    );
+    let chown = Command::new("chown")
+        .arg("-R")
+        .arg(format!("{uid}:{gid}"))
+        .arg(&dir)
+        .status()
+        .unwrap();
+    assert!(chown.success());
+    let mut other = vmspawn_as(uid, gid, &dir, Some(&netns));
+    other
+        .env(
+            "VMSPAWN_PRIVHELPER_SOCKET",
+            "/nonexistent/privhelper.socket",
+        )
+        .env("VMSPAWN_PRIVHELPER", &setuid.binary)
+        .env("VMSPAWN_PRIVHELPER_BRIDGE", BRIDGE)
+        .args(busybox_boot(false))
+        .args([
+            "-i",
+            "guest.raw",
+            "--console=read-only",
+            "-n",
+            "-M",
+            "bridge-b",
+        ])
+        .arg("test.mode=net=10.77.0.3/24@10.77.0.2,sleep=10");
+
+    let a = Background::start(first);
+    let b = Background::start(other);
+    // Both TAPs, each owned by its user, are ports of the bridge with a 0xFE MAC.
+    let deadline = Instant::now() + BOOT;
+    while netns.taps().len() < 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let taps = netns.taps();
+    assert_eq!(taps.len(), 2, "{taps:?}\n{}\n{}", a.stderr(), b.stderr());
+    let mut owners = Vec::new();
+    for tap in &taps {
+        let details = netns.ip(&["-d", "link", "show", tap]);
+        assert!(details.contains(&format!("master {BRIDGE}")), "{details}");
+        assert!(details.contains("link/ether fe:"), "{details}");
+        owners.push(
+            details
+                .split_whitespace()
+                .skip_while(|w| *w != "user")
+                .nth(1)
+                .unwrap_or_default()
+                .to_string(),
+        );
+    }
+    owners.sort();
+    let mut expected = vec![TEST_USER.to_string(), second.clone()];
+    expected.sort();
+    assert_eq!(owners, expected, "each user holds one TAP");
+
+    let (a, b) = (a.finish(BOOT), b.finish(BOOT));
+    a.assert_success();
+    b.assert_success();
+    assert!(a.has("net-ok 10.77.0.3"), "{:?}", a.vmtest());
+    assert!(b.has("net-ok 10.77.0.2"), "{:?}", b.vmtest());
+    let (mac_a, mac_b) = (guest_mac(&a), guest_mac(&b));
+    println!("guest MACs: {mac_a} ({TEST_USER}), {mac_b} ({second})");
+    assert_ne!(mac_a, mac_b, "two VMs on one bridge must not share a MAC");
+    for mac in [&mac_a, &mac_b] {
+        assert_ne!(mac, "52:54:00:12:34:56", "QEMU's default MAC");
+    }
+    wait_gone(&netns, Duration::from_secs(10));
+    work.assert_no_leftovers();
+    let left: Vec<_> = std::fs::read_dir(dir.join("tmp"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert!(left.is_empty(), "{second}'s vmspawn left {left:?}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -491,7 +491,7 @@ impl Drop for Sleeper {
     }
 }
 
-/// Registering a machine: the leader must be the caller's own live child, running as the
+/// Registering a machine: the leader must be the caller's own live QEMU child, running as the
 /// caller. Each case offers another process, and is refused before machined is asked.
 fn register_cases() -> Vec<Case> {
     use ErrorKind::{Denied, InvalidRequest, Unsupported};
@@ -650,11 +650,57 @@ fn register_cases() -> Vec<Case> {
             }),
         ),
         (
-            "register-a-real-child-without-machined",
+            "register-a-child-that-is-not-qemu",
             Box::new(move |h, _| {
                 let s = connect(h);
                 hello(&s);
                 let child = Sleeper::start(Command::new("sleep").arg("30"));
+                let leader = pidfd_open(child.0.id(), 0);
+                offered(
+                    &s,
+                    &register("vm"),
+                    &leader,
+                    Denied,
+                    "runs 'sleep', which is not QEMU",
+                )
+            }),
+        ),
+        (
+            "register-a-forked-copy-of-the-caller",
+            Box::new(move |h, _| {
+                let s = connect(h);
+                hello(&s);
+                // SAFETY: the child only calls pause(), which is async-signal-safe, until it
+                // is killed below.
+                let child = match unsafe { nix::unistd::fork() }.unwrap() {
+                    nix::unistd::ForkResult::Child => loop {
+                        nix::unistd::pause();
+                    },
+                    nix::unistd::ForkResult::Parent { child } => child,
+                };
+                let leader = pidfd_open(child.as_raw() as u32, 0);
+                let result = offered(
+                    &s,
+                    &register("vm"),
+                    &leader,
+                    Denied,
+                    "has not started a program since you forked it",
+                );
+                let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+                let _ = nix::sys::wait::waitpid(child, None);
+                result
+            }),
+        ),
+        (
+            "register-a-real-qemu-child-without-machined",
+            Box::new(move |h, _| {
+                let s = connect(h);
+                hello(&s);
+                let child = Sleeper::start(
+                    Command::new("qemu-system-x86_64")
+                        .args(["-machine", "none", "-nodefaults", "-display", "none", "-S"])
+                        .stdin(Stdio::null()),
+                );
                 let leader = pidfd_open(child.0.id(), 0);
                 offered(
                     &s,
@@ -694,7 +740,7 @@ fn running_helper_refuses_every_adversarial_request() {
         .chain(request_cases())
         .chain(register_cases())
         .collect();
-    assert!(cases.len() >= 43, "{}", cases.len());
+    assert!(cases.len() >= 46, "{}", cases.len());
     for (name, case) in &cases {
         match case(&helper, &netns) {
             Ok(()) => println!("case {name}: refused as expected"),

@@ -8,8 +8,10 @@
 //!   register-self         offer ourselves
 //!   register-pid1         offer PID 1 (another user's process)
 //!   register-grandchild   offer a child of our child
+//!   register-child        offer our child `sleep 120` (not QEMU)
+//!   register-fork         offer a child we forked that never called execve (a copy of us)
 //!   register-child-and-exit
-//!                         register our child (`sleep 120`) properly, then exit without
+//!                         register our child (an idle QEMU) properly, then exit without
 //!                         unregistering: the registration must end with the connection
 //!   persist-and-exit      create a TAP, make it persistent (TUNSETPERSIST) and give it to
 //!                         uid 0 (TUNSETOWNER), close it and exit: it must not outlive us
@@ -488,11 +490,35 @@ fn main() {
             keep_alive = Some((child, grandchild));
             pidfd_of(grandchild)
         }
-        "register-child-and-exit" => {
+        "register-child" => {
             let child = Command::new("sleep")
                 .arg("120")
                 .spawn()
                 .expect("spawn sleep");
+            println!("CHILD {}", child.id());
+            let pidfd = pidfd_of(child.id());
+            std::mem::forget(child);
+            pidfd
+        }
+        "register-fork" => {
+            // SAFETY: the child only calls pause(), which is async-signal-safe, until it is
+            // killed.
+            match unsafe { nix::unistd::fork() }.expect("fork") {
+                nix::unistd::ForkResult::Child => loop {
+                    nix::unistd::pause();
+                },
+                nix::unistd::ForkResult::Parent { child } => {
+                    println!("CHILD {child}");
+                    pidfd_of(child.as_raw() as u32)
+                }
+            }
+        }
+        "register-child-and-exit" => {
+            let child = Command::new("qemu-system-x86_64")
+                .args(["-machine", "none", "-nodefaults", "-display", "none", "-S"])
+                .stdin(Stdio::null())
+                .spawn()
+                .expect("spawn qemu-system-x86_64");
             println!("CHILD {}", child.id());
             let pidfd = pidfd_of(child.id());
             // The child is left running: only the connection ends.

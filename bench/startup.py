@@ -15,7 +15,8 @@ Then, when swtpm is installed, what the default virtual TPM adds before QEMU can
 socket): with the default persistent state next to the image (created by the first run, reused
 after), and with --tpm-state=off (a fresh transient state every run). And, when
 vhost-device-vsock is installed, what vsock over it adds (starting it and waiting until its
-vhost-user socket accepts a connection).
+vhost-user socket accepts a connection), what the ephemeral SSH key adds on top (the confined
+ssh-keygen run), and what --forward-journal= adds (starting systemd-journal-remote).
 
 Usage: python3 bench/startup.py [--runs N] [--vmspawn PATH]
 Targets: median < 10 ms, peak RSS <= 8 MiB, confinement < 2 ms.
@@ -155,11 +156,24 @@ def main():
         vhost_user = shutil.which("vhost-device-vsock")
         if vhost_user:
             vsock_env = dict(env, PATH=env["PATH"] + ":" + os.path.dirname(vhost_user))
-            vsock_times, _ = measure(measure_bin, base + ["--tpm=no", "--vsock=yes", "quiet"], vsock_env, work,
+            vsock = base + ["--tpm=no", "--vsock=yes"]
+            vsock_times, _ = measure(measure_bin, vsock + ["--pass-ssh-key=no", "quiet"], vsock_env, work,
                                      args.runs)
-            print(f"with vsock over vhost-device-vsock (no /dev/vhost-vsock): start-up to QEMU exec "
-                  f"{summary(vsock_times)}; the sidecar adds "
+            print(f"with vsock over vhost-device-vsock (no /dev/vhost-vsock), --pass-ssh-key=no: start-up to QEMU "
+                  f"exec {summary(vsock_times)}; the sidecar adds "
                   f"{statistics.median(vsock_times) - statistics.median(confined_times):.2f} ms")
+            if shutil.which("ssh-keygen"):
+                ssh_times, _ = measure(measure_bin, vsock + ["quiet"], vsock_env, work, args.runs)
+                print(f"with vsock and the default --pass-ssh-key=yes: {summary(ssh_times)}; ssh-keygen adds "
+                      f"{statistics.median(ssh_times) - statistics.median(vsock_times):.2f} ms")
+            journal_remote = "/usr/lib/systemd/systemd-journal-remote"
+            if os.access(journal_remote, os.X_OK):
+                journal = os.path.join(work, "journal")
+                journal_times, _ = measure(
+                    measure_bin, vsock + ["--pass-ssh-key=no", f"--forward-journal={journal}", "quiet"],
+                    vsock_env, work, args.runs)
+                print(f"with vsock and --forward-journal=DIR: {summary(journal_times)}; systemd-journal-remote adds "
+                      f"{statistics.median(journal_times) - statistics.median(vsock_times):.2f} ms")
         else:
             print("vhost-device-vsock is not installed: no vsock figures (cargo install vhost-device-vsock)")
 

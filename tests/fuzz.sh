@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every fuzz target of fuzz/ for $VMSPAWN_FUZZ_SECONDS (default 60) on a copy of its
 # committed corpus (fuzz/corpus/<target>/) and fails when one crashes (a panic, a sanitizer
-# report, a hang of more than 10 s on one input, or more than 2 GiB of memory). The three
+# report, a hang of more than 10 s on one input, or more than 2 GiB of memory). The
 # targets run at the same time. Needs a nightly toolchain (cargo-fuzz builds with
 # -Zsanitizer=address); without one it says that the fuzz run is skipped and succeeds: the
 # corpus replay tests (`cargo test`, stable) still check every committed input.

@@ -1,7 +1,7 @@
 //! Registration with systemd-machined (`--register=`). Root talks to the system machined's
 //! varlink socket; a regular user uses their own machined when the host runs one, and
 //! otherwise the privileged helper, which registers with the system machined on their
-//! behalf after checking that the leader is their own child.
+//! behalf after checking that the leader is their own child, running a QEMU it executed.
 //!
 //! vmspawn 259 registers by default and fails if it cannot. Here an unset `--register=` means
 //! "when a machined can be reached" (259's later `auto`), so a host without machined still

@@ -868,7 +868,7 @@ impl Bus {
         fds: &[BorrowedFd<'_>],
         timeout: Duration,
     ) -> Result<Message, CallError> {
-        let idle = crate::handler::lock(&self.idle).pop();
+        let idle = crate::lock(&self.idle).pop();
         let mut connection = match idle {
             Some(connection) => connection,
             None if self.reconnect => Connection::open(&self.path).map_err(CallError::Failed)?,
@@ -881,7 +881,7 @@ impl Bus {
         let result = connection.call(call, fds, Instant::now() + timeout);
         // A connection whose call failed may be mid-message: it is not used again.
         if !matches!(result, Err(CallError::Failed(_))) {
-            let mut idle = crate::handler::lock(&self.idle);
+            let mut idle = crate::lock(&self.idle);
             if idle.len() < MAX_IDLE {
                 idle.push(connection);
             }

@@ -5,7 +5,7 @@ use std::fs::OpenOptions;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use vmspawn_policy::{Caller, Operation, Policy};
 use vmspawn_proto::{ErrorKind, PROTOCOL_VERSION, ProtoError, Request, Response};
@@ -83,13 +83,7 @@ fn spread(uid: u32, machine: &str) -> u64 {
 /// someone created an interface of that name; 48 random bits make that a guess).
 const TAP_NAME_ATTEMPTS: usize = 8;
 
-/// Locks `mutex`; the helper does not panic while holding a lock, so a poisoned one holds
-/// consistent data.
-pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
+pub use vmspawn_privhelper::lock;
 
 /// Up to 64 CIDs of `first..=last` to try, in order from a place derived from the user and
 /// the machine name (so a VM tends to get the same CID each time).

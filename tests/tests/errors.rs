@@ -161,9 +161,14 @@ fn bad_input_gives_clear_errors_and_leaves_nothing() {
         "--vsock=yes: there is no way to give this VM a vsock device",
     );
     cases.fails(
-        &["-i", "guest.raw", "--forward-journal=/tmp/j"],
+        &["-i", "guest.raw", "--slice=vm"],
         &[],
         "is not supported yet",
+    );
+    cases.fails(
+        &["-i", "guest.raw", "--vsock=no", "--forward-journal=journal"],
+        &[],
+        "--forward-journal= needs a vsock device",
     );
     cases.fails(
         &["-i", "guest.raw", "--tpm-state=bogus"],

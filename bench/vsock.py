@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Time from vmspawn's start to the guest's READY=1 over vsock, for the Debian trixie test guest
+"""Time from vmspawn's start to the guest's READY=1 over vsock, for the Debian forky test guest
 booted from its directory tree (`-D`, through the busybox initrd's switch_root, TCG), and the
 same boot without vsock, timed to the same point on the console (the check unit's
 `VMTEST: done`, which runs once the default target is reached), as the user `tester`.
@@ -93,7 +93,7 @@ def main():
         tree = os.path.join(work, "tree")
         os.mkdir(tree)
         subprocess.run(["tar", "--numeric-owner", "--xattrs", "--xattrs-include=*", "-I", "zstd", "-xpf",
-                        os.path.join(images, "trixie-tree.tar.zst"), "-C", tree], check=True)
+                        os.path.join(images, "systemd-tree.tar.zst"), "-C", tree], check=True)
         for stamp in ("etc/.updated", "var/.updated"):
             open(os.path.join(tree, stamp), "w").close()
         subprocess.run(["chown", "-R", f"{user.pw_uid}:{user.pw_gid}", work], check=True)

@@ -19,10 +19,12 @@ CACHE_ROOT=/var/cache/vmspawn-test
 SUITE=bookworm
 GUEST_PACKAGES=systemd,systemd-sysv,udev,dbus,kmod,initramfs-tools,zstd,tpm2-tools
 UKI_CMDLINE="root=PARTLABEL=root rw quiet systemd.show_status=0"
-# The Debian trixie tree for --directory (root on virtiofs) boots. trixie-backports has no
-# systemd (checked 2026-12), so this is trixie's systemd 257.
-TRIXIE_SUITE=trixie
-TRIXIE_PACKAGES=systemd,systemd-sysv,udev,dbus,kmod,openssh-server,libnss-systemd,systemd-userdbd,iproute2
+# The Debian tree for --directory (root on virtiofs) boots: forky, for a systemd (262) that
+# reads the userdb.transient.* credentials of --bind-user (257, trixie's, does not). This
+# debootstrap has no forky script; forky is laid out like sid, so it uses sid's.
+TREE_SUITE=forky
+TREE_SCRIPT=/usr/share/debootstrap/scripts/sid
+TREE_PACKAGES=systemd,systemd-sysv,udev,dbus,kmod,openssh-server,libnss-systemd,systemd-userdbd,iproute2
 ESP_TYPE=c12a7328-f81f-11d2-ba4b-00a0c93ec93b
 ROOT_TYPE=4f68bce3-e8cd-4db1-96e7-fbcaf984b709
 ESP_SECTORS=131072 # 64 MiB
@@ -383,60 +385,68 @@ log "disk image"
 build_disk_image "$TMP/systemd.raw"
 safe_rm "$ROOTFS"
 
-# --- 5. Debian trixie tree (root on virtiofs) -----------------------------------------------
-TRIXIE=$WORK/trixie
-log "debootstrap $TRIXIE_SUITE from $MIRROR"
+# --- 5. Debian systemd tree (root on virtiofs) ----------------------------------------------
+TREE=$WORK/tree
+log "debootstrap $TREE_SUITE from $MIRROR"
 t0=$SECONDS
-if ! debootstrap --variant=minbase --include="$TRIXIE_PACKAGES" "$TRIXIE_SUITE" "$TRIXIE" "$MIRROR" \
-    >"$WORK/debootstrap-trixie.log" 2>&1; then
-    tail -n 40 "$WORK/debootstrap-trixie.log" >&2
-    die "debootstrap of $TRIXIE_SUITE failed (log above)"
+if ! debootstrap --variant=minbase --include="$TREE_PACKAGES" "$TREE_SUITE" "$TREE" "$MIRROR" \
+    "$TREE_SCRIPT" >"$WORK/debootstrap-tree.log" 2>&1; then
+    tail -n 40 "$WORK/debootstrap-tree.log" >&2
+    die "debootstrap of $TREE_SUITE failed (log above)"
 fi
-log "debootstrap $TRIXIE_SUITE took $((SECONDS - t0)) s"
+log "debootstrap $TREE_SUITE took $((SECONDS - t0)) s"
 
-configure_trixie() {
+configure_tree() {
     local unit
-    mkdir -p "$TRIXIE/usr/lib/modules"
-    cp -a "$MODDIR" "$TRIXIE/usr/lib/modules/"
-    rm -f "$TRIXIE/usr/lib/modules/$KVER/build" "$TRIXIE/usr/lib/modules/$KVER/source"
-    chroot "$TRIXIE" depmod -a "$KVER"
+    mkdir -p "$TREE/usr/lib/modules"
+    cp -a "$MODDIR" "$TREE/usr/lib/modules/"
+    rm -f "$TREE/usr/lib/modules/$KVER/build" "$TREE/usr/lib/modules/$KVER/source"
+    chroot "$TREE" depmod -a "$KVER"
 
-    echo vmtest >"$TRIXIE/etc/hostname"
+    echo vmtest >"$TREE/etc/hostname"
     printf '127.0.0.1\tlocalhost\n127.0.1.1\tvmtest\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' \
-        >"$TRIXIE/etc/hosts"
-    chroot "$TRIXIE" passwd -q -d root >/dev/null
-    : >"$TRIXIE/etc/fstab"
-    rm -f "$TRIXIE/etc/resolv.conf"
+        >"$TREE/etc/hosts"
+    chroot "$TREE" passwd -q -d root >/dev/null
+    : >"$TREE/etc/fstab"
+    rm -f "$TREE/etc/resolv.conf"
     # Like the bookworm guest: one fixed machine ID, so no first-boot setup runs.
-    if [ ! -s "$TRIXIE/etc/machine-id" ] || grep -qx uninitialized "$TRIXIE/etc/machine-id"; then
-        rm -f "$TRIXIE/etc/machine-id"
-        chroot "$TRIXIE" systemd-machine-id-setup >/dev/null 2>&1 ||
-            die "systemd-machine-id-setup in the $TRIXIE_SUITE tree failed"
+    if [ ! -s "$TREE/etc/machine-id" ] || grep -qx uninitialized "$TREE/etc/machine-id"; then
+        rm -f "$TREE/etc/machine-id"
+        chroot "$TREE" systemd-machine-id-setup >/dev/null 2>&1 ||
+            die "systemd-machine-id-setup in the $TREE_SUITE tree failed"
     fi
 
-    install -m 0755 "$IMAGES_DIR/vmtest-check.sh" "$TRIXIE/usr/local/bin/vmtest-check"
-    install -m 0644 "$IMAGES_DIR/vmtest-check.service" "$TRIXIE/etc/systemd/system/vmtest-check.service"
+    install -m 0755 "$IMAGES_DIR/vmtest-check.sh" "$TREE/usr/local/bin/vmtest-check"
+    install -m 0644 "$IMAGES_DIR/vmtest-check.service" "$TREE/etc/systemd/system/vmtest-check.service"
     for unit in vmtest-check.service ssh.service; do
-        chroot "$TRIXIE" systemctl enable "$unit" >/dev/null 2>&1
-        [ -L "$TRIXIE/etc/systemd/system/multi-user.target.wants/$unit" ] ||
-            die "enabling $unit in the $TRIXIE_SUITE tree failed"
+        chroot "$TREE" systemctl enable "$unit" >/dev/null 2>&1
+        [ -L "$TREE/etc/systemd/system/multi-user.target.wants/$unit" ] ||
+            die "enabling $unit in the $TREE_SUITE tree failed"
     done
+    # Debian ships it disabled, and only it turns --bind-user's userdb.transient.*
+    # credentials into records the guest's userdb and NSS serve.
+    unit=systemd-userdb-load-credentials.service
+    chroot "$TREE" systemctl enable "$unit" >/dev/null 2>&1
+    [ -L "$TREE/etc/systemd/system/sysinit.target.wants/$unit" ] ||
+        die "enabling $unit in the $TREE_SUITE tree failed"
 
     # The guest gets /dev as devtmpfs (the initrd moves its own there), and an unprivileged
     # user cannot create the device nodes debootstrap left: keep /dev empty.
-    find "$TRIXIE/dev" -mindepth 1 -xdev -delete
-    rm -rf "$TRIXIE"/var/cache/apt/archives/*.deb "$TRIXIE"/var/lib/apt/lists/* \
-        "$TRIXIE"/var/log/*.log "$TRIXIE"/var/log/apt/* "$TRIXIE"/tmp/*
+    find "$TREE/dev" -mindepth 1 -xdev -delete
+    rm -rf "$TREE"/var/cache/apt/archives/*.deb "$TREE"/var/lib/apt/lists/* \
+        "$TREE"/var/log/*.log "$TREE"/var/log/apt/* "$TREE"/tmp/*
 }
-log "configuring the $TRIXIE_SUITE tree"
-configure_trixie
-TRIXIE_SYSTEMD=$(chroot "$TRIXIE" dpkg-query -W -f='${Version}' systemd)
-printf '%s\n' "$TRIXIE_SYSTEMD" >"$TMP/trixie-systemd-version"
-log "$TRIXIE_SUITE tree: systemd $TRIXIE_SYSTEMD, $(du -s --block-size=1M "$TRIXIE" | cut -f1) MiB"
+log "configuring the $TREE_SUITE tree"
+configure_tree
+TREE_SYSTEMD=$(chroot "$TREE" dpkg-query -W -f='${Version}' systemd)
+# The --bind-user tests need userdb.transient.* support (258 and later).
+[ "${TREE_SYSTEMD%%[!0-9]*}" -ge 258 ] || die "the $TREE_SUITE tree has systemd $TREE_SYSTEMD, older than 258"
+printf '%s\n' "$TREE_SYSTEMD" >"$TMP/systemd-tree-version"
+log "$TREE_SUITE tree: systemd $TREE_SYSTEMD, $(du -s --block-size=1M "$TREE" | cut -f1) MiB"
 t0=$SECONDS
-tar --numeric-owner --xattrs --xattrs-include='*' --acls -C "$TRIXIE" -I 'zstd -T0 -q' \
-    -cf "$TMP/trixie-tree.tar.zst" .
-log "trixie-tree.tar.zst: $(du --block-size=1M "$TMP/trixie-tree.tar.zst" | cut -f1) MiB in $((SECONDS - t0)) s"
+tar --numeric-owner --xattrs --xattrs-include='*' --acls -C "$TREE" -I 'zstd -T0 -q' \
+    -cf "$TMP/systemd-tree.tar.zst" .
+log "systemd-tree.tar.zst: $(du --block-size=1M "$TMP/systemd-tree.tar.zst" | cut -f1) MiB in $((SECONDS - t0)) s"
 
 # --- Finish ---------------------------------------------------------------------------------
 safe_rm "$WORK"

@@ -1202,7 +1202,7 @@ impl Drop for UserdbGroup {
 pub const VIRTIOFSD_COMM: &str = "virtiofsd";
 
 /// Unpacks a zstd-compressed tar of a directory tree (e.g. the test artifact
-/// `trixie-tree.tar.zst`) into `dest`, which is created. Run as root: owners stay numeric
+/// `systemd-tree.tar.zst`) into `dest`, which is created. Run as root: owners stay numeric
 /// (the archive's, not looked up on this host), modes and extended attributes are kept.
 pub fn extract_tree(archive: &Path, dest: &Path) {
     std::fs::create_dir_all(dest).unwrap();
@@ -1222,12 +1222,12 @@ pub fn extract_tree(archive: &Path, dest: &Path) {
     );
 }
 
-/// The Debian trixie tree (systemd 257, the artifact `trixie-tree.tar.zst`) unpacked into the
+/// The Debian forky tree (systemd 262, the artifact `systemd-tree.tar.zst`) unpacked into the
 /// work directory as `name` and given to the test user, who boots it with
 /// `--private-users=<its uid>`: its files are the user's on the host and root's in the guest.
-pub fn trixie_tree(work: &Workdir, name: &str) -> PathBuf {
+pub fn systemd_tree(work: &Workdir, name: &str) -> PathBuf {
     let tree = work.file(name);
-    extract_tree(&image("trixie-tree.tar.zst"), &tree);
+    extract_tree(&image("systemd-tree.tar.zst"), &tree);
     // First-boot work that only slows a TCG boot down: with these stamps newer than /usr,
     // ConditionNeedsUpdate= is false, so ldconfig.service, the journal catalog update and
     // systemd-update-done.service are skipped.

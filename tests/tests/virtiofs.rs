@@ -9,7 +9,7 @@
 //!
 //! Most boots use the busybox initrd, which mounts the root share at /newroot and stays in the
 //! initrd when the command line has `test.mode=` (see tests/images/README.md); only the tests
-//! where systemd matters boot the trixie tree (systemd 257) through the initrd's switch_root.
+//! where systemd matters boot the forky tree (systemd 262) through the initrd's switch_root.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -181,7 +181,7 @@ fn not_owned_by(dir: &Path, uid: u32) -> Vec<(PathBuf, u32)> {
 
 // --- Booting a tree with -D --------------------------------------------------------------
 
-/// The lines of a trixie boot through the busybox initrd's switch_root that reached the
+/// The lines of a systemd tree boot through the busybox initrd's switch_root that reached the
 /// check unit (vmtest-check.service), which printed the credential `vmtest`.
 fn check_systemd_boot(out: &Finished, token: &str) {
     out.assert_success();
@@ -207,7 +207,7 @@ fn check_systemd_boot(out: &Finished, token: &str) {
 #[test]
 fn directory_tree_boots_systemd_with_the_kernel_from_linux() {
     let work = Workdir::new("fs-tree", User::Tester);
-    let tree = trixie_tree(&work, "tree");
+    let tree = systemd_tree(&work, "tree");
     let (uid, _) = tester_ids();
     let token = random_token();
     let mut cmd = work.vmspawn();
@@ -230,7 +230,7 @@ fn directory_tree_boots_systemd_with_the_kernel_from_linux() {
 #[test]
 fn directory_tree_boots_with_the_kernel_of_its_boot_loader_entry() {
     let work = Workdir::new("fs-bls", User::Tester);
-    let tree = trixie_tree(&work, "tree");
+    let tree = systemd_tree(&work, "tree");
     // The tree's boot/ is its XBOOTLDR partition: a Type #1 entry with the kernel and two
     // initrds (the second one shows that the entry's initrds are all loaded, in order).
     for (artifact, name) in [
@@ -462,15 +462,16 @@ impl Drop for HomeFile {
 #[test]
 fn bound_user_records_and_home_reach_a_systemd_guest() {
     let work = Workdir::new("fs-binduser", User::Tester);
-    let tree = trixie_tree(&work, "tree");
+    let tree = systemd_tree(&work, "tree");
     let user = nix::unistd::User::from_name(TEST_USER).unwrap().unwrap();
     let (uid, gid) = (user.uid.as_raw(), user.gid.as_raw());
     let token = random_token();
     let name = format!("vmspawn-it-{}-home-file", std::process::id());
     let home_file = HomeFile::create(user.dir.join(&name), &format!("{token}\n"), uid, gid);
     let guest_home = format!("/run/vmhost/home/{TEST_USER}");
-    // systemd 257 does not read userdb.transient.* credentials yet (258 does; userdbctl
-    // would then show the user), so the unit prints the records as PID 1 received them.
+    // The unit prints the records as PID 1 received them, then what the guest's userdb
+    // (userdbctl) and NSS (getent, stat) make of them once systemd-userdb-load-credentials
+    // has loaded them.
     put(
         &tree.join("usr/local/bin/vmtest-bind-user"),
         &format!(
@@ -482,10 +483,14 @@ for kind in user group; do
     else
         echo "VMTEST: userdb-$kind MISSING"
     fi
+    echo "VMTEST: userdbctl-$kind $(userdbctl --json=short $kind {TEST_USER} 2>&1 | tr -d '\n')"
 done
+echo "VMTEST: getent-passwd $(getent passwd {TEST_USER} 2>&1)"
+echo "VMTEST: getent-group $(getent group {TEST_USER} 2>&1)"
 echo "VMTEST: home-mount $(findmnt -n -o SOURCE,FSTYPE {guest_home} | tr -s ' ' ' ')"
 echo "VMTEST: home-file $(cat {guest_home}/{name} 2>&1)"
 echo "VMTEST: home-owner $(stat -c %u:%g {guest_home}/{name} 2>&1)"
+echo "VMTEST: home-owner-name $(stat -c %U:%G {guest_home}/{name} 2>&1)"
 "#
         ),
         true,
@@ -493,7 +498,8 @@ echo "VMTEST: home-owner $(stat -c %u:%g {guest_home}/{name} 2>&1)"
     put(
         &tree.join("etc/systemd/system/vmtest-bind-user.service"),
         &format!(
-            "[Unit]\nDescription=vmspawn test: the bound user\nRequiresMountsFor={guest_home}\n\n\
+            "[Unit]\nDescription=vmspawn test: the bound user\nRequiresMountsFor={guest_home}\n\
+             After=systemd-userdb-load-credentials.service\n\n\
              [Service]\nType=oneshot\nExecStart=/usr/local/bin/vmtest-bind-user\n\
              StandardOutput=journal+console\nStandardError=journal+console\n"
         ),
@@ -517,20 +523,19 @@ echo "VMTEST: home-owner $(stat -c %u:%g {guest_home}/{name} 2>&1)"
     let out = run(cmd, SYSTEMD_BOOT);
     check_systemd_boot(&out, &credential);
     let lines = out.vmtest();
-    let record = |kind: &str| -> serde_json::Value {
-        let line = field_after(&lines, &format!("userdb-{kind} "))
-            .unwrap_or_else(|| panic!("no userdb-{kind} line: {lines:?}"));
-        serde_json::from_str(&line)
-            .unwrap_or_else(|e| panic!("userdb-{kind} is not JSON ({e}): {line}"))
+    let json = |key: &str| -> serde_json::Value {
+        let line = field_after(&lines, &format!("{key} "))
+            .unwrap_or_else(|| panic!("no {key} line: {lines:?}"));
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{key} is not JSON ({e}): {line}"))
     };
-    let user_record = record("user");
+    let shell = user.shell.to_str().unwrap();
+    let user_record = json("userdb-user");
     assert_eq!(user_record["userName"], TEST_USER, "{user_record}");
     assert_eq!(user_record["uid"], BOUND_ID, "{user_record}");
     assert_eq!(user_record["gid"], BOUND_ID, "{user_record}");
     assert_eq!(user_record["homeDirectory"], guest_home, "{user_record}");
     assert_eq!(
-        user_record["shell"],
-        user.shell.to_str().unwrap(),
+        user_record["shell"], shell,
         "--bind-user-shell=yes: the host user's shell: {user_record}"
     );
     assert_eq!(
@@ -543,14 +548,62 @@ echo "VMTEST: home-owner $(stat -c %u:%g {guest_home}/{name} 2>&1)"
         user_record["privileged"]["hashedPassword"].is_null(),
         "{user_record}"
     );
-    let group_record = record("group");
+    let group_record = json("userdb-group");
     assert_eq!(group_record["groupName"], TEST_USER, "{group_record}");
     assert_eq!(group_record["gid"], BOUND_ID, "{group_record}");
+    // The guest's userdb has the user and the group, from vmspawn's records (the tree's
+    // /etc/passwd and /etc/group do not know them).
+    let user_lookup = json("userdbctl-user");
+    for (field, value) in [
+        ("userName", serde_json::json!(TEST_USER)),
+        ("uid", serde_json::json!(BOUND_ID)),
+        ("gid", serde_json::json!(BOUND_ID)),
+        ("homeDirectory", serde_json::json!(guest_home)),
+        ("shell", serde_json::json!(shell)),
+        ("service", serde_json::json!("io.systemd.NSpawn")),
+    ] {
+        assert_eq!(user_lookup[field], value, "userdbctl user: {user_lookup}");
+    }
+    let group_lookup = json("userdbctl-group");
+    for (field, value) in [
+        ("groupName", serde_json::json!(TEST_USER)),
+        ("gid", serde_json::json!(BOUND_ID)),
+        ("service", serde_json::json!("io.systemd.NSpawn")),
+    ] {
+        assert_eq!(
+            group_lookup[field], value,
+            "userdbctl group: {group_lookup}"
+        );
+    }
+    // ... and so has NSS, which every other program asks.
+    let entry = |key: &str| -> Vec<String> {
+        field_after(&lines, &format!("{key} "))
+            .unwrap_or_else(|| panic!("no {key} line: {lines:?}"))
+            .split(':')
+            .map(str::to_string)
+            .collect()
+    };
+    let passwd = entry("getent-passwd");
+    assert!(
+        passwd.len() == 7
+            && passwd[0] == TEST_USER
+            && passwd[2] == BOUND_ID.to_string()
+            && passwd[3] == BOUND_ID.to_string()
+            && passwd[5] == guest_home
+            && passwd[6] == shell,
+        "getent passwd: {passwd:?}"
+    );
+    let group = entry("getent-group");
+    assert!(
+        group.len() == 4 && group[0] == TEST_USER && group[2] == BOUND_ID.to_string(),
+        "getent group: {group:?}"
+    );
     for line in [
         "home-mount mnt0 virtiofs".to_string(),
         format!("home-file {token}"),
-        // The home's owner is the bound user's guest IDs.
+        // The home's owner is the bound user's guest IDs, by number and by name.
         format!("home-owner {BOUND_ID}:{BOUND_ID}"),
+        format!("home-owner-name {TEST_USER}:{TEST_USER}"),
     ] {
         assert!(lines.contains(&line), "no '{line}' in {lines:?}");
     }

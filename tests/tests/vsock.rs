@@ -14,10 +14,10 @@ use nix::sys::signal::Signal;
 use vmspawn_tests::*;
 
 const BOOT: Duration = Duration::from_secs(150);
-/// The trixie guest under TCG takes one to three minutes to its default target.
+/// The forky guest under TCG takes one to three minutes to its default target.
 const SYSTEMD_BOOT: Duration = Duration::from_secs(420);
-/// vmspawn booting the trixie tree through the busybox initrd's switch_root, with vsock.
-fn trixie_vm(work: &Workdir, tree: &Path, extra: &[&str]) -> Command {
+/// vmspawn booting the forky tree (systemd 262) through the busybox initrd's switch_root, with vsock.
+fn systemd_vm(work: &Workdir, tree: &Path, extra: &[&str]) -> Command {
     let (uid, _) = tester_ids();
     let mut cmd = work.vmspawn();
     cmd.args(tcg())
@@ -186,18 +186,18 @@ fn ssh(work: &Workdir, key: &Path, uds: &Path, command: &str) -> (Option<i32>, S
     )
 }
 
-/// One trixie boot (they take minutes under TCG) for what needs a systemd guest: READY=1
+/// One forky boot (they take minutes under TCG) for what needs a systemd guest: READY=1
 /// after the guest's STATUS= lines, SSH with the ephemeral key over the shipped ProxyCommand
 /// (and not with another key), the guest's journal forwarded to a directory, a clean power-off
 /// on SIGTERM, and nothing left (no key file, socket or sidecar).
 #[test]
 fn guest_readiness_ssh_and_forwarded_journal() {
     let work = Workdir::new("vsock-ready", User::Tester);
-    let tree = trixie_tree(&work, "tree");
+    let tree = systemd_tree(&work, "tree");
     let journal = work.file("journal");
     let mut notify = NotifyListener::new(&work);
     // The guest stays up after its check unit: startup must finish for READY=1.
-    let mut cmd = trixie_vm(
+    let mut cmd = systemd_vm(
         &work,
         &tree,
         &[
@@ -312,8 +312,8 @@ fn guest_readiness_ssh_and_forwarded_journal() {
 #[test]
 fn guest_exit_status_becomes_vmspawns() {
     let work = Workdir::new("vsock-exit", User::Tester);
-    let tree = trixie_tree(&work, "tree");
-    let mut cmd = trixie_vm(&work, &tree, &[]);
+    let tree = systemd_tree(&work, "tree");
+    let mut cmd = systemd_vm(&work, &tree, &[]);
     cmd.args(["vmtest.nopoweroff", "systemd.run=\"systemctl exit 42\""]);
     let out = run(cmd, SYSTEMD_BOOT);
     assert_eq!(

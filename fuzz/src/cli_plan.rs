@@ -4,7 +4,7 @@
 //! fine.
 //!
 //! The input (see [`encode`]):
-//! - 3 bytes, little-endian: a bit per entry of [`SWITCHES`], the host facts and acquisition
+//! - 4 bytes, little-endian: a bit per entry of [`SWITCHES`], the host facts and acquisition
 //!   outcomes of the golden tests (`launcher/tests/golden.rs`, `# facts:` lines);
 //! - then words separated by NUL bytes. A word starting with byte 1, 2 or 3 sets
 //!   `$SYSTEMD_VMSPAWN_QEMU_EXTRA`, `$SYSTEMD_VMSPAWN_NETWORK_MAC` or `$VMSPAWN_UNCONFINED` to
@@ -25,10 +25,14 @@ use vmspawn::cli::{self, Action, ParseEnv};
 use vmspawn::plan;
 use vmspawn::testing;
 
-/// Bit `i` of the input's first three bytes sets `SWITCHES[i]`: the host facts and
+/// Bit `i` of the input's first four bytes sets `SWITCHES[i]`: the host facts and
 /// acquisition outcomes the golden tests use (`vmspawn::testing`).
 pub use vmspawn::testing::SWITCHES;
-const SWITCH_BYTES: usize = 3;
+const SWITCH_BYTES: usize = 4;
+const _: () = assert!(
+    SWITCHES.len() <= SWITCH_BYTES * 8,
+    "more switches than mask bits"
+);
 
 /// The environment variables an input can set, by the marker byte that starts the word.
 pub const VARIABLES: [(u8, &str); 3] = [
@@ -48,7 +52,7 @@ pub struct Input {
 impl Input {
     pub fn decode(data: &[u8]) -> Option<Input> {
         let (mask, rest) = data.split_first_chunk::<SWITCH_BYTES>()?;
-        let mask = u32::from_le_bytes([mask[0], mask[1], mask[2], 0]);
+        let mask = u32::from_le_bytes(*mask);
         let switches = SWITCHES
             .iter()
             .enumerate()

@@ -284,10 +284,36 @@ pub fn vmtest_lines(output: &str) -> Vec<String> {
     output
         .lines()
         .filter_map(|l| {
-            l.find("VMTEST: ")
-                .map(|i| l[i + 8..].trim_end_matches('\r').to_string())
+            l.find("VMTEST: ").map(|i| {
+                let line = l[i + 8..].trim_end_matches('\r');
+                without_kernel_message(line).to_string()
+            })
         })
         .collect()
+}
+
+/// A kernel message printed on the same console can land in the middle of a line
+/// (`tpm=2[   16.309581] SVM: …`): the line ends where a `[ seconds.micros]` stamp begins.
+fn without_kernel_message(line: &str) -> &str {
+    let mut from = 0;
+    while let Some(at) = line[from..].find('[').map(|i| from + i) {
+        let rest = line[at + 1..].trim_start_matches(' ');
+        let stamp = rest.split(']').next().unwrap_or("");
+        let is_stamp = rest.contains(']')
+            && stamp.split_once('.').is_some_and(|(secs, micros)| {
+                !secs.is_empty()
+                    && micros.len() == 6
+                    && secs
+                        .bytes()
+                        .chain(micros.bytes())
+                        .all(|b| b.is_ascii_digit())
+            });
+        if is_stamp {
+            return &line[..at];
+        }
+        from = at + 1;
+    }
+    line
 }
 
 fn kill_group(child: &Child) {
@@ -1285,4 +1311,16 @@ pub fn cmdline_of(pid: u32) -> Vec<String> {
         .filter(|v| !v.is_empty())
         .map(|v| String::from_utf8_lossy(v).into_owned())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_messages_inside_a_line_are_cut_off() {
+        let out = "VMTEST: tpm=2[   16.309581] SVM: kvm: Nested Paging enabled\nVMTEST: a[b]\n";
+        assert_eq!(vmtest_lines(out), ["tpm=2", "a[b]"]);
+        assert_eq!(without_kernel_message("x [1.5] y"), "x [1.5] y");
+    }
 }

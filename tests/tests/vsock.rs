@@ -640,6 +640,7 @@ fn a_kvm_fd_passed_by_socket_activation_reaches_qemu() {
         .args(busybox_boot(false))
         .args([
             "--kvm=yes",
+            "--secure-boot=no",
             "--tpm=no",
             "--vsock=no",
             "--console=read-only",
@@ -648,8 +649,9 @@ fn a_kvm_fd_passed_by_socket_activation_reaches_qemu() {
         .arg(&tree)
         .arg("test.mode=sleep=120")
         .env_clear()
-        // This host's KVM aborts QEMU's `-cpu max` (an MSR it cannot set); a plain CPU model,
-        // stopped before it runs (-S), keeps QEMU up with its fds for the check.
+        // This host's KVM aborts QEMU's `-cpu max` (an MSR it cannot set) and has no SMM
+        // (which Secure Boot firmware needs): a plain CPU model and firmware, stopped before
+        // it runs (-S), keep QEMU up with its fds for the check.
         .env("SYSTEMD_VMSPAWN_QEMU_EXTRA", "-cpu qemu64 -S")
         .env("PATH", "/usr/local/bin:/usr/bin:/bin")
         .env("HOME", work.file("home"))

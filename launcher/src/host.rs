@@ -446,7 +446,7 @@ fn tpm_auto_state_problem(image: &Path) -> Option<String> {
 /// creatable below its nearest existing ancestor.
 fn journal_output_problem(path: &Path) -> Option<String> {
     use nix::unistd::{AccessFlags, access};
-    let single = path.as_os_str().as_encoded_bytes().ends_with(b".journal");
+    let single = crate::journal::is_single_file(path);
     let writable = |p: &Path| access(p, AccessFlags::W_OK | AccessFlags::X_OK);
     let denied = |p: &Path, e: nix::errno::Errno| {
         Some(format!("'{}' is not writable: {}", p.display(), e.desc()))

@@ -36,7 +36,7 @@ pub struct JournalPlan {
 }
 
 /// The split mode 259 picks: one file for `*.journal`, else one file per sending host.
-fn is_single_file(path: &Path) -> bool {
+pub fn is_single_file(path: &Path) -> bool {
     path.as_os_str().as_encoded_bytes().ends_with(b".journal")
 }
 

@@ -316,6 +316,9 @@ fn install_prefixes(binaries: &[&Path]) -> Vec<PathBuf> {
     prefixes
 }
 
+/// What a program reads to look its user up (getpwuid): ssh-keygen and swtpm_setup do.
+pub const USER_DATABASE: [&str; 3] = ["/etc/passwd", "/etc/group", "/etc/nsswitch.conf"];
+
 /// Read and execute rights for a program and the shared libraries it loads, under /usr and
 /// under the prefix the program lives in (e.g. /usr/local). The common base of every
 /// process's Landlock domain.

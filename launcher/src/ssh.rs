@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use crate::config::{Config, Credential};
 use crate::error::{Error, Result};
-use crate::plan::{HostFacts, StateDir, program_rules};
+use crate::plan::{HostFacts, StateDir, USER_DATABASE, program_rules};
 use crate::process::{EnvPlan, Jail, Lifetime, ProcessPlan, Role, StdioPlan};
 use crate::sandbox::SeccompTable;
 
@@ -72,9 +72,7 @@ pub fn plan(
 
     // ssh-keygen looks its user up (for the key's comment) and writes the two key files.
     let mut rules = program_rules(&[keygen], &host.qemu_arch);
-    for path in ["/etc/passwd", "/etc/group", "/etc/nsswitch.conf"] {
-        rules.read.push(PathBuf::from(path));
-    }
+    rules.read.extend(USER_DATABASE.map(PathBuf::from));
     rules.write = vec![dir.clone()];
     rules.devices = vec![PathBuf::from("/dev/null")];
     let args: Vec<OsString> = vec![

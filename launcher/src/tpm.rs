@@ -12,7 +12,7 @@ use std::time::Duration;
 use crate::config::{Config, TpmState};
 use crate::error::{Error, Result};
 use crate::parse::Tristate;
-use crate::plan::{HostFacts, SocketPlan, StateDir, program_rules};
+use crate::plan::{HostFacts, SocketPlan, StateDir, USER_DATABASE, program_rules};
 use crate::process::{
     EnvPlan, FdName, FdTable, Jail, Lifetime, PassedFd, ProcessPlan, Readiness, Role, StdioPlan,
     Stop,
@@ -183,15 +183,11 @@ pub fn plan(
     // swtpm_setup reads its configuration from /etc and keeps swtpm's pid file in /tmp (a
     // fixed path in swtpm 0.7, whatever $TMPDIR says).
     let mut setup_rules = program_rules(&[swtpm_setup, &swtpm.swtpm], arch);
-    for path in [
-        "/etc/swtpm_setup.conf",
-        "/etc/passwd",
-        "/etc/group",
-        "/etc/nsswitch.conf",
-        "/etc/localtime",
-        "/usr/share/zoneinfo",
-        "/dev/urandom",
-    ] {
+    setup_rules
+        .read
+        .push(PathBuf::from("/etc/swtpm_setup.conf"));
+    setup_rules.read.extend(USER_DATABASE.map(PathBuf::from));
+    for path in ["/etc/localtime", "/usr/share/zoneinfo", "/dev/urandom"] {
         setup_rules.read.push(PathBuf::from(path));
     }
     setup_rules.write = vec![state.clone()];

@@ -319,6 +319,14 @@ static OPTIONS: &[OptionSpec] = &[
         "Register VM as machine",
     ),
     opt(
+        "coco",
+        None,
+        Value,
+        "TYPE",
+        PROPS,
+        "Confidential computing (not supported by this vmspawn)",
+    ),
+    opt(
         "keep-unit",
         None,
         Flag,
@@ -381,6 +389,14 @@ static OPTIONS: &[OptionSpec] = &[
         "GROUP",
         MOUNTS,
         "Add an auxiliary group to --bind-user= users",
+    ),
+    opt(
+        "bind-volume",
+        None,
+        Value,
+        "PROVIDER:VOLUME",
+        MOUNTS,
+        "Attach a storage volume (not supported by this vmspawn)",
     ),
     opt(
         "forward-journal",
@@ -740,7 +756,27 @@ fn apply(matches: &ArgMatches, env: &ParseEnv) -> Result<Action> {
                 }
                 c.properties.push(text.to_string());
             }
-            "register" => c.register = Some(bool_value(o.id, v)?),
+            "register" => {
+                // 262's "auto": register where a machined is reachable (the unset default).
+                c.register = match str_value(o.id, v)? {
+                    "auto" => None,
+                    _ => Some(bool_value(o.id, v)?),
+                }
+            }
+            "coco" => {
+                return Err(Error::new(format!(
+                    "--coco={}: confidential computing (TDX/SEV-SNP guests) is not supported by \
+                     this vmspawn. Use systemd-vmspawn 262 on a host with TDX or SEV-SNP support.",
+                    v.to_string_lossy()
+                )));
+            }
+            "bind-volume" => {
+                return Err(Error::new(format!(
+                    "--bind-volume={}: storage volume providers are not supported by this vmspawn. \
+                     Pass the volume as --extra-drive=PATH, or share a directory with --bind=.",
+                    v.to_string_lossy()
+                )));
+            }
             "private-users" => c.private_users = Some(parse_private_users(str_value(o.id, v)?)?),
             "bind" | "bind-ro" => c.binds.push(parse_bind(v, o.id == "bind-ro", env)?),
             "extra-drive" => {
@@ -1210,6 +1246,24 @@ mod tests {
             assert!(e.contains("not supported yet"), "{args:?}: {e}");
         }
         // Defaults and explicit "off" are fine.
+        for (args, what) in [
+            (&["--coco=tdx"][..], "confidential computing"),
+            (&["--bind-volume=lvm:vol0"], "storage volume providers"),
+        ] {
+            let e = error(args);
+            assert!(
+                e.contains(what) && e.contains("not supported"),
+                "{args:?}: {e}"
+            );
+        }
+        assert_eq!(
+            config(&["--register=yes", "--register=auto"]).register,
+            None
+        );
+        assert_eq!(
+            config(&["--register=auto", "--register=no"]).register,
+            Some(false)
+        );
         config(&[
             "--register=no",
             "--register=yes",

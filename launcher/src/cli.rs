@@ -1245,7 +1245,6 @@ mod tests {
             let e = error(args);
             assert!(e.contains("not supported yet"), "{args:?}: {e}");
         }
-        // Defaults and explicit "off" are fine.
         for (args, what) in [
             (&["--coco=tdx"][..], "confidential computing"),
             (&["--bind-volume=lvm:vol0"], "storage volume providers"),
@@ -1264,6 +1263,7 @@ mod tests {
             config(&["--register=auto", "--register=no"]).register,
             Some(false)
         );
+        // Defaults and explicit "off" are fine.
         config(&[
             "--register=no",
             "--register=yes",

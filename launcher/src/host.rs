@@ -124,6 +124,35 @@ pub fn random_bytes<const N: usize>() -> [u8; N] {
 
 /// Where the per-VM runtime directory goes: `$XDG_RUNTIME_DIR/systemd` for users that have one,
 /// `/run/systemd` for root, else `$TMPDIR` (or /tmp).
+/// The VM generation ID: like 259, derived from the service's `$INVOCATION_ID` when vmspawn runs
+/// as a unit (so a restart of the unit is a new generation, and the same invocation keeps it),
+/// random otherwise.
+fn vmgenid(invocation_id: Option<&str>) -> [u8; 16] {
+    match invocation_id.and_then(crate::parse::parse_uuid) {
+        Some(invocation) => invocation_app_specific(&invocation),
+        None => random_bytes::<16>(),
+    }
+}
+
+/// systemd's `sd_id128_get_invocation_app_specific()` with vmspawn's application ID: HMAC-SHA256
+/// keyed with the invocation ID over the application ID, the first 16 bytes made a v4 UUID.
+fn invocation_app_specific(invocation: &[u8; 16]) -> [u8; 16] {
+    use hmac::Mac;
+    const VMGENID_APP_ID: [u8; 16] = [
+        0xbd, 0x84, 0x6d, 0xe3, 0xe4, 0x7d, 0x4b, 0x6c, 0xa6, 0x85, 0x4a, 0x87, 0x0f, 0x3c, 0xa3,
+        0xa0,
+    ];
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(invocation)
+        .expect("HMAC takes a key of any length");
+    mac.update(&VMGENID_APP_ID);
+    let digest = mac.finalize().into_bytes();
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&digest[..16]);
+    id[6] = (id[6] & 0x0f) | 0x40;
+    id[8] = (id[8] & 0x3f) | 0x80;
+    id
+}
+
 fn runtime_base(env: &HostEnv) -> PathBuf {
     if let Some(xdg) = (env.var)("XDG_RUNTIME_DIR")
         .filter(|v| !v.is_empty())
@@ -220,7 +249,11 @@ pub fn discover(config: &Config, env: &HostEnv) -> Result<HostFacts> {
         extra_drives,
         runtime_dir: runtime_base(env).join(format!("vmspawn.{suffix}")),
         hostname: hostname(),
-        vmgenid: random_bytes::<16>(),
+        vmgenid: vmgenid(
+            (env.var)("INVOCATION_ID")
+                .as_deref()
+                .and_then(|v| v.to_str()),
+        ),
         display_paths: if config.console == crate::config::ConsoleMode::Gui {
             display_paths(env)
         } else {
@@ -554,4 +587,23 @@ fn display_paths(env: &HostEnv) -> Vec<PathBuf> {
         paths.push(PathBuf::from(runtime));
     }
     paths
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vmgenid_follows_the_invocation_id() {
+        // Reference value from systemd itself: `systemd-id128 machine-id
+        // --app-specific=bd846de3e47d4b6ca6854a870f3ca3a0` on a host whose machine ID is the
+        // key below (the same derivation as for the invocation ID).
+        let key = crate::parse::parse_uuid("3d1219c7c4c5404aaa1f6d2a48adfda4").unwrap();
+        let want = crate::parse::parse_uuid("e2c3b604575f439caf7dbac49ad3d471").unwrap();
+        assert_eq!(invocation_app_specific(&key), want);
+        assert_eq!(vmgenid(Some("3d1219c7c4c5404aaa1f6d2a48adfda4")), want);
+        // Without (or with a malformed) invocation ID: random, so two runs differ.
+        assert_ne!(vmgenid(None), vmgenid(None));
+        assert_ne!(vmgenid(Some("not-an-id")), want);
+    }
 }

@@ -349,7 +349,8 @@ fn connect_when_accepting(child: &mut ChildGuard, socket: &std::path::Path) -> R
 /// Carries out the plan; returns the process exit status.
 pub fn run(plan: &Plan, env: &RunEnv, resources: Resources) -> Result<i32> {
     // Signals become events on a signalfd, blocked before any child exists (the cleanup
-    // process keeps them blocked, so a Ctrl-C on the terminal does not end it).
+    // process keeps them blocked, so a Ctrl-C on the terminal does not end it). SIGRTMIN+4 is
+    // systemd's shutdown request; 259 treats it like SIGTERM.
     let mut mask = SigSet::empty();
     for s in [
         Signal::SIGINT,
@@ -359,6 +360,7 @@ pub fn run(plan: &Plan, env: &RunEnv, resources: Resources) -> Result<i32> {
     ] {
         mask.add(s);
     }
+    crate::sys::add_raw_signal(&mut mask, crate::sys::sigrtmin_plus_4());
     sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None)
         .map_err(|e| Error::io("Failed to block signals", e))?;
     let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)

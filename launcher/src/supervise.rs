@@ -446,6 +446,7 @@ impl<'a> Supervisor<'a> {
                         Ok(Signal::SIGINT | Signal::SIGTERM | Signal::SIGHUP) => {
                             self.request_stop()
                         }
+                        _ if info.ssi_signo as i32 == sys::sigrtmin_plus_4() => self.request_stop(),
                         _ => {}
                     }
                 }

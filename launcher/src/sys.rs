@@ -285,6 +285,23 @@ impl ListenPidExec {
     }
 }
 
+/// The signal systemd sends to ask for a shutdown (`systemctl halt` in a container, and what 259
+/// handles like SIGTERM): SIGRTMIN+4. nix's `Signal` has no real-time signals.
+pub fn sigrtmin_plus_4() -> libc::c_int {
+    libc::SIGRTMIN() + 4
+}
+
+/// Adds a signal nix's `Signal` cannot name (a real-time one) to `set`.
+pub fn add_raw_signal(set: &mut nix::sys::signal::SigSet, signal: libc::c_int) {
+    let mut raw = *set.as_ref();
+    // SAFETY: `raw` is an initialised sigset_t (a copy of `set`'s); sigaddset only fails for an
+    // invalid signal number, which leaves it unchanged.
+    unsafe {
+        libc::sigaddset(&mut raw, signal);
+        *set = nix::sys::signal::SigSet::from_sigset_t_unchecked(raw);
+    }
+}
+
 /// Arranges for `cmd`'s child to carry out `setup` right before exec.
 pub fn set_child_setup(cmd: &mut Command, mut setup: ChildSetup) {
     // SAFETY: the closure runs in the forked child before exec and makes only async-signal-safe

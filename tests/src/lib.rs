@@ -447,6 +447,12 @@ impl Background {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), signal).unwrap();
     }
 
+    /// A signal nix cannot name (real-time ones).
+    pub fn signal_raw(&self, signal: i32) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::errno::Errno::result(unsafe { libc::kill(pid.as_raw(), signal) }).unwrap();
+    }
+
     pub fn finish(mut self, timeout: Duration) -> Finished {
         let status = wait_deadline(&mut self.child, timeout);
         // Give the reader threads a moment to drain the pipes.

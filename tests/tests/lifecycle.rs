@@ -44,14 +44,26 @@ fn sigterm_powers_the_guest_off_gracefully() {
 #[test]
 fn second_signal_stops_the_vm_at_once() {
     let work = Workdir::new("sigterm-twice", User::Tester);
-    let mut vm = Background::start(busybox(&work, "ignore-powerbutton", &[]));
+    let mut cmd = busybox(&work, "ignore-powerbutton", &[]);
+    // As a unit's service, the VM generation ID follows the invocation ID (systemd's
+    // app-specific derivation; the value is what systemd computes for this ID).
+    cmd.env("INVOCATION_ID", "3d1219c7c4c5404aaa1f6d2a48adfda4");
+    let mut vm = Background::start(cmd);
     vm.wait_for_line("ignoring-powerbutton", BOOT);
     let launcher = vm.child.id();
     let qemu = children_named(launcher, QEMU_COMM);
     assert_eq!(qemu.len(), 1, "{:?}", children_of(launcher));
+    let qemu_argv = std::fs::read(format!("/proc/{}/cmdline", qemu[0])).unwrap();
+    assert!(
+        String::from_utf8_lossy(&qemu_argv)
+            .contains("vmgenid,guid=e2c3b604-575f-439c-af7d-bac49ad3d471"),
+        "{}",
+        String::from_utf8_lossy(&qemu_argv)
+    );
     // Every child: QEMU, swtpm and the cleanup process.
     let children = children_of(launcher);
-    vm.signal(Signal::SIGINT);
+    // SIGRTMIN+4 (systemd's shutdown request) is a first signal like SIGINT and SIGTERM.
+    vm.signal_raw(libc::SIGRTMIN() + 4);
     // The first signal has been handled once vmspawn says so; the second one comes after.
     vm.wait_for_stderr("Asked the guest to power off", Duration::from_secs(10));
     vm.signal(Signal::SIGTERM);

@@ -450,7 +450,9 @@ impl Background {
     /// A signal nix cannot name (real-time ones).
     pub fn signal_raw(&self, signal: i32) {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        nix::errno::Errno::result(unsafe { libc::kill(pid.as_raw(), signal) }).unwrap();
+        // SAFETY: kill(2) takes plain integers and touches no memory of ours.
+        let sent = unsafe { libc::kill(pid.as_raw(), signal) };
+        nix::errno::Errno::result(sent).unwrap();
     }
 
     pub fn finish(mut self, timeout: Duration) -> Finished {

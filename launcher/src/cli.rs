@@ -1017,7 +1017,7 @@ fn parse_extra_drive(value: &OsStr, env: &ParseEnv) -> Result<Option<ExtraDrive>
     let (format, disk_type, path) = disk::parse_disk_spec(value.as_bytes());
     if path.is_empty() {
         bail!(
-            "Failed to parse --extra-drive={}: no path after the FORMAT:/DISKTYPE: prefix. \
+            "Failed to parse --extra-drive= argument '{}': no path after the FORMAT:/DISKTYPE: prefix. \
              Expected [FORMAT:][DISKTYPE:]PATH, FORMAT one of raw, qcow2, DISKTYPE one of {}.",
             value.to_string_lossy(),
             disk_type_names()
@@ -1297,11 +1297,11 @@ mod tests {
             ),
             (
                 &["--extra-drive=qcow2:"],
-                "Failed to parse --extra-drive=qcow2:",
+                "Failed to parse --extra-drive= argument 'qcow2:': no path",
             ),
             (
                 &["--extra-drive=raw:scsi-cd:"],
-                "Failed to parse --extra-drive=raw:scsi-cd:",
+                "Failed to parse --extra-drive= argument 'raw:scsi-cd:'",
             ),
         ] {
             let e = error(args);

@@ -521,7 +521,14 @@ fn disk_device(disk_type: DiskType, what: &str, path: &Path) -> OsString {
     }
     device.push(format!(",{what},serial="));
     let serial = disk_type.serial(basename(path).as_bytes());
-    device.push(parse::escape_qemu_value(OsStr::from_bytes(&serial)));
+    let serial = parse::escape_qemu_value(OsStr::from_bytes(&serial));
+    device.push(&serial);
+    if disk_type.on_scsi_bus() {
+        // QEMU takes the device identification (VPD page 0x83, what udev's by-id names use)
+        // from a serial of at most 20 characters only; a SCSI serial may have 30.
+        device.push(",device_id=");
+        device.push(&serial);
+    }
     device
 }
 

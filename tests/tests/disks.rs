@@ -108,17 +108,20 @@ fn cat(lines: &[String], path: &str) -> Option<String> {
 
 /// One boot covers: the image as a read-only SCSI CD-ROM (`ro` on the kernel command line,
 /// writes refused), an NVMe extra drive whose long name becomes a hashed serial, a qcow2
-/// extra drive (explicit format, a name without .qcow2) on virtio-scsi that the guest writes,
-/// memory hotplug (the ACPI SRAT QEMU builds for it, the initial size in MemTotal), and a
-/// front end's drive passed as `-blockdev … file.filename=` in $SYSTEMD_VMSPAWN_QEMU_EXTRA,
-/// which QEMU may open under confinement and the guest writes (both checked from the host).
+/// extra drive (explicit format, a name without .qcow2, a hashed serial) on virtio-scsi that
+/// the guest writes, memory hotplug (the ACPI SRAT QEMU builds for it, the initial size in
+/// MemTotal), and a front end's drive passed as `-blockdev … file.filename=` in
+/// $SYSTEMD_VMSPAWN_QEMU_EXTRA, which QEMU may open under confinement and the guest writes
+/// (both checked from the host).
 #[test]
 fn disk_types_formats_memory_hotplug_and_frontend_drive() {
     let work = Workdir::new("disks", User::Tester);
     make_gpt_image(&work.file("guest.raw"), 16, PARTUUID);
     let nvme_name = "an-nvme-drive-with-a-long-name.raw";
     work.write(nvme_name, &vec![0u8; 1 << 20]);
-    let data = work.file("data.img");
+    // 33 bytes: longer than the 30 a SCSI serial may have.
+    let data_name = "a-qcow2-disk-with-a-long-name.img";
+    let data = work.file(data_name);
     qemu_img(&["create", "-q", "-f", "qcow2", data.to_str().unwrap(), "8M"]);
     let frontend = work.write("frontend.raw", &vec![0u8; 1 << 20]);
     let scsi = scsi_initrd(&work);
@@ -154,7 +157,7 @@ fn disk_types_formats_memory_hotplug_and_frontend_drive() {
             "--ram=256M:1G:4",
         ])
         .arg(format!("--extra-drive=nvme:{nvme_name}"))
-        .arg("--extra-drive=qcow2:virtio-scsi:data.img")
+        .arg(format!("--extra-drive=qcow2:virtio-scsi:{data_name}"))
         .arg(format!("test.mode={}", modes.join(",")));
     let out = run(cmd, BOOT);
     let lines = out.vmtest();
@@ -200,10 +203,11 @@ fn disk_types_formats_memory_hotplug_and_frontend_drive() {
         "{lines:?}"
     );
 
-    // virtio-scsi disk from a qcow2 file: writable, its serial the file name.
+    // virtio-scsi disk from a qcow2 file: writable, its serial the hashed file name.
     assert_eq!(cat(&lines, "/sys/block/sda/ro").as_deref(), Some("0"));
     let sda_serial = cat(&lines, "/sys/block/sda/device/vpd_pg80").unwrap_or_default();
-    assert!(sda_serial.contains("data.img"), "{lines:?}");
+    let hashed = &sha256_hex(data_name.as_bytes())[..30];
+    assert!(sda_serial.ends_with(hashed), "{lines:?}");
     assert!(out.has("write-ok /dev/sda"), "{lines:?}");
     let head = work.file("data-head.raw");
     qemu_img(&[
@@ -308,4 +312,59 @@ fn qcow2_on_a_block_device_is_refused() {
         assert!(out.stderr.contains(&message), "{args:?}: {}", out.stderr);
         work.assert_no_leftovers();
     }
+}
+
+/// The serials as udev names them in `/dev/disk/by-id` (the systemd guest; the busybox
+/// initrd has no udev): a virtio-scsi disk whose long name is hashed to 30 hex digits, an
+/// NVMe drive hashed to 20, a SCSI CD-ROM and a virtio-blk disk with their plain names.
+#[test]
+fn disk_serials_in_dev_disk_by_id_of_a_systemd_guest() {
+    let work = Workdir::new("disks-by-id", User::Tester);
+    work.copy_image("systemd.raw", "debian.raw");
+    let scsi_name = "a-virtio-scsi-disk-with-a-long-name.raw";
+    let nvme_name = "an-nvme-drive-with-a-long-name.raw";
+    work.write(scsi_name, &vec![0u8; 1 << 20]);
+    work.write(nvme_name, &vec![0u8; 1 << 20]);
+    work.write("cd.iso", &vec![0u8; 1 << 20]);
+    work.write("plain.raw", &vec![0u8; 1 << 20]);
+    // No '$': the command becomes a unit's ExecStart=, where systemd expands variables itself.
+    let list =
+        "udevadm settle -t 60; ls /dev/disk/by-id | xargs -n 1 echo VMTEST: by-id >/dev/console";
+    let mut cmd = work.vmspawn();
+    cmd.args(tcg())
+        .args(["--cpus=2", "--ram=1G", "-i", "debian.raw"])
+        .arg(format!("--linux={}", image("vmlinuz").display()))
+        .arg(format!("--initrd={}", image("initrd-debian.img").display()))
+        .arg(format!("--extra-drive=virtio-scsi:{scsi_name}"))
+        .arg(format!("--extra-drive=nvme:{nvme_name}"))
+        .args(["--extra-drive=scsi-cd:cd.iso", "--extra-drive=plain.raw"])
+        .arg("vmtest.nopoweroff")
+        .arg(format!("systemd.run=\"/bin/sh -c '{list}'\""))
+        .arg("systemd.run_success_action=poweroff");
+    let out = run(cmd, Duration::from_secs(400));
+    out.assert_success();
+    let by_id: Vec<String> = out
+        .vmtest()
+        .iter()
+        .filter_map(|l| l.strip_prefix("by-id ").map(str::to_string))
+        .collect();
+    let scsi_serial = &sha256_hex(scsi_name.as_bytes())[..30];
+    let nvme_serial = &sha256_hex(nvme_name.as_bytes())[..20];
+    for (what, wanted) in [
+        (
+            "virtio-scsi disk",
+            format!("scsi-0QEMU_QEMU_HARDDISK_{scsi_serial}"),
+        ),
+        ("NVMe drive", format!("nvme-QEMU_NVMe_Ctrl_{nvme_serial}")),
+        ("SCSI CD-ROM", "scsi-0QEMU_QEMU_CD-ROM_cd.iso".to_string()),
+        ("virtio-blk disk", "virtio-plain.raw".to_string()),
+        ("image", "virtio-debian.raw".to_string()),
+    ] {
+        assert!(
+            by_id.iter().any(|l| l == &wanted),
+            "{what}: {wanted} not in /dev/disk/by-id: {by_id:?}\n{:?}",
+            out.vmtest()
+        );
+    }
+    work.assert_no_leftovers();
 }

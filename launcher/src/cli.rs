@@ -15,7 +15,10 @@ use std::path::{Path, PathBuf};
 use clap::{Arg, ArgAction, ArgMatches, Command};
 
 use crate::bail;
-use crate::config::{Background, BindMount, Config, ConsoleMode, Credential, Network, TpmState};
+use crate::config::{
+    Background, BindMount, Config, ConsoleMode, Credential, ExtraDrive, Network, TpmState,
+};
+use crate::disk::{self, DiskType, ImageFormat};
 use crate::error::{Error, Result};
 use crate::parse::{self, Tristate};
 
@@ -130,6 +133,22 @@ static OPTIONS: &[OptionSpec] = &[
         IMAGE,
         "Root file system disk image or device for the VM",
     ),
+    opt(
+        "image-format",
+        None,
+        Value,
+        "FORMAT",
+        IMAGE,
+        "Specify disk image format (raw, qcow2; default: detected)",
+    ),
+    opt(
+        "image-disk-type",
+        None,
+        Value,
+        "TYPE",
+        IMAGE,
+        "Specify disk type (virtio-blk, virtio-scsi, nvme, scsi-cd; default: virtio-blk)",
+    ),
     OptionSpec {
         aliases: &["qemu-smp"],
         ..opt(
@@ -147,9 +166,9 @@ static OPTIONS: &[OptionSpec] = &[
             "ram",
             None,
             Value,
-            "BYTES",
+            "BYTES[:MAXBYTES[:SLOTS]]",
             HOST,
-            "Configure guest's RAM size",
+            "Configure guest's RAM size (and max/slots for hotplug)",
         )
     },
     OptionSpec {
@@ -362,7 +381,7 @@ static OPTIONS: &[OptionSpec] = &[
         "extra-drive",
         None,
         Value,
-        "PATH",
+        "[FORMAT:][DISKTYPE:]PATH",
         MOUNTS,
         "Adds an additional disk to the virtual machine",
     ),
@@ -636,13 +655,25 @@ fn apply(matches: &ArgMatches, env: &ParseEnv) -> Result<Action> {
         match o.id {
             "directory" => c.directory = path_value(v, env),
             "image" => c.image = path_value(v, env),
-            "cpus" => c.cpus = str_value(o.id, v)?.to_string(),
-            "ram" => {
+            "image-format" => {
                 let text = str_value(o.id, v)?;
-                c.ram = parse::parse_size(text).filter(|&n| n > 0).ok_or_else(|| {
-                    Error::new(format!("Failed to parse --ram={text}: Invalid argument"))
+                c.image_format = Some(ImageFormat::parse(text).ok_or_else(|| {
+                    Error::new(format!(
+                        "Invalid image format: {text} (expected 'raw' or 'qcow2')"
+                    ))
+                })?);
+            }
+            "image-disk-type" => {
+                let text = str_value(o.id, v)?;
+                c.image_disk_type = DiskType::parse(text).ok_or_else(|| {
+                    Error::new(format!(
+                        "Invalid image disk type: {text} (expected one of {})",
+                        disk_type_names()
+                    ))
                 })?;
             }
+            "cpus" => c.cpus = str_value(o.id, v)?.to_string(),
+            "ram" => (c.ram, c.ram_max, c.ram_slots) = parse_ram(str_value(o.id, v)?)?,
             "kvm" => c.kvm = tristate_value(o.id, v)?,
             "vsock" => c.vsock = tristate_value(o.id, v)?,
             "vsock-cid" => {
@@ -780,8 +811,8 @@ fn apply(matches: &ArgMatches, env: &ParseEnv) -> Result<Action> {
             "private-users" => c.private_users = Some(parse_private_users(str_value(o.id, v)?)?),
             "bind" | "bind-ro" => c.binds.push(parse_bind(v, o.id == "bind-ro", env)?),
             "extra-drive" => {
-                if let Some(p) = path_value(v, env) {
-                    c.extra_drives.push(p);
+                if let Some(drive) = parse_extra_drive(v, env)? {
+                    c.extra_drives.push(drive);
                 }
             }
             "bind-user" => {
@@ -932,8 +963,71 @@ fn apply(matches: &ArgMatches, env: &ParseEnv) -> Result<Action> {
             "--private-users= maps the UIDs of a --directory= root and has no effect with --image=. Drop it."
         );
     }
+    if c.ram_max.is_some_and(|max| max < c.ram) {
+        bail!("Maximum RAM size must be greater than or equal to initial RAM size");
+    }
+    if c.ram_slots > 0 && c.ram_max.is_none() {
+        bail!("Memory hotplug slots require a maximum RAM size");
+    }
     reject_unimplemented(&c)?;
     Ok(Action::Run(Box::new(c)))
+}
+
+fn disk_type_names() -> String {
+    DiskType::ALL.map(DiskType::name).join(", ")
+}
+
+/// `--ram=BYTES[:MAXBYTES[:SLOTS]]`: the initial size, the hotplug maximum (empty: none) and the
+/// number of hotplug slots (empty: 1 with a maximum).
+fn parse_ram(text: &str) -> Result<(u64, Option<u64>, u32)> {
+    let invalid = || Error::new(format!("Failed to parse --ram={text}: Invalid argument"));
+    let mut words = text.split(':');
+    let ram = words.next().unwrap_or_default();
+    let max = words.next().unwrap_or_default();
+    let slots = words.next().unwrap_or_default();
+    if words.next().is_some() {
+        bail!("Unexpected trailing data in --ram={text}");
+    }
+    let ram = parse::parse_size(ram)
+        .filter(|&n| n > 0)
+        .ok_or_else(invalid)?;
+    let max = if max.is_empty() {
+        None
+    } else {
+        Some(parse::parse_size(max).ok_or_else(invalid)?)
+    };
+    let slots = if slots.is_empty() {
+        0
+    } else {
+        slots
+            .parse::<u32>()
+            .ok()
+            .filter(|_| slots.bytes().all(|b| b.is_ascii_digit()))
+            .ok_or_else(invalid)?
+    };
+    Ok((ram, max, slots))
+}
+
+/// `--extra-drive=[FORMAT:][DISKTYPE:]PATH` (see `disk::parse_disk_spec`). Empty: nothing.
+fn parse_extra_drive(value: &OsStr, env: &ParseEnv) -> Result<Option<ExtraDrive>> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    // Only the prefixes need to be text; the path may be any bytes.
+    let (format, disk_type, path) = disk::parse_disk_spec(value.as_bytes());
+    if path.is_empty() {
+        bail!(
+            "Failed to parse --extra-drive= argument '{}': no path after the FORMAT:/DISKTYPE: prefix. \
+             Expected [FORMAT:][DISKTYPE:]PATH, FORMAT one of raw, qcow2, DISKTYPE one of {}.",
+            value.to_string_lossy(),
+            disk_type_names()
+        );
+    }
+    Ok(Some(ExtraDrive {
+        path: parse::absolute_path(OsStr::from_bytes(path), env.cwd),
+        format,
+        disk_type,
+    }))
 }
 
 /// Options whose feature is built by later work. They are parsed and validated above, and fail
@@ -1124,6 +1218,101 @@ mod tests {
     }
 
     #[test]
+    fn disk_and_memory_options() {
+        use crate::config::ExtraDrive;
+        let c = config(&[
+            "-i",
+            "a.iso",
+            "--image-format=raw",
+            "--image-disk-type=scsi-cd",
+            "--extra-drive=b.raw",
+            "--extra-drive=qcow2:nvme:/x/c.qcow2",
+            "--extra-drive=virtio-scsi:raw:d",
+            "--extra-drive=dir:with:colons",
+            "--extra-drive=",
+            "--ram=1G:4G:8",
+        ]);
+        assert_eq!(c.image_format, Some(ImageFormat::Raw));
+        assert_eq!(c.image_disk_type, DiskType::ScsiCd);
+        let drive = |path: &str, format, disk_type| ExtraDrive {
+            path: path.into(),
+            format,
+            disk_type,
+        };
+        assert_eq!(
+            c.extra_drives,
+            vec![
+                drive("/home/u/b.raw", None, None),
+                drive("/x/c.qcow2", Some(ImageFormat::Qcow2), Some(DiskType::Nvme)),
+                drive(
+                    "/home/u/d",
+                    Some(ImageFormat::Raw),
+                    Some(DiskType::VirtioScsi)
+                ),
+                drive("/home/u/dir:with:colons", None, None),
+            ]
+        );
+        assert_eq!((c.ram, c.ram_max, c.ram_slots), (1 << 30, Some(4 << 30), 8));
+        let c = config(&["--ram=512M:2G", "--image-format=qcow2"]);
+        assert_eq!(
+            (c.ram, c.ram_max, c.ram_slots),
+            (512 << 20, Some(2 << 30), 0)
+        );
+        assert_eq!(c.image_format, Some(ImageFormat::Qcow2));
+        let c = config(&["--ram=1G:4G:8", "--ram=2G"]);
+        assert_eq!((c.ram, c.ram_max, c.ram_slots), (2 << 30, None, 0));
+        assert_eq!(c.image_disk_type, DiskType::VirtioBlk);
+
+        for (args, message) in [
+            (&["--image-format=vmdk"][..], "Invalid image format: vmdk"),
+            (&["--image-format="], "Invalid image format: "),
+            (&["--image-disk-type=ide"], "Invalid image disk type: ide"),
+            (
+                &["--ram=2G:1G"],
+                "Maximum RAM size must be greater than or equal to initial RAM size",
+            ),
+            (
+                &["--ram=1G::4"],
+                "Memory hotplug slots require a maximum RAM size",
+            ),
+            (
+                &["--ram=1G:2G:4:5"],
+                "Unexpected trailing data in --ram=1G:2G:4:5",
+            ),
+            (
+                &["--ram=1G:lots"],
+                "Failed to parse --ram=1G:lots: Invalid argument",
+            ),
+            (
+                &["--ram=1G:2G:x"],
+                "Failed to parse --ram=1G:2G:x: Invalid argument",
+            ),
+            (
+                &["--ram=1G:2G:-1"],
+                "Failed to parse --ram=1G:2G:-1: Invalid argument",
+            ),
+            (
+                &["--ram=:2G"],
+                "Failed to parse --ram=:2G: Invalid argument",
+            ),
+            (
+                &["--extra-drive=qcow2:"],
+                "Failed to parse --extra-drive= argument 'qcow2:': no path",
+            ),
+            (
+                &["--extra-drive=raw:scsi-cd:"],
+                "Failed to parse --extra-drive= argument 'raw:scsi-cd:'",
+            ),
+        ] {
+            let e = error(args);
+            assert!(e.starts_with(message), "{args:?}: {e}");
+        }
+        assert!(
+            error(&["--image-disk-type=ide"]).contains("virtio-blk, virtio-scsi, nvme, scsi-cd")
+        );
+    }
+
+    #[test]
     fn syntax_forms() {
         let c = config(&[
             "-i",
@@ -1182,9 +1371,12 @@ mod tests {
 
     #[test]
     fn prefixes_and_bundles() {
-        let c = config(&["--ima=x.raw", "-qi", "y.raw"]);
+        let c = config(&["--cp=3", "-qi", "y.raw"]);
         assert!(c.quiet);
+        assert_eq!(c.cpus, "3");
         assert_eq!(c.image.as_deref(), Some(Path::new("/home/u/y.raw")));
+        // --ima is a prefix of --image, --image-format and --image-disk-type (as in 262).
+        assert!(error(&["--ima=x.raw"]).contains("--ima"));
     }
 
     #[test]

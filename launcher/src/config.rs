@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 
+use crate::disk::{DiskType, ImageFormat};
 use crate::parse::Tristate;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,6 +57,16 @@ pub struct BindMount {
     pub read_only: bool,
 }
 
+/// `--extra-drive=[FORMAT:][DISKTYPE:]PATH`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExtraDrive {
+    pub path: PathBuf,
+    /// None: detected from the file's header.
+    pub format: Option<ImageFormat>,
+    /// None: the `--image-disk-type=`.
+    pub disk_type: Option<DiskType>,
+}
+
 /// `--background=`: the console tint.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Background {
@@ -70,11 +81,18 @@ pub enum Background {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
     pub image: Option<PathBuf>,
+    /// `--image-format=`; None: detected from the image's header.
+    pub image_format: Option<ImageFormat>,
+    /// `--image-disk-type=`, also the default of `--extra-drive=`.
+    pub image_disk_type: DiskType,
     pub directory: Option<PathBuf>,
     pub machine: Option<String>,
     pub uuid: Option<[u8; 16]>,
     pub cpus: String,
     pub ram: u64,
+    /// `--ram=BYTES:MAXBYTES[:SLOTS]`: the memory hotplug maximum, and its slots (0: unset).
+    pub ram_max: Option<u64>,
+    pub ram_slots: u32,
     pub kvm: Tristate,
     pub vsock: Tristate,
     pub vsock_cid: Option<u32>,
@@ -96,7 +114,7 @@ pub struct Config {
     pub keep_unit: bool,
     pub private_users: Option<(u32, u32)>,
     pub binds: Vec<BindMount>,
-    pub extra_drives: Vec<PathBuf>,
+    pub extra_drives: Vec<ExtraDrive>,
     pub bind_users: Vec<String>,
     pub bind_user_shell: Option<String>,
     pub bind_user_groups: Vec<String>,
@@ -134,11 +152,15 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             image: None,
+            image_format: None,
+            image_disk_type: DiskType::VirtioBlk,
             directory: None,
             machine: None,
             uuid: None,
             cpus: "1".into(),
             ram: 2 << 30,
+            ram_max: None,
+            ram_slots: 0,
             kvm: Tristate::Auto,
             vsock: Tristate::Auto,
             vsock_cid: None,

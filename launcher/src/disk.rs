@@ -20,6 +20,176 @@ impl ImageFormat {
             ImageFormat::Qcow2 => "qcow2",
         }
     }
+
+    /// `--image-format=` and the FORMAT of `--extra-drive=`.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "raw" => Some(ImageFormat::Raw),
+            "qcow2" => Some(ImageFormat::Qcow2),
+            _ => None,
+        }
+    }
+}
+
+/// How a disk reaches the guest (`--image-disk-type=`, the DISKTYPE of `--extra-drive=`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DiskType {
+    VirtioBlk,
+    VirtioScsi,
+    Nvme,
+    /// A read-only CD-ROM on the virtio-scsi controller.
+    ScsiCd,
+}
+
+impl DiskType {
+    pub const ALL: [DiskType; 4] = [
+        DiskType::VirtioBlk,
+        DiskType::VirtioScsi,
+        DiskType::Nvme,
+        DiskType::ScsiCd,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            DiskType::VirtioBlk => "virtio-blk",
+            DiskType::VirtioScsi => "virtio-scsi",
+            DiskType::Nvme => "nvme",
+            DiskType::ScsiCd => "scsi-cd",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.name() == text)
+    }
+
+    /// The QEMU device of a disk of this type.
+    pub fn qemu_device(self) -> &'static str {
+        match self {
+            DiskType::VirtioBlk => "virtio-blk-pci",
+            DiskType::VirtioScsi => "scsi-hd",
+            DiskType::Nvme => "nvme",
+            DiskType::ScsiCd => "scsi-cd",
+        }
+    }
+
+    /// The device sits on the virtio-scsi controller.
+    pub fn on_scsi_bus(self) -> bool {
+        matches!(self, DiskType::VirtioScsi | DiskType::ScsiCd)
+    }
+
+    pub fn read_only(self) -> bool {
+        self == DiskType::ScsiCd
+    }
+
+    /// The longest serial the device takes: 20 characters for virtio-blk and NVMe, 30 for SCSI.
+    pub fn serial_max(self) -> usize {
+        if self.on_scsi_bus() { 30 } else { 20 }
+    }
+
+    /// The serial of a disk whose file is called `filename`: the name itself when it fits, else
+    /// the first `serial_max()` hex digits of its SHA-256 (as systemd-vmspawn 262 does).
+    pub fn serial(self, filename: &[u8]) -> Vec<u8> {
+        let max = self.serial_max();
+        if filename.len() <= max {
+            return filename.to_vec();
+        }
+        sha256(filename)
+            .iter()
+            .flat_map(|b| format!("{b:02x}").into_bytes())
+            .take(max)
+            .collect()
+    }
+}
+
+/// `--extra-drive=[FORMAT:][DISKTYPE:]PATH`: the prefixes in either order, each ended by ':'. A
+/// word before a ':' that is neither a format nor a disk type starts the path, so a path
+/// containing ':' works as long as its first component is not a format or disk type name
+/// (write `./raw:x` for a file called `raw:x`).
+pub fn parse_disk_spec(arg: &[u8]) -> (Option<ImageFormat>, Option<DiskType>, &[u8]) {
+    let mut format = None;
+    let mut disk_type = None;
+    let mut rest = arg;
+    while let Some(colon) = rest.iter().position(|&b| b == b':') {
+        let word = std::str::from_utf8(&rest[..colon]).unwrap_or_default();
+        if let Some(f) = ImageFormat::parse(word) {
+            format = Some(f);
+        } else if let Some(t) = DiskType::parse(word) {
+            disk_type = Some(t);
+        } else {
+            break;
+        }
+        rest = &rest[colon + 1..];
+    }
+    (format, disk_type, rest)
+}
+
+/// SHA-256 (FIPS 180-4), for the disk serials of long file names.
+pub fn sha256(data: &[u8]) -> [u8; 32] {
+    const K: [u32; 64] = [
+        0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4,
+        0xab1c5ed5, 0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe,
+        0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f,
+        0x4a7484aa, 0x5cb0a9dc, 0x76f988da, 0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7,
+        0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967, 0x27b70a85, 0x2e1b2138, 0x4d2c6dfc,
+        0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85, 0xa2bfe8a1, 0xa81a664b,
+        0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070, 0x19a4c116,
+        0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+        0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7,
+        0xc67178f2,
+    ];
+    let mut h: [u32; 8] = [
+        0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab,
+        0x5be0cd19,
+    ];
+    let mut message = data.to_vec();
+    message.push(0x80);
+    while message.len() % 64 != 56 {
+        message.push(0);
+    }
+    message.extend_from_slice(&((data.len() as u64) * 8).to_be_bytes());
+    for block in message.chunks_exact(64) {
+        let mut w = [0u32; 64];
+        for (i, word) in block.chunks_exact(4).enumerate() {
+            w[i] = u32::from_be_bytes([word[0], word[1], word[2], word[3]]);
+        }
+        for i in 16..64 {
+            let s0 = w[i - 15].rotate_right(7) ^ w[i - 15].rotate_right(18) ^ (w[i - 15] >> 3);
+            let s1 = w[i - 2].rotate_right(17) ^ w[i - 2].rotate_right(19) ^ (w[i - 2] >> 10);
+            w[i] = w[i - 16]
+                .wrapping_add(s0)
+                .wrapping_add(w[i - 7])
+                .wrapping_add(s1);
+        }
+        let [mut a, mut b, mut c, mut d, mut e, mut f, mut g, mut hh] = h;
+        for i in 0..64 {
+            let s1 = e.rotate_right(6) ^ e.rotate_right(11) ^ e.rotate_right(25);
+            let ch = (e & f) ^ (!e & g);
+            let t1 = hh
+                .wrapping_add(s1)
+                .wrapping_add(ch)
+                .wrapping_add(K[i])
+                .wrapping_add(w[i]);
+            let s0 = a.rotate_right(2) ^ a.rotate_right(13) ^ a.rotate_right(22);
+            let maj = (a & b) ^ (a & c) ^ (b & c);
+            let t2 = s0.wrapping_add(maj);
+            hh = g;
+            g = f;
+            f = e;
+            e = d.wrapping_add(t1);
+            d = c;
+            c = b;
+            b = a;
+            a = t1.wrapping_add(t2);
+        }
+        for (x, y) in h.iter_mut().zip([a, b, c, d, e, f, g, hh]) {
+            *x = x.wrapping_add(y);
+        }
+    }
+    let mut out = [0u8; 32];
+    for (chunk, word) in out.chunks_exact_mut(4).zip(h) {
+        chunk.copy_from_slice(&word.to_be_bytes());
+    }
+    out
 }
 
 const QCOW2_MAGIC: [u8; 4] = [b'Q', b'F', b'I', 0xfb];
@@ -269,6 +439,80 @@ mod tests {
             None
         );
         assert!(find_root_partition(&mut Cursor::new(vec![0u8; 4096]), "x86_64").is_err());
+    }
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    #[test]
+    fn sha256_matches_the_standard_vectors() {
+        assert_eq!(
+            hex(&sha256(b"")),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        assert_eq!(
+            hex(&sha256(b"abc")),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(
+            hex(&sha256(
+                b"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq"
+            )),
+            "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"
+        );
+        // Two blocks of padding (55..=63 bytes of message).
+        assert_eq!(
+            hex(&sha256(&[b'a'; 64])),
+            "ffe054fe7ae0cb6dc65c3af9b61d5209f439851db43d0ba5997337df154668eb"
+        );
+    }
+
+    #[test]
+    fn serials_are_hashed_when_too_long() {
+        let short = b"guest.raw";
+        for t in DiskType::ALL {
+            assert_eq!(t.serial(short), short.to_vec());
+        }
+        let name = b"a-disk-image-with-a-long-name.raw"; // 33 bytes
+        let full = hex(&sha256(name));
+        assert_eq!(DiskType::VirtioBlk.serial(name), &full.as_bytes()[..20]);
+        assert_eq!(DiskType::Nvme.serial(name), &full.as_bytes()[..20]);
+        assert_eq!(DiskType::VirtioScsi.serial(name), &full.as_bytes()[..30]);
+        assert_eq!(DiskType::ScsiCd.serial(name), &full.as_bytes()[..30]);
+        // 21..=30 bytes: hashed for virtio-blk and NVMe, kept for SCSI.
+        let mid = b"twenty-five-bytes-name.xx";
+        assert_eq!(DiskType::VirtioScsi.serial(mid), mid.to_vec());
+        assert_eq!(DiskType::VirtioBlk.serial(mid).len(), 20);
+    }
+
+    #[test]
+    fn disk_specs() {
+        use DiskType::*;
+        use ImageFormat::*;
+        assert_eq!(parse_disk_spec(b"/a/b.raw"), (None, None, &b"/a/b.raw"[..]));
+        assert_eq!(
+            parse_disk_spec(b"qcow2:/a"),
+            (Some(Qcow2), None, &b"/a"[..])
+        );
+        assert_eq!(parse_disk_spec(b"nvme:/a"), (None, Some(Nvme), &b"/a"[..]));
+        assert_eq!(
+            parse_disk_spec(b"raw:scsi-cd:/a"),
+            (Some(Raw), Some(ScsiCd), &b"/a"[..])
+        );
+        assert_eq!(
+            parse_disk_spec(b"virtio-scsi:qcow2:x"),
+            (Some(Qcow2), Some(VirtioScsi), &b"x"[..])
+        );
+        // An unknown word before ':' is part of the path.
+        assert_eq!(parse_disk_spec(b"foo:bar"), (None, None, &b"foo:bar"[..]));
+        assert_eq!(
+            parse_disk_spec(b"qcow2:a:b"),
+            (Some(Qcow2), None, &b"a:b"[..])
+        );
+        // A name without ':' is a path even if it is a format name.
+        assert_eq!(parse_disk_spec(b"qcow2"), (None, None, &b"qcow2"[..]));
+        assert_eq!(parse_disk_spec(b"nvme:"), (None, Some(Nvme), &b""[..]));
     }
 
     #[test]

@@ -218,13 +218,15 @@ pub fn discover(config: &Config, env: &HostEnv) -> Result<HostFacts> {
         .collect::<Result<Vec<_>>>()?;
 
     let mut extra_drives = Vec::new();
-    for path in &config.extra_drives {
+    for drive in &config.extra_drives {
+        let path = &drive.path;
         std::fs::metadata(path)
             .map_err(|e| Error::io(format!("Failed to stat '{}'", path.display()), e))?;
         let (facts, _) = disk::inspect(path)?;
         extra_drives.push(DriveInfo {
             path: path.clone(),
-            format: facts.format,
+            // An explicit FORMAT: beats the header.
+            format: drive.format.unwrap_or(facts.format),
             is_block_device: facts.is_block_device,
         });
     }
@@ -300,9 +302,10 @@ pub fn discover(config: &Config, env: &HostEnv) -> Result<HostFacts> {
 
 fn inspect_image(config: &Config, image: &Path, arch: &str) -> Result<ImageInfo> {
     let (facts, mut file) = disk::inspect(image)?;
-    let needs_root = config.linux.is_some()
-        && facts.format == disk::ImageFormat::Raw
-        && !config.cmdline_sets_root();
+    // --image-format= beats the header.
+    let format = config.image_format.unwrap_or(facts.format);
+    let needs_root =
+        config.linux.is_some() && format == disk::ImageFormat::Raw && !config.cmdline_sets_root();
     let root_partition = if needs_root {
         disk::find_root_partition(&mut file, arch).map_err(|e| {
             Error::new(format!(
@@ -315,7 +318,7 @@ fn inspect_image(config: &Config, image: &Path, arch: &str) -> Result<ImageInfo>
     };
     Ok(ImageInfo {
         path: image.to_path_buf(),
-        format: facts.format,
+        format,
         is_block_device: facts.is_block_device,
         root_partition,
     })

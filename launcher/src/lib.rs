@@ -25,6 +25,7 @@ pub mod notify;
 pub mod parse;
 pub mod plan;
 pub mod process;
+pub mod qemu_extra;
 pub mod qmp;
 pub mod register;
 pub mod runner;

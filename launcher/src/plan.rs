@@ -13,7 +13,7 @@ use base64::Engine as _;
 use crate::acquire::{Acquired, KvmAccess, KvmNeed, Needs, NetworkSetup, TapFacts};
 use crate::bootentry::BootEntry;
 use crate::config::{Background, Config, ConsoleMode, Credential};
-use crate::disk::{ImageFormat, RootKind, RootPartition};
+use crate::disk::{DiskType, ImageFormat, RootKind, RootPartition};
 use crate::error::{Error, Result};
 use crate::firmware::Firmware;
 use crate::parse::{self, Tristate};
@@ -391,10 +391,30 @@ fn qemu_rules(
     // Read-write: the runtime directory (NVRAM copy, credentials, merged initrd) and the disks.
     q.write.push(host.runtime_dir.clone());
     if let RootFacts::Image(image) = &host.root {
-        push_unique(&mut q.write, image.path.clone());
+        let list = if config.image_disk_type.read_only() {
+            &mut q.read
+        } else {
+            &mut q.write
+        };
+        push_unique(list, image.path.clone());
     }
-    for drive in &host.extra_drives {
-        push_unique(&mut q.write, drive.path.clone());
+    for (i, drive) in host.extra_drives.iter().enumerate() {
+        let list = if extra_disk_type(config, i).read_only() {
+            &mut q.read
+        } else {
+            &mut q.write
+        };
+        push_unique(list, drive.path.clone());
+    }
+    // The files that the drive options of $SYSTEMD_VMSPAWN_QEMU_EXTRA name (a front end's own
+    // drives), read-only where the option says so.
+    for file in crate::qemu_extra::files(&config.qemu_extra) {
+        let list = if file.read_only {
+            &mut q.read
+        } else {
+            &mut q.write
+        };
+        push_unique(list, file.path);
     }
     if acquired.kvm == KvmAccess::Device {
         q.devices.push(PathBuf::from("/dev/kvm"));
@@ -413,8 +433,10 @@ fn qemu_rules(
         .map(|p| {
             format!(
                 "$SYSTEMD_VMSPAWN_QEMU_EXTRA refers to '{}', which QEMU cannot open: it runs confined and no \
-                 Landlock rule covers that path. Pass the file with a vmspawn option (--extra-drive=, --linux=, \
-                 --initrd=, --load-credential=), or set VMSPAWN_UNCONFINED=1 to debug without confinement.",
+                 Landlock rule covers that path (of the files in $SYSTEMD_VMSPAWN_QEMU_EXTRA only those named by \
+                 -drive file=, -blockdev filename=, -cdrom and -hda..-hdd are allowed). Pass the file with a vmspawn \
+                 option (--extra-drive=, --linux=, --initrd=, --load-credential=), or set VMSPAWN_UNCONFINED=1 to \
+                 debug without confinement.",
                 p.display()
             )
         })
@@ -476,6 +498,45 @@ fn kv_path(prefix: &str, path: &Path) -> OsString {
 
 fn basename(path: &Path) -> &OsStr {
     path.file_name().unwrap_or(path.as_os_str())
+}
+
+/// The virtio-scsi controller that `virtio-scsi` and `scsi-cd` disks sit on.
+const SCSI_CONTROLLER: &str = "virtio-scsi-pci,id=vmspawn_scsi";
+
+/// The disk type of the i-th `--extra-drive=`: its own DISKTYPE, else `--image-disk-type=`.
+fn extra_disk_type(config: &Config, i: usize) -> DiskType {
+    config
+        .extra_drives
+        .get(i)
+        .and_then(|d| d.disk_type)
+        .unwrap_or(config.image_disk_type)
+}
+
+/// The `-device` of a disk: its QEMU device, on the SCSI controller for SCSI types, `what`
+/// (`drive=…` and more), and the serial made from the file name (hashed when too long).
+fn disk_device(disk_type: DiskType, what: &str, path: &Path) -> OsString {
+    let mut device = OsString::from(disk_type.qemu_device());
+    if disk_type.on_scsi_bus() {
+        device.push(",bus=vmspawn_scsi.0");
+    }
+    device.push(format!(",{what},serial="));
+    let serial = disk_type.serial(basename(path).as_bytes());
+    let serial = parse::escape_qemu_value(OsStr::from_bytes(&serial));
+    device.push(&serial);
+    if disk_type.on_scsi_bus() {
+        // QEMU takes the device identification (VPD page 0x83, what udev's by-id names use)
+        // from a serial of at most 20 characters only; a SCSI serial may have 30.
+        device.push(",device_id=");
+        device.push(&serial);
+    }
+    device
+}
+
+fn qcow2_block_device(path: &Path) -> Error {
+    Error::new(format!(
+        "Block device '{}' cannot be used with 'qcow2' format, only 'raw' is supported.",
+        path.display()
+    ))
 }
 
 /// The machine name: `-M`, else the image file name without one trailing `.raw`.
@@ -625,6 +686,15 @@ pub fn plan(config: &Config, host: &HostFacts, acquired: &Acquired) -> Result<Pl
     let journal = crate::journal::plan(config, host, &vsock)?;
     let shared_memory = virtiofs.needs_shared_memory() || vsock.needs_shared_memory;
     let memory_size = format!("{}M", config.ram.div_ceil(1 << 20));
+    // Memory hotplug: the maximum and its slots (one unless given).
+    let mut memory_opt = memory_size.clone();
+    if let Some(max) = config.ram_max {
+        memory_opt.push_str(&format!(
+            ",slots={},maxmem={}M",
+            config.ram_slots.max(1),
+            max.div_ceil(1 << 20)
+        ));
+    }
 
     // -machine
     let mut machine_opt = format!("type={}", machine_type(arch)?);
@@ -643,7 +713,7 @@ pub fn plan(config: &Config, host: &HostFacts, acquired: &Acquired) -> Result<Pl
     }
     args.extend([os("-machine"), os(machine_opt)]);
     args.extend([os("-smp"), os(&config.cpus)]);
-    args.extend([os("-m"), os(&memory_size)]);
+    args.extend([os("-m"), os(&memory_opt)]);
     args.extend([
         os("-object"),
         os("rng-random,filename=/dev/urandom,id=rng0"),
@@ -821,11 +891,15 @@ pub fn plan(config: &Config, host: &HostFacts, acquired: &Acquired) -> Result<Pl
         args.extend([os("-kernel"), os(&boot.kernel)]);
     }
     let mut grow_image = None;
+    let mut scsi_controller = false;
     match &host.root {
         RootFacts::Image(image_info) => {
             let image = &image_info.path;
             if boot.is_some() && !config.cmdline_sets_root() {
                 cmdline.push(derived_root(image_info, arch)?);
+            }
+            if image_info.format == ImageFormat::Qcow2 && image_info.is_block_device {
+                return Err(qcow2_block_device(image));
             }
             if config.grow_image > 0 && image_info.format == ImageFormat::Qcow2 {
                 return Err(Error::new(format!(
@@ -839,16 +913,31 @@ pub fn plan(config: &Config, host: &HostFacts, acquired: &Acquired) -> Result<Pl
                     image.display()
                 )));
             }
+            let disk_type = config.image_disk_type;
             let mut drive = kv_path("if=none,id=vmspawn,file=", image);
             drive.push(format!(
                 ",format={},discard={}",
                 image_info.format.as_qemu(),
-                if config.discard_disk { "on" } else { "off" }
+                if config.discard_disk && !disk_type.read_only() {
+                    "on"
+                } else {
+                    "off"
+                }
             ));
+            if disk_type.read_only() {
+                drive.push(",readonly=on");
+                // The root file system of a CD-ROM can only be mounted read-only.
+                cmdline.push("ro".into());
+            }
             args.extend([os("-drive"), drive]);
-            let mut device = OsString::from("virtio-blk-pci,drive=vmspawn,bootindex=1,serial=");
-            device.push(parse::escape_qemu_value(basename(image)));
-            args.extend([os("-device"), device]);
+            if disk_type.on_scsi_bus() {
+                args.extend([os("-device"), os(SCSI_CONTROLLER)]);
+                scsi_controller = true;
+            }
+            args.extend([
+                os("-device"),
+                disk_device(disk_type, "drive=vmspawn,bootindex=1", image),
+            ]);
             grow_image = (config.grow_image > 0)
                 .then(|| config.grow_image.checked_next_multiple_of(4096))
                 .map(|size| {
@@ -874,20 +963,33 @@ pub fn plan(config: &Config, host: &HostFacts, acquired: &Acquired) -> Result<Pl
     // Extra drives.
     for (i, info) in host.extra_drives.iter().enumerate() {
         let path = &info.path;
+        let disk_type = extra_disk_type(config, i);
         let file_driver = if info.is_block_device {
+            if info.format == ImageFormat::Qcow2 {
+                return Err(qcow2_block_device(path));
+            }
             "host_device"
         } else {
             "file"
         };
         let mut blockdev = OsString::from(format!(
-            "driver={},cache.direct=off,cache.no-flush=on,file.driver={file_driver},",
-            info.format.as_qemu()
+            "driver={},{}cache.direct=off,cache.no-flush=on,file.driver={file_driver},",
+            info.format.as_qemu(),
+            if disk_type.read_only() {
+                "read-only=on,"
+            } else {
+                ""
+            }
         ));
         blockdev.push(kv_path("file.filename=", path));
         blockdev.push(format!(",node-name=vmspawn_extra_{i}"));
-        let mut device = OsString::from(format!("virtio-blk-pci,drive=vmspawn_extra_{i},serial="));
-        device.push(parse::escape_qemu_value(basename(path)));
-        args.extend([os("-blockdev"), blockdev, os("-device"), device]);
+        args.extend([os("-blockdev"), blockdev]);
+        if disk_type.on_scsi_bus() && !scsi_controller {
+            args.extend([os("-device"), os(SCSI_CONTROLLER)]);
+            scsi_controller = true;
+        }
+        let device = disk_device(disk_type, &format!("drive=vmspawn_extra_{i}"), path);
+        args.extend([os("-device"), device]);
     }
 
     // The --bind shares and the bound users' homes.

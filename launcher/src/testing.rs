@@ -92,18 +92,24 @@ pub fn host_facts(switches: &[&str], config: &Config) -> HostFacts {
                     initrds: vec![dir.join("boot/initrd.img")],
                 }),
             }),
-            (image, _) => RootFacts::Image(image_facts(&has, image.as_deref())),
+            (image, _) => {
+                let mut facts = image_facts(&has, image.as_deref());
+                facts.format = config.image_format.unwrap_or(facts.format);
+                RootFacts::Image(facts)
+            }
         },
         extra_drives: extra_drives
             .iter()
-            .map(|p| DriveInfo {
-                path: p.clone(),
-                format: if p.extension().is_some_and(|e| e == "qcow2") {
-                    ImageFormat::Qcow2
-                } else {
-                    ImageFormat::Raw
-                },
-                is_block_device: p.starts_with("/dev"),
+            .map(|d| DriveInfo {
+                path: d.path.clone(),
+                format: d
+                    .format
+                    .unwrap_or(if d.path.extension().is_some_and(|e| e == "qcow2") {
+                        ImageFormat::Qcow2
+                    } else {
+                        ImageFormat::Raw
+                    }),
+                is_block_device: d.path.starts_with("/dev"),
             })
             .collect(),
         runtime_dir: PathBuf::from("/run/user/1000/systemd/vmspawn.0123456789abcdef"),

@@ -36,11 +36,21 @@ fn busybox_guest_sees_every_option_as_unprivileged_user() {
             "--load-credential=fromfile:./cred.txt",
         ])
         .args(["-s", "io.systemd.test=one", "--smbios11=two words"])
-        .args(["test.mode=", "vmtest.extra=1", "quiet"]);
+        .args([
+            "test.mode=stat=/sys/firmware/acpi/tables/SRAT",
+            "vmtest.extra=1",
+            "quiet",
+        ]);
     let out = run(cmd, BOOT);
     let lines = out.vmtest();
     out.assert_success();
     assert!(out.has("done"), "{lines:?}");
+    // Without a --ram= maximum there is no memory hotplug, so QEMU builds no SRAT (disks.rs
+    // checks that one with a maximum has it).
+    assert!(
+        out.has("stat-failed /sys/firmware/acpi/tables/SRAT"),
+        "{lines:?}"
+    );
 
     assert_eq!(field(&lines, "nproc").as_deref(), Some("2"));
     let mem: u64 = field(&lines, "memtotal_kb").unwrap().parse().unwrap();
@@ -53,7 +63,7 @@ fn busybox_guest_sees_every_option_as_unprivileged_user() {
     let words: Vec<&str> = cmdline.split_whitespace().collect();
     assert_eq!(words[0], "console=hvc0", "{cmdline}");
     for word in [
-        "test.mode=",
+        "test.mode=stat=/sys/firmware/acpi/tables/SRAT",
         "vmtest.extra=1",
         "quiet",
         &format!("root=PARTUUID={PARTUUID}"),

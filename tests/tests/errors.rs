@@ -223,6 +223,49 @@ fn bad_input_gives_clear_errors_and_leaves_nothing() {
 }
 
 #[test]
+fn disk_and_memory_options_bad_input() {
+    let work = Workdir::new("errors-disks", User::Tester);
+    make_gpt_image(
+        &work.file("guest.raw"),
+        8,
+        "44444444-2222-4333-8444-555555555555",
+    );
+    work.chown_all();
+    let mut cases = Cases::new(&work);
+    for (args, message) in [
+        (&["--image-format=vmdk"][..], "Invalid image format: vmdk"),
+        (&["--image-disk-type=ide"], "Invalid image disk type: ide"),
+        (
+            &["--extra-drive=qcow2:nvme:"],
+            "Failed to parse --extra-drive= argument 'qcow2:nvme:': no path",
+        ),
+        (&["--extra-drive=nvme:missing.raw"], "Failed to stat '"),
+        (
+            &["--ram=2G:1G"],
+            "Maximum RAM size must be greater than or equal to initial RAM size",
+        ),
+        (
+            &["--ram=1G::4"],
+            "Memory hotplug slots require a maximum RAM size",
+        ),
+        (
+            &["--ram=1G:2G:3:4"],
+            "Unexpected trailing data in --ram=1G:2G:3:4",
+        ),
+        (&["--ram=1G:2G:many"], "Failed to parse --ram=1G:2G:many"),
+        (
+            &["--image-format=qcow2", "-G", "1G"],
+            "--grow-image= only works on raw images",
+        ),
+    ] {
+        let mut all = vec!["--kvm=no", "-i", "guest.raw"];
+        all.extend_from_slice(args);
+        cases.fails(&all, &[], message);
+    }
+    cases.finish();
+}
+
+#[test]
 fn informational_commands() {
     let work = Workdir::new("info", User::Tester);
     let mut cmd = work.vmspawn();

@@ -44,6 +44,9 @@ const EXT_BACKING_FORMAT: u32 = 0xe279_2aca;
 /// QEMU refuses longer backing file names.
 const BACKING_NAME_MAX: usize = 1023;
 
+/// Pieces of a file: (offset, bytes).
+pub type Pieces = Vec<(u64, Vec<u8>)>;
+
 /// The metadata of an empty qcow2 (version 3, 64 KiB clusters, 16-bit refcounts) of
 /// `virtual_size` bytes with the backing file `backing` of format `backing_format`: (offset,
 /// bytes) pieces and the file's length; everything else is zero.
@@ -51,7 +54,7 @@ pub fn empty_qcow2(
     virtual_size: u64,
     backing: &[u8],
     backing_format: &str,
-) -> Result<(Vec<(u64, Vec<u8>)>, u64)> {
+) -> Result<(Pieces, u64)> {
     if backing.len() > BACKING_NAME_MAX {
         return Err(Error::new(format!(
             "The image path is {} bytes long; a qcow2 overlay can name a backing file of at most \

@@ -113,7 +113,8 @@ fn no_overlay_left_after_kill_9_of_vmspawn() {
             t.starts_with(&format!("{}/#", work.path.display())) && t.ends_with("(deleted)")
         })
         .collect();
-    assert_eq!(overlay.len(), 2, "QEMU's overlay fds: {overlay:?}");
+    // (The two fds of its fd set, and the ones the block layer opened from them.)
+    assert!(overlay.len() >= 2, "QEMU's overlay fds: {overlay:?}");
     vm.signal(Signal::SIGKILL);
     assert!(
         wait_process_exit(qemu, Duration::from_secs(30)),

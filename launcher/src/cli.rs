@@ -1488,6 +1488,29 @@ mod tests {
     }
 
     #[test]
+    fn ephemeral_reads_tmpdir() {
+        let env = |name: &str| (name == "TMPDIR").then(|| OsString::from("scratch"));
+        let parsed = |args: &[&str]| {
+            let args: Vec<OsString> = args.iter().map(OsString::from).collect();
+            match parse(
+                &args,
+                &ParseEnv {
+                    cwd: Path::new("/home/u"),
+                    var: &env,
+                },
+            ) {
+                Ok(Action::Run(c)) => c.tmpdir,
+                other => panic!("unexpected {other:?}"),
+            }
+        };
+        assert_eq!(
+            parsed(&["-x", "-i", "a.raw"]),
+            Some(PathBuf::from("/home/u/scratch"))
+        );
+        assert_eq!(parsed(&["-i", "a.raw"]), None);
+    }
+
+    #[test]
     fn credentials_unescape() {
         let c = config(&["--set-credential=foo:a\\nb\\x00c"]);
         assert_eq!(c.credentials[0].data, b"a\nb\0c");

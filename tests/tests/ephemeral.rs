@@ -100,7 +100,7 @@ fn no_overlay_left_after_kill_9_of_vmspawn() {
         "test.mode=write=/dev/vda:before-kill,sleep=600",
     ]);
     let mut vm = Background::start(cmd);
-    vm.wait_for_line("VMTEST: write-ok /dev/vda", BOOT);
+    vm.wait_for_line("write-ok /dev/vda", BOOT);
     let vmspawn = vm.child.id();
     let qemu = child_named(vmspawn, QEMU_COMM).expect("QEMU runs");
     // QEMU holds the overlay: an unnamed file next to the image.

@@ -147,7 +147,7 @@ static OPTIONS: &[OptionSpec] = &[
         Flag,
         "",
         IMAGE,
-        "Run VM with snapshot of the disk or directory",
+        "Run VM with snapshot of the disk image (not yet of a directory)",
     ),
     opt(
         "image",

@@ -74,6 +74,8 @@ pub struct Needs {
     pub vsock: VsockNeed,
     /// `--forward-journal=`: a vsock listener for the guest's journal too.
     pub forward_journal: bool,
+    /// `--system`/`--user`: which machined registration may use.
+    pub runtime_scope: Option<crate::config::RuntimeScope>,
 }
 
 /// The planner's view of what was acquired.
@@ -209,10 +211,16 @@ pub fn acquire(
     // itself needs QEMU's pid and happens once it runs.
     let mut registrar = None;
     if let Some(required) = needs.registration {
-        let chosen = register::choose(env.var, env.is_root, &|p: &Path| p.exists());
+        let chosen = register::choose(env.var, env.is_root, needs.runtime_scope, &|p: &Path| {
+            p.exists()
+        });
         let connection = match &chosen {
             None if required => {
-                return Err(register::nothing_to_register_with(env.is_root, env.var));
+                return Err(register::nothing_to_register_with(
+                    env.is_root,
+                    needs.runtime_scope,
+                    env.var,
+                ));
             }
             None => None,
             Some(Registrar::Varlink(path)) => {

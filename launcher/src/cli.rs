@@ -16,7 +16,8 @@ use clap::{Arg, ArgAction, ArgMatches, Command};
 
 use crate::bail;
 use crate::config::{
-    Background, BindMount, Config, ConsoleMode, Credential, ExtraDrive, Network, TpmState,
+    Background, BindMount, Config, ConsoleMode, ConsoleTransport, Credential, ExtraDrive, Network,
+    RuntimeScope, TpmState,
 };
 use crate::disk::{self, DiskType, ImageFormat};
 use crate::error::{Error, Result};
@@ -118,12 +119,36 @@ static OPTIONS: &[OptionSpec] = &[
         "Do not prompt for password",
     ),
     opt(
+        "system",
+        None,
+        Flag,
+        "",
+        GENERAL,
+        "Run in the system service manager scope (register with the system machined)",
+    ),
+    opt(
+        "user",
+        None,
+        Flag,
+        "",
+        GENERAL,
+        "Run in the user service manager scope (register with your own machined)",
+    ),
+    opt(
         "directory",
         Some('D'),
         Value,
         "PATH",
         IMAGE,
         "Root directory for the VM",
+    ),
+    opt(
+        "ephemeral",
+        Some('x'),
+        Flag,
+        "",
+        IMAGE,
+        "Run VM with snapshot of the disk image (not yet of a directory)",
     ),
     opt(
         "image",
@@ -426,6 +451,38 @@ static OPTIONS: &[OptionSpec] = &[
         "Forward the VM's journal to the host",
     ),
     opt(
+        "forward-journal-max-use",
+        None,
+        Value,
+        "BYTES",
+        INTEGRATION,
+        "Maximum disk space for forwarded journal",
+    ),
+    opt(
+        "forward-journal-keep-free",
+        None,
+        Value,
+        "BYTES",
+        INTEGRATION,
+        "Minimum disk space to keep free",
+    ),
+    opt(
+        "forward-journal-max-file-size",
+        None,
+        Value,
+        "BYTES",
+        INTEGRATION,
+        "Maximum size of individual journal files",
+    ),
+    opt(
+        "forward-journal-max-files",
+        None,
+        Value,
+        "N",
+        INTEGRATION,
+        "Maximum number of journal files to keep",
+    ),
+    opt(
         "pass-ssh-key",
         None,
         Value,
@@ -447,7 +504,15 @@ static OPTIONS: &[OptionSpec] = &[
         Value,
         "MODE",
         IO,
-        "Console mode (interactive, native, gui, read-only)",
+        "Console mode (interactive, native, gui, read-only or headless)",
+    ),
+    opt(
+        "console-transport",
+        None,
+        Value,
+        "TRANSPORT",
+        IO,
+        "Console transport (virtio or serial)",
     ),
     opt("qemu-gui", None, Flag, "", IO, "Alias for --console=gui"),
     opt(
@@ -628,7 +693,16 @@ fn apply(matches: &ArgMatches, env: &ParseEnv) -> Result<Action> {
         no_pager: matches.get_count("no-pager") > 0,
         no_ask_password: matches.get_count("no-ask-password") > 0,
         keep_unit: matches.get_count("keep-unit") > 0,
+        ephemeral: matches.get_count("ephemeral") > 0,
         ..Config::default()
+    };
+    // The last of --system and --user wins.
+    c.runtime_scope = match (last_index(matches, "system"), last_index(matches, "user")) {
+        (None, None) => None,
+        (Some(_), None) => Some(RuntimeScope::System),
+        (None, Some(_)) => Some(RuntimeScope::User),
+        (Some(system), Some(user)) if system > user => Some(RuntimeScope::System),
+        (Some(_), Some(_)) => Some(RuntimeScope::User),
     };
     // The last of -n/--network-tap and --network-user-mode wins.
     c.network = match (
@@ -844,6 +918,36 @@ fn apply(matches: &ArgMatches, env: &ParseEnv) -> Result<Action> {
                 }
             }
             "forward-journal" => c.forward_journal = path_value(v, env),
+            "forward-journal-max-use"
+            | "forward-journal-keep-free"
+            | "forward-journal-max-file-size"
+            | "forward-journal-max-files" => {
+                let text = str_value(o.id, v)?;
+                let value = if text.is_empty() {
+                    None
+                } else if o.id == "forward-journal-max-files" {
+                    Some(text.parse::<u64>().map_err(|_| {
+                        Error::new(format!(
+                            "Failed to parse --{}= value: {text} (expected a number of files)",
+                            o.id
+                        ))
+                    })?)
+                } else {
+                    Some(parse::parse_size(text).ok_or_else(|| {
+                        Error::new(format!(
+                            "Failed to parse --{}= value: {text} (expected a size such as 64M)",
+                            o.id
+                        ))
+                    })?)
+                };
+                let limits = &mut c.journal_limits;
+                *match o.id {
+                    "forward-journal-max-use" => &mut limits.max_use,
+                    "forward-journal-keep-free" => &mut limits.keep_free,
+                    "forward-journal-max-file-size" => &mut limits.max_file_size,
+                    _ => &mut limits.max_files,
+                } = value;
+            }
             "pass-ssh-key" => c.pass_ssh_key = Some(bool_value(o.id, v)?),
             "ssh-key-type" => {
                 let text = str_value(o.id, v)?;
@@ -862,6 +966,15 @@ fn apply(matches: &ArgMatches, env: &ParseEnv) -> Result<Action> {
                     Error::new(format!("Failed to parse specified console mode: {text}"))
                 })?;
                 console_index = Some(o.index);
+            }
+            "console-transport" => {
+                c.console_transport = match str_value(o.id, v)? {
+                    "virtio" => ConsoleTransport::Virtio,
+                    "serial" => ConsoleTransport::Serial,
+                    text => bail!(
+                        "Failed to parse specified console transport: {text} (expected virtio or serial)"
+                    ),
+                };
             }
             "background" => {
                 let text = str_value(o.id, v)?;
@@ -968,6 +1081,27 @@ fn apply(matches: &ArgMatches, env: &ParseEnv) -> Result<Action> {
     }
     if c.ram_slots > 0 && c.ram_max.is_none() {
         bail!("Memory hotplug slots require a maximum RAM size");
+    }
+    if c.journal_limits.any() && c.forward_journal.is_none() {
+        bail!(
+            "--forward-journal-max-use=/--forward-journal-keep-free=/--forward-journal-max-file-size=/\
+             --forward-journal-max-files= require --forward-journal=."
+        );
+    }
+    if c.ephemeral {
+        if !c.extra_drives.is_empty() {
+            bail!(
+                "Cannot use --ephemeral with --extra-drive=: an extra drive would still be written to. \
+                 Drop --ephemeral, or drop the --extra-drive= options."
+            );
+        }
+        // As 262: state kept next to the image ("auto") would outlive a throw-away VM.
+        if c.tpm_state == TpmState::Auto {
+            c.tpm_state = TpmState::Off;
+        }
+        c.tmpdir = (env.var)("TMPDIR")
+            .filter(|d| !d.is_empty())
+            .map(|d| parse::absolute_path(&d, env.cwd));
     }
     reject_unimplemented(&c)?;
     Ok(Action::Run(Box::new(c)))
@@ -1470,6 +1604,100 @@ mod tests {
             "--tpm=",
             "--keep-unit",
         ]);
+    }
+
+    #[test]
+    fn options_of_262() {
+        use crate::config::{ConsoleTransport, RuntimeScope};
+        let c = config(&["-x", "-i", "a.raw", "--console=headless"]);
+        assert!(c.ephemeral);
+        assert_eq!(c.console, ConsoleMode::Headless);
+        // An ephemeral VM keeps no TPM state next to the image.
+        assert_eq!(c.tpm_state, TpmState::Off);
+        assert_eq!(
+            config(&["-x", "--tpm-state=/s"]).tpm_state,
+            TpmState::Path("/s".into())
+        );
+        assert_eq!(config(&[]).console_transport, ConsoleTransport::Virtio);
+        assert_eq!(
+            config(&["--console-transport=serial"]).console_transport,
+            ConsoleTransport::Serial
+        );
+        assert_eq!(
+            error(&["--console-transport=usb"]),
+            "Failed to parse specified console transport: usb (expected virtio or serial)"
+        );
+        assert_eq!(config(&[]).runtime_scope, None);
+        assert_eq!(
+            config(&["--user", "--system"]).runtime_scope,
+            Some(RuntimeScope::System)
+        );
+        assert_eq!(
+            config(&["--system", "--user"]).runtime_scope,
+            Some(RuntimeScope::User)
+        );
+        let c = config(&[
+            "--forward-journal=/j",
+            "--forward-journal-max-use=1G",
+            "--forward-journal-keep-free=10M",
+            "--forward-journal-max-file-size=64K",
+            "--forward-journal-max-files=5",
+        ]);
+        assert_eq!(c.journal_limits.max_use, Some(1 << 30));
+        assert_eq!(c.journal_limits.keep_free, Some(10 << 20));
+        assert_eq!(c.journal_limits.max_file_size, Some(64 << 10));
+        assert_eq!(c.journal_limits.max_files, Some(5));
+        // An empty value resets a limit.
+        let c = config(&[
+            "--forward-journal=/j",
+            "--forward-journal-max-files=5",
+            "--forward-journal-max-files=",
+        ]);
+        assert!(!c.journal_limits.any());
+        for (args, text) in [
+            (
+                &["--forward-journal-max-use=1G"][..],
+                "require --forward-journal=.",
+            ),
+            (
+                &["--forward-journal=/j", "--forward-journal-max-files=many"],
+                "Failed to parse --forward-journal-max-files= value: many",
+            ),
+            (
+                &["--forward-journal=/j", "--forward-journal-max-use=lots"],
+                "Failed to parse --forward-journal-max-use= value: lots",
+            ),
+            (
+                &["-x", "-i", "a.raw", "--extra-drive=b.raw"],
+                "Cannot use --ephemeral with --extra-drive=",
+            ),
+        ] {
+            let e = error(args);
+            assert!(e.contains(text), "{args:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn ephemeral_reads_tmpdir() {
+        let env = |name: &str| (name == "TMPDIR").then(|| OsString::from("scratch"));
+        let parsed = |args: &[&str]| {
+            let args: Vec<OsString> = args.iter().map(OsString::from).collect();
+            match parse(
+                &args,
+                &ParseEnv {
+                    cwd: Path::new("/home/u"),
+                    var: &env,
+                },
+            ) {
+                Ok(Action::Run(c)) => c.tmpdir,
+                other => panic!("unexpected {other:?}"),
+            }
+        };
+        assert_eq!(
+            parsed(&["-x", "-i", "a.raw"]),
+            Some(PathBuf::from("/home/u/scratch"))
+        );
+        assert_eq!(parsed(&["-i", "a.raw"]), None);
     }
 
     #[test]

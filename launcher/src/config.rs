@@ -13,6 +13,8 @@ pub enum ConsoleMode {
     ReadOnly,
     Native,
     Gui,
+    /// 262's `headless`: no console device at all; the guest's console output goes nowhere.
+    Headless,
 }
 
 impl ConsoleMode {
@@ -22,8 +24,40 @@ impl ConsoleMode {
             "read-only" => Some(ConsoleMode::ReadOnly),
             "native" => Some(ConsoleMode::Native),
             "gui" => Some(ConsoleMode::Gui),
+            "headless" => Some(ConsoleMode::Headless),
             _ => None,
         }
+    }
+}
+
+/// `--console-transport=`: the device the guest's console is on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConsoleTransport {
+    /// A virtio console (`hvc0`).
+    Virtio,
+    /// The platform's serial port (`ttyS0`, `ttyAMA0` on Arm).
+    Serial,
+}
+
+/// `--system` / `--user`: which service manager and machined the VM belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RuntimeScope {
+    System,
+    User,
+}
+
+/// `--forward-journal-max-use=` and friends: limits for systemd-journal-remote's files.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct JournalLimits {
+    pub max_use: Option<u64>,
+    pub keep_free: Option<u64>,
+    pub max_file_size: Option<u64>,
+    pub max_files: Option<u64>,
+}
+
+impl JournalLimits {
+    pub fn any(&self) -> bool {
+        *self != JournalLimits::default()
     }
 }
 
@@ -119,10 +153,19 @@ pub struct Config {
     pub bind_user_shell: Option<String>,
     pub bind_user_groups: Vec<String>,
     pub forward_journal: Option<PathBuf>,
+    pub journal_limits: JournalLimits,
+    /// `-x/--ephemeral`: the VM's writes to its root go to a throw-away overlay (image) or copy
+    /// (directory). TPM (and NVRAM) state `auto` then means off.
+    pub ephemeral: bool,
+    /// `$TMPDIR`, where an ephemeral overlay goes when it cannot be next to the image.
+    pub tmpdir: Option<PathBuf>,
+    /// `--system`/`--user`; None: follows the UID (root: system).
+    pub runtime_scope: Option<RuntimeScope>,
     /// `--pass-ssh-key=`; None when left at its default.
     pub pass_ssh_key: Option<bool>,
     pub ssh_key_type: Option<String>,
     pub console: ConsoleMode,
+    pub console_transport: ConsoleTransport,
     pub background: Background,
     pub credentials: Vec<Credential>,
     pub quiet: bool,
@@ -186,9 +229,14 @@ impl Default for Config {
             bind_user_shell: None,
             bind_user_groups: Vec::new(),
             forward_journal: None,
+            journal_limits: JournalLimits::default(),
+            ephemeral: false,
+            tmpdir: None,
+            runtime_scope: None,
             pass_ssh_key: None,
             ssh_key_type: None,
             console: ConsoleMode::Interactive,
+            console_transport: ConsoleTransport::Virtio,
             background: Background::Auto,
             credentials: Vec::new(),
             quiet: false,

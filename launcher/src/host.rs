@@ -289,6 +289,16 @@ pub fn discover(config: &Config, env: &HostEnv) -> Result<HostFacts> {
         } else {
             find_in_path("ssh-keygen", path_var.as_ref())
         },
+        journal_remote_limits: match (
+            config.journal_limits.any(),
+            config
+                .forward_journal
+                .as_ref()
+                .and_then(|_| find_journal_remote(path_var.as_ref())),
+        ) {
+            (true, Some(binary)) => Some(journal_remote_limits(&binary)),
+            _ => None,
+        },
         journal_remote: config
             .forward_journal
             .as_ref()
@@ -520,6 +530,30 @@ fn journal_output_problem(path: &Path) -> Option<String> {
 }
 
 /// systemd-journal-remote: systemd's libexec directory first, then $PATH (259's order).
+/// Whether systemd-journal-remote takes `--max-use=` and the other limits as options (it says
+/// so in its `--help`), and its version line, for messages. Only asked when limits are given.
+fn journal_remote_limits(binary: &Path) -> crate::plan::JournalRemoteLimits {
+    let output = |arg: &str| {
+        std::process::Command::new(binary)
+            .arg(arg)
+            .env_clear()
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    };
+    crate::plan::JournalRemoteLimits {
+        takes_options: output("--help").contains("--max-use"),
+        version: output("--version")
+            .lines()
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_string(),
+    }
+}
+
 fn find_journal_remote(path_var: Option<&OsString>) -> Option<PathBuf> {
     let libexec = PathBuf::from("/usr/lib/systemd/systemd-journal-remote");
     if is_executable(&libexec) {
@@ -543,7 +577,10 @@ pub fn resolve_image(config: &mut Config, env: &HostEnv) -> Result<()> {
         return Ok(());
     };
     let mut dirs = Vec::new();
-    if !env.is_root {
+    // As 262: the user's own images too in the user scope, only the system's with --system.
+    if crate::register::effective_scope(config.runtime_scope, env.is_root)
+        == crate::config::RuntimeScope::User
+    {
         if let Some(home) = (env.var)("HOME").filter(|h| !h.is_empty()) {
             dirs.push(PathBuf::from(home).join(".local/state/machines"));
         }

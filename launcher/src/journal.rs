@@ -95,12 +95,13 @@ pub fn plan(config: &Config, host: &HostFacts, vsock: &VsockPlan) -> Result<Opti
         rules.write = vec![output.clone()];
     }
     rules.devices = vec![PathBuf::from("/dev/null")];
-    let args: Vec<OsString> = vec![
+    let mut args: Vec<OsString> = vec![
         "--output".into(),
         output.clone().into(),
         "--split-mode".into(),
         if single { "none" } else { "host" }.into(),
     ];
+    args.extend(limit_args(config, host, binary)?);
     let process = ProcessPlan {
         role: Role::JournalRemote,
         name: Role::JournalRemote.describe().into(),
@@ -149,9 +150,77 @@ pub fn plan(config: &Config, host: &HostFacts, vsock: &VsockPlan) -> Result<Opti
     }))
 }
 
+/// `--forward-journal-max-use=` and friends as systemd-journal-remote options, as 262 passes
+/// them, where the installed journal-remote takes them; an error where it does not.
+fn limit_args(config: &Config, host: &HostFacts, binary: &Path) -> Result<Vec<OsString>> {
+    let limits = &config.journal_limits;
+    if !limits.any() {
+        return Ok(Vec::new());
+    }
+    match &host.journal_remote_limits {
+        Some(l) if l.takes_options => {}
+        other => {
+            let version = other
+                .as_ref()
+                .map(|l| l.version.as_str())
+                .filter(|v| !v.is_empty())
+                .unwrap_or("of unknown version");
+            return Err(Error::new(format!(
+                "--forward-journal-max-use=/--forward-journal-keep-free=/--forward-journal-max-file-size=/\
+                 --forward-journal-max-files= need a systemd-journal-remote that takes these limits as options \
+                 (--max-use= etc., newer than systemd 254), but {} is {version} and has no such options: it \
+                 reads them only from /etc/systemd/journal-remote.conf (MaxUse=, KeepFree=, MaxFileSize=, \
+                 MaxFiles=), which the administrator sets for every user and which applies to --forward-journal= \
+                 as it is. Drop these options, or ask the administrator to set the limits there.",
+                binary.display()
+            )));
+        }
+    }
+    Ok([
+        ("--max-use", limits.max_use),
+        ("--keep-free", limits.keep_free),
+        ("--max-file-size", limits.max_file_size),
+        ("--max-files", limits.max_files),
+    ]
+    .into_iter()
+    .filter_map(|(option, value)| value.map(|v| OsString::from(format!("{option}={v}"))))
+    .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn limits_become_options_where_journal_remote_takes_them() {
+        let mut config = Config {
+            forward_journal: Some(PathBuf::from("/var/log/vm")),
+            ..Config::default()
+        };
+        config.journal_limits.max_file_size = Some(1 << 20);
+        config.journal_limits.max_files = Some(3);
+        let mut host = crate::testing::host_facts(&["journal-remote"], &config);
+        let binary = Path::new("/usr/lib/systemd/systemd-journal-remote");
+        // Debian 12's 254: refused, naming the configuration file that has these limits.
+        let e = limit_args(&config, &host, binary).unwrap_err().to_string();
+        assert!(
+            e.contains("systemd 254") && e.contains("MaxFileSize="),
+            "{e}"
+        );
+        host.journal_remote_limits = Some(crate::plan::JournalRemoteLimits {
+            takes_options: true,
+            version: "systemd 262".into(),
+        });
+        assert_eq!(
+            limit_args(&config, &host, binary).unwrap(),
+            vec![
+                OsString::from("--max-file-size=1048576"),
+                OsString::from("--max-files=3")
+            ]
+        );
+        config.journal_limits = Default::default();
+        assert!(limit_args(&config, &host, binary).unwrap().is_empty());
+    }
 
     #[test]
     fn split_mode_follows_the_suffix() {

@@ -22,6 +22,7 @@ pub mod host;
 pub mod journal;
 pub mod network;
 pub mod notify;
+pub mod overlay;
 pub mod parse;
 pub mod plan;
 pub mod process;

@@ -12,7 +12,7 @@ use base64::Engine as _;
 
 use crate::acquire::{Acquired, KvmAccess, KvmNeed, Needs, NetworkSetup, TapFacts};
 use crate::bootentry::BootEntry;
-use crate::config::{Background, Config, ConsoleMode, Credential};
+use crate::config::{Background, Config, ConsoleMode, ConsoleTransport, Credential};
 use crate::disk::{DiskType, ImageFormat, RootKind, RootPartition};
 use crate::error::{Error, Result};
 use crate::firmware::Firmware;
@@ -73,6 +73,18 @@ pub struct HostFacts {
     pub journal_remote: Option<PathBuf>,
     /// Why the --forward-journal= path cannot be written, if it cannot.
     pub journal_output_problem: Option<String>,
+    /// What systemd-journal-remote can do with `--forward-journal-max-use=` and friends (only
+    /// looked up when one is given).
+    pub journal_remote_limits: Option<JournalRemoteLimits>,
+}
+
+/// Whether systemd-journal-remote takes the file limits as options.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JournalRemoteLimits {
+    /// `--max-use=`, `--keep-free=`, `--max-file-size=`, `--max-files=` (newer than 254).
+    pub takes_options: bool,
+    /// Its `--version` line ("systemd 254 (254.26-1~bpo12+1)").
+    pub version: String,
 }
 
 /// The VM's root.
@@ -145,6 +157,8 @@ pub enum ConsolePlan {
     Native,
     /// A graphical window; stdio is inherited but unused by the guest console.
     Gui,
+    /// No console at all (`--console=headless`); QEMU's stdin is /dev/null.
+    Headless,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -208,6 +222,8 @@ pub struct Plan {
     /// (sources, destination) when several initrds are merged into one.
     pub initrd_merge: Option<(Vec<PathBuf>, PathBuf)>,
     pub grow_image: Option<GrowImage>,
+    /// `--ephemeral` with an image: the overlay vmspawn creates before QEMU starts.
+    pub ephemeral_overlay: Option<crate::overlay::OverlayPlan>,
     /// State directories, created before any process starts.
     pub state_dirs: Vec<StateDir>,
     /// Listening sockets, bound before any process starts.
@@ -244,6 +260,9 @@ impl Plan {
         self.processes.iter().find(|p| p.role == Role::Qemu)
     }
 }
+
+/// The QEMU fd set (`--add-fd set=`) of the ephemeral overlay (set 1 is /dev/kvm's).
+pub const OVERLAY_FDSET: u32 = 2;
 
 /// QEMU's own seccomp sandbox, with every optional restriction on.
 pub const QEMU_SANDBOX: &str =
@@ -391,7 +410,8 @@ fn qemu_rules(
     // Read-write: the runtime directory (NVRAM copy, credentials, merged initrd) and the disks.
     q.write.push(host.runtime_dir.clone());
     if let RootFacts::Image(image) = &host.root {
-        let list = if config.image_disk_type.read_only() {
+        // A CD-ROM, and an ephemeral VM's image (only the overlay's backing file): read-only.
+        let list = if config.image_disk_type.read_only() || config.ephemeral {
             &mut q.read
         } else {
             &mut q.write
@@ -539,6 +559,26 @@ fn qcow2_block_device(path: &Path) -> Error {
     ))
 }
 
+/// The machine name of this VM: `machine_name`, and for an `--ephemeral` VM without `-M` a
+/// random suffix (from the host's random VM generation ID, so planning stays pure), so that
+/// several throw-away VMs of one image can run at once.
+pub fn vm_machine_name(config: &Config, host: &HostFacts) -> Result<String> {
+    let name = machine_name(config, &host.hostname)?;
+    if !config.ephemeral || config.machine.is_some() {
+        return Ok(name);
+    }
+    let suffix: String = host.vmgenid[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    // A hostname has at most 64 characters: shorten the name, keep the whole suffix.
+    let keep = name.len().min(64 - 17);
+    Ok(format!(
+        "{}-{suffix}",
+        name[..keep].trim_end_matches(['-', '.'])
+    ))
+}
+
 /// The machine name: `-M`, else the image file name without one trailing `.raw`.
 pub fn machine_name(config: &Config, hostname: &str) -> Result<String> {
     if let Some(name) = &config.machine {
@@ -573,6 +613,16 @@ fn machine_type(arch: &str) -> Result<&'static str> {
         "mips" => "malta",
         _ => return Err(Error::new("Native architecture is not supported by qemu.")),
     })
+}
+
+/// The kernel's name for the platform serial port QEMU's `-serial` connects.
+fn serial_console_name(arch: &str) -> &'static str {
+    match arch {
+        "aarch64" | "arm" => "ttyAMA0",
+        "s390x" => "ttysclp0",
+        "ppc" => "hvc0",
+        _ => "ttyS0",
+    }
 }
 
 fn has_smbios(arch: &str) -> bool {
@@ -648,7 +698,7 @@ pub fn needs(config: &Config, host: &HostFacts) -> Result<Needs> {
         Tristate::Auto => KvmNeed::Off,
     };
     Ok(Needs {
-        machine: machine_name(config, &host.hostname)?,
+        machine: vm_machine_name(config, host)?,
         network: config.network,
         kvm,
         registration: match config.register {
@@ -659,13 +709,14 @@ pub fn needs(config: &Config, host: &HostFacts) -> Result<Needs> {
         interactive_auth: host.stdin_is_tty && !config.no_ask_password,
         vsock: crate::vsock::needs(config, host)?,
         forward_journal: config.forward_journal.is_some(),
+        runtime_scope: config.runtime_scope,
     })
 }
 
 pub fn plan(config: &Config, host: &HostFacts, acquired: &Acquired) -> Result<Plan> {
     let arch = host.qemu_arch.as_str();
     let x86 = matches!(arch, "x86_64" | "i386");
-    let machine = machine_name(config, &host.hostname)?;
+    let machine = vm_machine_name(config, host)?;
     let root = host.root.path();
     let rd = &host.runtime_dir;
     let boot = kernel_boot(config, &host.root)?;
@@ -806,22 +857,43 @@ pub fn plan(config: &Config, host: &HostFacts, acquired: &Acquired) -> Result<Pl
         }),
     ]);
 
-    // Console.
-    let console = match config.console {
-        ConsoleMode::Interactive | ConsoleMode::ReadOnly => {
+    // Console: the chardev, then the device the guest's console is on (a virtio console, or
+    // with --console-transport=serial the platform's serial port).
+    let serial = config.console_transport == ConsoleTransport::Serial;
+    let console_device = |args: &mut Vec<OsString>| {
+        if serial {
+            args.extend(["-serial", "chardev:console"].map(os));
+        } else {
             args.extend(
                 [
-                    "-nographic",
-                    "-nodefaults",
                     "-device",
                     "virtio-serial-pci,id=vmspawn-virtio-serial-pci",
-                    "-chardev",
-                    "stdio,id=console,signal=off",
                     "-device",
                     "virtconsole,chardev=console",
                 ]
                 .map(os),
             );
+        }
+    };
+    let console = match config.console {
+        ConsoleMode::Interactive | ConsoleMode::ReadOnly => {
+            args.extend(["-nographic", "-nodefaults"].map(os));
+            if serial {
+                args.extend(["-chardev", "stdio,id=console,signal=off"].map(os));
+                console_device(&mut args);
+            } else {
+                args.extend(
+                    [
+                        "-device",
+                        "virtio-serial-pci,id=vmspawn-virtio-serial-pci",
+                        "-chardev",
+                        "stdio,id=console,signal=off",
+                        "-device",
+                        "virtconsole,chardev=console",
+                    ]
+                    .map(os),
+                );
+            }
             ConsolePlan::Forwarded {
                 read_only: config.console == ConsoleMode::ReadOnly,
                 background: config.background.clone(),
@@ -834,15 +906,11 @@ pub fn plan(config: &Config, host: &HostFacts, acquired: &Acquired) -> Result<Pl
                     "-nodefaults",
                     "-chardev",
                     "stdio,mux=on,id=console,signal=off",
-                    "-device",
-                    "virtio-serial-pci,id=vmspawn-virtio-serial-pci",
-                    "-device",
-                    "virtconsole,chardev=console",
-                    "-mon",
-                    "console",
                 ]
                 .map(os),
             );
+            console_device(&mut args);
+            args.extend(["-mon", "console"].map(os));
             ConsolePlan::Native
         }
         ConsoleMode::Gui => {
@@ -860,6 +928,11 @@ pub fn plan(config: &Config, host: &HostFacts, acquired: &Acquired) -> Result<Pl
                 .map(os),
             );
             ConsolePlan::Gui
+        }
+        // As 262: no display and no console device; the guest's console output goes nowhere.
+        ConsoleMode::Headless => {
+            args.extend(["-nographic", "-nodefaults"].map(os));
+            ConsolePlan::Headless
         }
     };
 
@@ -892,6 +965,7 @@ pub fn plan(config: &Config, host: &HostFacts, acquired: &Acquired) -> Result<Pl
     }
     let mut grow_image = None;
     let mut scsi_controller = false;
+    let mut ephemeral_overlay = None;
     match &host.root {
         RootFacts::Image(image_info) => {
             let image = &image_info.path;
@@ -914,22 +988,72 @@ pub fn plan(config: &Config, host: &HostFacts, acquired: &Acquired) -> Result<Pl
                 )));
             }
             let disk_type = config.image_disk_type;
-            let mut drive = kv_path("if=none,id=vmspawn,file=", image);
-            drive.push(format!(
-                ",format={},discard={}",
-                image_info.format.as_qemu(),
-                if config.discard_disk && !disk_type.read_only() {
-                    "on"
-                } else {
-                    "off"
+            let discard = if config.discard_disk && !disk_type.read_only() {
+                "on"
+            } else {
+                "off"
+            };
+            let read_only = if disk_type.read_only() {
+                ",readonly=on"
+            } else {
+                ""
+            };
+            if config.ephemeral {
+                // The guest writes to a qcow2 overlay vmspawn creates unnamed (O_TMPFILE) and
+                // passes as an fd, backed by the image, which QEMU may only read.
+                let fd = fds.add(FdName::EphemeralOverlay);
+                let read_only_fd = fds.add(FdName::EphemeralOverlayReadOnly);
+                args.extend([
+                    os("--add-fd"),
+                    os(format!(
+                        "fd={fd},set={OVERLAY_FDSET},opaque=ephemeral-overlay"
+                    )),
+                    os("--add-fd"),
+                    os(format!(
+                        "fd={read_only_fd},set={OVERLAY_FDSET},opaque=ephemeral-overlay-ro"
+                    )),
+                    os("-drive"),
+                    os(format!(
+                        "if=none,id=vmspawn,file=/dev/fdset/{OVERLAY_FDSET},format=qcow2,\
+                         cache.no-flush=on,discard={discard}{read_only}"
+                    )),
+                ]);
+                let grow_to = (config.grow_image > 0)
+                    .then(|| config.grow_image.checked_next_multiple_of(4096))
+                    .map(|size| {
+                        size.ok_or_else(|| Error::new("Specified file size too large, refusing."))
+                    })
+                    .transpose()?
+                    .unwrap_or(0);
+                let mut dirs = Vec::new();
+                if let Some(parent) = image.parent().filter(|_| !image_info.is_block_device) {
+                    dirs.push(parent.to_path_buf());
                 }
-            ));
+                let tmpdir = config
+                    .tmpdir
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from("/var/tmp"));
+                if !dirs.contains(&tmpdir) {
+                    dirs.push(tmpdir);
+                }
+                ephemeral_overlay = Some(crate::overlay::OverlayPlan {
+                    backing: image.clone(),
+                    backing_format: image_info.format,
+                    grow_to,
+                    dirs,
+                });
+            } else {
+                let mut drive = kv_path("if=none,id=vmspawn,file=", image);
+                drive.push(format!(
+                    ",format={},discard={discard}{read_only}",
+                    image_info.format.as_qemu(),
+                ));
+                args.extend([os("-drive"), drive]);
+            }
             if disk_type.read_only() {
-                drive.push(",readonly=on");
                 // The root file system of a CD-ROM can only be mounted read-only.
                 cmdline.push("ro".into());
             }
-            args.extend([os("-drive"), drive]);
             if disk_type.on_scsi_bus() {
                 args.extend([os("-device"), os(SCSI_CONTROLLER)]);
                 scsi_controller = true;
@@ -938,7 +1062,7 @@ pub fn plan(config: &Config, host: &HostFacts, acquired: &Acquired) -> Result<Pl
                 os("-device"),
                 disk_device(disk_type, "drive=vmspawn,bootindex=1", image),
             ]);
-            grow_image = (config.grow_image > 0)
+            grow_image = (config.grow_image > 0 && !config.ephemeral)
                 .then(|| config.grow_image.checked_next_multiple_of(4096))
                 .map(|size| {
                     size.map(|size| GrowImage {
@@ -950,6 +1074,13 @@ pub fn plan(config: &Config, host: &HostFacts, acquired: &Acquired) -> Result<Pl
                 .transpose()?;
         }
         RootFacts::Directory(dir) => {
+            if config.ephemeral {
+                return Err(Error::new(format!(
+                    "--ephemeral with a directory root ('{}') is not supported yet by this vmspawn. Use \
+                     --ephemeral with --image=, or boot a copy of the directory you made yourself.",
+                    dir.path.display()
+                )));
+            }
             if config.grow_image > 0 {
                 return Err(Error::new(format!(
                     "--grow-image= grows a disk image, but the VM boots the directory '{}'. Drop --grow-image=.",
@@ -996,9 +1127,15 @@ pub fn plan(config: &Config, host: &HostFacts, acquired: &Acquired) -> Result<Pl
     args.extend(virtiofs.mount_args.iter().cloned());
     cmdline.extend(virtiofs.cmdline.iter().cloned());
 
-    // Kernel command line: console=hvc0 first (not for gui), then -append or SMBIOS strings.
-    if config.console != ConsoleMode::Gui {
-        cmdline.insert(0, "console=hvc0".into());
+    // Kernel command line: console=hvc0 (or the serial port) first (not for gui or headless),
+    // then -append or SMBIOS strings.
+    if !matches!(config.console, ConsoleMode::Gui | ConsoleMode::Headless) {
+        let device = if serial {
+            serial_console_name(arch)
+        } else {
+            "hvc0"
+        };
+        cmdline.insert(0, format!("console={device}"));
     }
     let smbios_file = |path: &Path| kv_path("type=11,path=", path);
     if !cmdline.is_empty() {
@@ -1172,6 +1309,7 @@ pub fn plan(config: &Config, host: &HostFacts, acquired: &Acquired) -> Result<Pl
         stdio: match console {
             ConsolePlan::Forwarded { .. } => StdioPlan::Console,
             ConsolePlan::Native | ConsolePlan::Gui => StdioPlan::Terminal,
+            ConsolePlan::Headless => StdioPlan::NoInput,
         },
         // Unless QEMU reads our terminal itself (native console), a Ctrl-C on the terminal
         // reaches only vmspawn, which turns it into a graceful power-off.
@@ -1256,6 +1394,7 @@ pub fn plan(config: &Config, host: &HostFacts, acquired: &Acquired) -> Result<Pl
         nvram_copy: (firmware.vars_template.clone(), vars_copy),
         initrd_merge,
         grow_image,
+        ephemeral_overlay,
         state_dirs,
         sockets,
         processes,

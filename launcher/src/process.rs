@@ -72,6 +72,11 @@ pub enum FdName {
     /// Where the guest's journal arrives (AF_VSOCK, or the vhost-user port socket), passed to
     /// systemd-journal-remote by socket activation.
     JournalListener,
+    /// The unnamed qcow2 overlay of an `--ephemeral` image (created by vmspawn), read-write.
+    EphemeralOverlay,
+    /// The same overlay opened read-only: QEMU's fd sets hand out an fd only to an open with
+    /// the same access mode, and QEMU opens the image read-only too.
+    EphemeralOverlayReadOnly,
 }
 
 /// One entry of a process's fd table.

@@ -14,6 +14,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::config::RuntimeScope;
 use crate::error::{Error, Result};
 use crate::helper::{self, HelperClient};
 
@@ -39,48 +40,88 @@ pub fn user_varlink(var: &dyn Fn(&str) -> Option<OsString>) -> Option<PathBuf> {
     Some(Path::new(&runtime).join("systemd/machine/io.systemd.Machine"))
 }
 
-/// Picks the machined to register with: root uses the system machined's varlink socket, or
-/// the helper service; a regular user their own machined, or the helper. None if there is
-/// nothing to register with.
+/// The scope a VM is registered in: `--system`/`--user`, else what the UID says (root:
+/// system).
+pub fn effective_scope(scope: Option<RuntimeScope>, is_root: bool) -> RuntimeScope {
+    scope.unwrap_or(if is_root {
+        RuntimeScope::System
+    } else {
+        RuntimeScope::User
+    })
+}
+
+/// Picks the machined to register with. Left to the UID (`scope` None), root uses the system
+/// machined's varlink socket, or the helper service; a regular user their own machined, or
+/// the helper. `--user` means only the caller's own machined (never the helper); `--system`
+/// only the system machined (directly as root, through the helper otherwise). None if there
+/// is nothing to register with.
 pub fn choose(
     var: &dyn Fn(&str) -> Option<OsString>,
     is_root: bool,
+    scope: Option<RuntimeScope>,
     exists: &dyn Fn(&Path) -> bool,
 ) -> Option<Registrar> {
     let (socket, binary) = helper::locations(var);
-    if is_root {
-        if exists(Path::new(SYSTEM_VARLINK)) {
-            return Some(Registrar::Varlink(PathBuf::from(SYSTEM_VARLINK)));
+    let own = || {
+        user_varlink(var)
+            .filter(|p| exists(p))
+            .map(Registrar::Varlink)
+    };
+    match (effective_scope(scope, is_root), is_root) {
+        (RuntimeScope::User, _) if scope.is_some() => own(),
+        (RuntimeScope::System, true) => {
+            if exists(Path::new(SYSTEM_VARLINK)) {
+                return Some(Registrar::Varlink(PathBuf::from(SYSTEM_VARLINK)));
+            }
+            // A setuid helper does nothing for root; only the service can.
+            exists(&socket).then_some(Registrar::Helper)
         }
-        // A setuid helper does nothing for root; only the service can.
-        return exists(&socket).then_some(Registrar::Helper);
+        (RuntimeScope::System, false) => {
+            (exists(&socket) || exists(&binary)).then_some(Registrar::Helper)
+        }
+        (RuntimeScope::User, _) => {
+            own().or_else(|| (exists(&socket) || exists(&binary)).then_some(Registrar::Helper))
+        }
     }
-    if let Some(user) = user_varlink(var).filter(|p| exists(p)) {
-        return Some(Registrar::Varlink(user));
-    }
-    (exists(&socket) || exists(&binary)).then_some(Registrar::Helper)
 }
 
 /// What `--register=yes` needs, for the error when nothing is there.
-pub fn nothing_to_register_with(is_root: bool, var: &dyn Fn(&str) -> Option<OsString>) -> Error {
+pub fn nothing_to_register_with(
+    is_root: bool,
+    scope: Option<RuntimeScope>,
+    var: &dyn Fn(&str) -> Option<OsString>,
+) -> Error {
     let (socket, binary) = helper::locations(var);
-    let hint = if is_root {
-        format!(
+    let own = || {
+        user_varlink(var).map_or_else(
+            || "$XDG_RUNTIME_DIR is not set".to_string(),
+            |p| format!("{} does not exist", p.display()),
+        )
+    };
+    let hint = match (effective_scope(scope, is_root), is_root) {
+        (RuntimeScope::User, _) if scope.is_some() => format!(
+            "--user registers only with your own machined, and there is none ({}; vmspawn-privhelper is not \
+             used with --user). Use --system to register with the system machined, or --register=no",
+            own()
+        ),
+        (RuntimeScope::System, true) => format!(
             "systemd-machined's varlink socket {SYSTEM_VARLINK} does not exist (machined is not running, or \
              older than systemd 256) and no vmspawn-privhelper service listens on {}",
             socket.display()
-        )
-    } else {
-        format!(
-            "there is no machined of your own ({}) and no vmspawn-privhelper (service socket {}, setuid \
-             binary {})",
-            user_varlink(var).map_or_else(
-                || "$XDG_RUNTIME_DIR is not set".to_string(),
-                |p| format!("{} does not exist", p.display())
-            ),
+        ),
+        (RuntimeScope::System, false) => format!(
+            "--system registers with the system machined, which a regular user reaches only through \
+             vmspawn-privhelper, and there is none (service socket {}, setuid binary {})",
             socket.display(),
             binary.display()
-        )
+        ),
+        (RuntimeScope::User, _) => format!(
+            "there is no machined of your own ({}) and no vmspawn-privhelper (service socket {}, setuid \
+             binary {})",
+            own(),
+            socket.display(),
+            binary.display()
+        ),
     };
     Error::new(format!(
         "--register=yes: cannot register the VM with systemd-machined: {hint}. Use --register=no to run \
@@ -285,26 +326,62 @@ mod tests {
         let var = env(&[("XDG_RUNTIME_DIR", "/run/user/1000")]);
         let all = |_: &Path| true;
         assert_eq!(
-            choose(&var, false, &all),
+            choose(&var, false, None, &all),
             Some(Registrar::Varlink(PathBuf::from(
                 "/run/user/1000/systemd/machine/io.systemd.Machine"
             )))
         );
         let no_user = |p: &Path| !p.starts_with("/run/user");
-        assert_eq!(choose(&var, false, &no_user), Some(Registrar::Helper));
-        assert_eq!(choose(&var, false, &|_: &Path| false), None);
+        assert_eq!(choose(&var, false, None, &no_user), Some(Registrar::Helper));
+        assert_eq!(choose(&var, false, None, &|_: &Path| false), None);
     }
 
     #[test]
     fn root_uses_the_system_machined_or_the_helper_service_only() {
         let var = env(&[]);
         assert_eq!(
-            choose(&var, true, &|_: &Path| true),
+            choose(&var, true, None, &|_: &Path| true),
             Some(Registrar::Varlink(PathBuf::from(SYSTEM_VARLINK)))
         );
         let only_setuid = |p: &Path| p == Path::new(helper::DEFAULT_SETUID_HELPER);
-        assert_eq!(choose(&var, true, &only_setuid), None);
+        assert_eq!(choose(&var, true, None, &only_setuid), None);
         let only_service = |p: &Path| p == Path::new(helper::DEFAULT_SOCKET);
-        assert_eq!(choose(&var, true, &only_service), Some(Registrar::Helper));
+        assert_eq!(
+            choose(&var, true, None, &only_service),
+            Some(Registrar::Helper)
+        );
+    }
+
+    #[test]
+    fn system_and_user_scopes() {
+        use RuntimeScope::{System, User};
+        let var = env(&[("XDG_RUNTIME_DIR", "/run/user/1000")]);
+        let user = Registrar::Varlink(PathBuf::from(
+            "/run/user/1000/systemd/machine/io.systemd.Machine",
+        ));
+        let all = |_: &Path| true;
+        let no_user = |p: &Path| !p.starts_with("/run/user");
+        // --user: only the caller's own machined, never the helper (root's too).
+        assert_eq!(choose(&var, false, Some(User), &all), Some(user.clone()));
+        assert_eq!(choose(&var, false, Some(User), &no_user), None);
+        assert_eq!(choose(&var, true, Some(User), &all), Some(user));
+        assert_eq!(choose(&var, true, Some(User), &no_user), None);
+        // --system: the system machined; a regular user's way there is the helper.
+        assert_eq!(
+            choose(&var, false, Some(System), &all),
+            Some(Registrar::Helper)
+        );
+        assert_eq!(choose(&var, false, Some(System), &|_: &Path| false), None);
+        assert_eq!(
+            choose(&var, true, Some(System), &all),
+            Some(Registrar::Varlink(PathBuf::from(SYSTEM_VARLINK)))
+        );
+        let e = nothing_to_register_with(false, Some(User), &var).to_string();
+        assert!(
+            e.contains("--user registers only with your own machined"),
+            "{e}"
+        );
+        let e = nothing_to_register_with(false, Some(System), &var).to_string();
+        assert!(e.contains("only through vmspawn-privhelper"), "{e}");
     }
 }

@@ -390,6 +390,11 @@ pub fn run(plan: &Plan, env: &RunEnv, resources: Resources) -> Result<i32> {
         helper,
     } = resources;
     runtime::bind_sockets(plan, &mut fds)?;
+    if let Some(overlay) = &plan.ephemeral_overlay {
+        let (read_write, read_only) = crate::overlay::create(overlay)?;
+        fds.insert(FdName::EphemeralOverlay, read_write);
+        fds.insert(FdName::EphemeralOverlayReadOnly, read_only);
+    }
     for line in &plan.banner {
         eprintln!("{line}");
     }

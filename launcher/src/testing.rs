@@ -11,7 +11,6 @@ use crate::config::Network;
 use crate::disk::{ImageFormat, RootKind, RootPartition};
 use crate::firmware::Firmware;
 use crate::plan::{DirectoryInfo, DriveInfo, HostFacts, ImageInfo, RootFacts, SwtpmFacts};
-use crate::register::Registrar;
 use crate::virtiofs::{BindUserFacts, VirtiofsdFacts};
 use crate::vsock::{VsockAccess, VsockFacts, VsockNeed};
 
@@ -161,6 +160,13 @@ pub fn host_facts(switches: &[&str], config: &Config) -> HostFacts {
             .then(|| PathBuf::from("/usr/bin/ssh-keygen")),
         journal_remote: (has("journal-remote") && config.forward_journal.is_some())
             .then(|| PathBuf::from("/usr/lib/systemd/systemd-journal-remote")),
+        // The journal-remote of Debian 12 (systemd 254): limits only in journal-remote.conf.
+        journal_remote_limits: (config.journal_limits.any() && has("journal-remote")).then(|| {
+            crate::plan::JournalRemoteLimits {
+                takes_options: false,
+                version: "systemd 254 (254.26-1~bpo12+1)".into(),
+            }
+        }),
         journal_output_problem: has("journal-unwritable")
             .then(|| "'/home/user' is not writable: Permission denied".to_string()),
     }
@@ -218,16 +224,18 @@ pub fn simulate_acquire(needs: &Needs, switches: &[&str]) -> Result<Acquired, St
         }
         KvmNeed::FromHelper { required: false } => KvmAccess::Off,
     };
+    // The choice itself is the launcher's (a regular user with $XDG_RUNTIME_DIR=/run/user/1000);
+    // the switches say which machined can be reached.
     let registrar = needs.registration.and_then(|_| {
-        if has("registrar-helper") {
-            Some(Registrar::Helper)
-        } else if has("registrar-user") {
-            Some(Registrar::Varlink(PathBuf::from(
-                "/run/user/1000/systemd/machine/io.systemd.Machine",
-            )))
-        } else {
-            None
-        }
+        let var = |name: &str| {
+            (name == "XDG_RUNTIME_DIR").then(|| std::ffi::OsString::from("/run/user/1000"))
+        };
+        let exists = |p: &Path| {
+            (has("registrar-helper") && p == Path::new(crate::helper::DEFAULT_SOCKET))
+                || (has("registrar-user")
+                    && p == Path::new("/run/user/1000/systemd/machine/io.systemd.Machine"))
+        };
+        crate::register::choose(&var, false, needs.runtime_scope, &exists)
     });
     let notify_port = 0x4000_0001;
     let journal_port = needs.forward_journal.then_some(0x4000_0002);

@@ -183,6 +183,7 @@ fn render(header: &Header) -> String {
         nvram_copy,
         initrd_merge,
         grow_image,
+        ephemeral_overlay,
         state_dirs,
         sockets,
         processes,
@@ -242,6 +243,22 @@ fn render(header: &Header) -> String {
     }
     if let Some(grow) = grow_image {
         writeln!(out, "grow: {} to {} bytes", grow.path.display(), grow.size).unwrap();
+    }
+    if let Some(overlay) = ephemeral_overlay {
+        let dirs: Vec<String> = overlay
+            .dirs
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect();
+        writeln!(
+            out,
+            "ephemeral overlay: qcow2 backed by {} ({}), at least {} bytes, unnamed in the first disk-backed of: {}",
+            overlay.backing.display(),
+            overlay.backing_format.as_qemu(),
+            overlay.grow_to,
+            dirs.join(" ")
+        )
+        .unwrap();
     }
     for dir in state_dirs {
         writeln!(

@@ -71,6 +71,19 @@ impl<'a> Cases<'a> {
     }
 }
 
+/// A directory on tmpfs (/dev/shm) with a copy of the test's guest image, owned by the test
+/// user.
+fn tempfile_in_shm(work: &Workdir) -> std::path::PathBuf {
+    let dir = std::path::PathBuf::from(format!("/dev/shm/vmspawn-it-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::copy(work.file("guest.raw"), dir.join("guest.raw")).unwrap();
+    let (uid, gid) = tester_ids();
+    std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).unwrap();
+    std::os::unix::fs::chown(dir.join("guest.raw"), Some(uid), Some(gid)).unwrap();
+    dir
+}
+
 #[test]
 fn bad_input_gives_clear_errors_and_leaves_nothing() {
     let work = Workdir::new("errors", User::Tester);
@@ -218,6 +231,97 @@ fn bad_input_gives_clear_errors_and_leaves_nothing() {
         &["-M", "nosuchmachine"],
         &[],
         "No image for machine 'nosuchmachine'.",
+    );
+    // 262's options. --ephemeral: no extra drives, never an overlay on tmpfs (the image's
+    // own directory is skipped when it is memory-backed, $TMPDIR is then tried and refused).
+    cases.fails(
+        &["-x", "-i", "guest.raw", "--extra-drive=blank.raw"],
+        &[],
+        "Cannot use --ephemeral with --extra-drive=",
+    );
+    let shm = tempfile_in_shm(&work);
+    let shm_image = shm.join("guest.raw");
+    cases.fails(
+        &["--kvm=no", "-x", "-i", shm_image.to_str().unwrap(), &kernel, "root=/dev/vda"],
+        &[("TMPDIR", shm.to_str().unwrap())],
+        &format!(
+            "Cannot create the --ephemeral overlay (the file that takes the VM's writes while it runs): \
+             {0} is on a memory-backed file system (tmpfs)",
+            shm.display()
+        ),
+    );
+    let shm_left: Vec<_> = std::fs::read_dir(&shm)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(
+        shm_left,
+        vec![std::ffi::OsString::from("guest.raw")],
+        "left in {}",
+        shm.display()
+    );
+    let _ = std::fs::remove_dir_all(&shm);
+    cases.fails(
+        &["-x", "-D", ".", &kernel],
+        &[],
+        "--ephemeral with a directory root",
+    );
+    cases.fails(
+        &["-i", "guest.raw", "--console-transport=usb"],
+        &[],
+        "Failed to parse specified console transport: usb",
+    );
+    cases.fails(
+        &["-i", "guest.raw", "--forward-journal-max-file-size=64K"],
+        &[],
+        "require --forward-journal=.",
+    );
+    // This host's systemd-journal-remote (254) takes no limits as options.
+    cases.fails(
+        &[
+            "--kvm=no",
+            "-i",
+            "guest.raw",
+            "--forward-journal=journal",
+            "--forward-journal-max-file-size=64K",
+        ],
+        &[],
+        "has no such options: it reads them only from /etc/systemd/journal-remote.conf",
+    );
+    // --user: only the user's own machined, never the helper; there is none here.
+    cases.fails(
+        &["--kvm=no", "-i", "guest.raw", "--user", "--register=yes"],
+        &[],
+        "--user registers only with your own machined",
+    );
+    // --system: the system machined, which a regular user reaches only through the helper.
+    cases.fails(
+        &["--kvm=no", "-i", "guest.raw", "--system", "--register=yes"],
+        &[
+            (
+                "VMSPAWN_PRIVHELPER_SOCKET",
+                "/nonexistent/privhelper.socket",
+            ),
+            ("VMSPAWN_PRIVHELPER", "/nonexistent/vmspawn-privhelper"),
+        ],
+        "--system registers with the system machined, which a regular user reaches only through \
+         vmspawn-privhelper",
+    );
+    // --system looks only at the system's machine images, not at ~/.local/state/machines.
+    let home = work.path.join("home");
+    cases.fails(
+        &["--system", "-M", "nosuchmachine"],
+        &[("HOME", home.to_str().unwrap())],
+        "Looked for nosuchmachine.raw in /etc/machines,",
+    );
+    cases.fails(
+        &["-M", "nosuchmachine"],
+        &[("HOME", home.to_str().unwrap())],
+        &format!(
+            "Looked for nosuchmachine.raw in {}/.local/state/machines,",
+            home.display()
+        ),
     );
     cases.finish();
 }

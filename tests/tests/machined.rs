@@ -583,6 +583,27 @@ fn registers_with_the_users_own_machined_over_varlink() {
     let (unregister, _) = calls.recv_timeout(Duration::from_secs(5)).unwrap();
     assert_eq!(unregister["method"], "io.systemd.Machine.Unregister");
     assert_eq!(unregister["parameters"]["name"], "mine");
+
+    // --system: the system machined only, which a regular user reaches through the helper
+    // (none here), never the user's own machined, which is not called.
+    let mut cmd = guest("system", &["--system", "--register=yes"]);
+    cmd.env(
+        "VMSPAWN_PRIVHELPER_SOCKET",
+        "/nonexistent/privhelper.socket",
+    )
+    .env("VMSPAWN_PRIVHELPER", "/nonexistent/vmspawn-privhelper");
+    let out = run(cmd, Duration::from_secs(60));
+    assert_eq!(out.code(), Some(1), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("--system registers with the system machined"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        calls.recv_timeout(Duration::from_millis(500)).is_err(),
+        "--system called the user's machined"
+    );
     std::fs::remove_file(&socket).unwrap();
 
     // machined refuses: with --register=yes vmspawn fails, and stops QEMU.
@@ -598,8 +619,11 @@ fn registers_with_the_users_own_machined_over_varlink() {
     assert!(calls.recv_timeout(Duration::from_secs(5)).is_ok());
     std::fs::remove_file(&socket).unwrap();
 
-    // Left unset, --register= tolerates the refusal: the VM runs unregistered.
-    let _calls = fake_user_machined(&socket, Some("io.systemd.Machine.MachineExists"));
-    run(guest("taken", &[]), Duration::from_secs(150)).assert_success();
+    // Left unset, --register= tolerates the refusal: the VM runs unregistered. (--user: the
+    // user's own machined, as the UID would choose.)
+    let calls = fake_user_machined(&socket, Some("io.systemd.Machine.MachineExists"));
+    run(guest("taken", &["--user"]), Duration::from_secs(150)).assert_success();
+    let (register, _) = calls.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!(register["method"], "io.systemd.Machine.Register");
     work.assert_no_leftovers();
 }

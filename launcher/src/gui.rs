@@ -50,10 +50,11 @@ pub struct DisplayFacts {
     pub module_dir: Option<PathBuf>,
 }
 
-/// Data GTK, GDK, fontconfig and Mesa read (found by tracing QEMU's GTK display under X11);
+/// Data GTK, GDK, fontconfig and Mesa read (found by tracing QEMU's GTK display under Xvfb and
+/// Weston), and xkbcommon's keyboard descriptions (GDK's Wayland backend compiles the keymap);
 /// shared libraries and their plug-ins (gio, gdk-pixbuf loaders, gconv) are under the library
 /// directories QEMU may already read and execute.
-pub const DISPLAY_DATA: [&str; 10] = [
+pub const DISPLAY_DATA: [&str; 12] = [
     "/etc/fonts",
     "/usr/share/fontconfig",
     "/usr/share/fonts",
@@ -63,7 +64,10 @@ pub const DISPLAY_DATA: [&str; 10] = [
     "/usr/share/pixmaps",
     "/usr/share/mime",
     "/usr/share/locale",
+    // Debian's /usr/share/locale/locale.alias is a link to it.
+    "/etc/locale.alias",
     "/usr/share/drirc.d",
+    "/usr/share/X11/xkb",
 ];
 
 /// The private directory (in the runtime directory) that is QEMU's `$HOME`, with

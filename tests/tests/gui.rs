@@ -94,8 +94,15 @@ impl Xvfb {
     }
 }
 
+/// SIGTERM, so that Xvfb removes its socket and lock file; SIGKILL if it has not gone in 5 s.
 impl Drop for Xvfb {
     fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -52,6 +52,19 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     say "packages installed in $((SECONDS - t0)) s"
 fi
 
+# --console=gui (tests/tests/gui.rs): QEMU's GTK display module (the same backport as QEMU), an
+# X server (Xvfb) and its authority tool, xdotool to find and type into QEMU's window, and xwd
+# (x11-apps) for screenshots. A stamp of its own, so it stays independent of the list above.
+gui_stamp=/var/lib/vmspawn-test-setup-gui.stamp
+if [ "$(cat "$gui_stamp" 2>/dev/null)" != "v1" ]; then
+    t0=$SECONDS
+    apt-get update -q
+    apt-get install -y -q --no-install-recommends -t bookworm-backports qemu-system-gui
+    apt-get install -y -q --no-install-recommends xvfb xauth xdotool x11-apps
+    echo v1 > "$gui_stamp"
+    say "gui packages installed in $((SECONDS - t0)) s"
+fi
+
 if ! id tester >/dev/null 2>&1; then
     useradd -m -s /bin/bash tester
 fi

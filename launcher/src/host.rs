@@ -233,6 +233,12 @@ pub fn discover(config: &Config, env: &HostEnv) -> Result<HostFacts> {
 
     let firmware = find_firmware(config, arch, env)?;
     let qemu_binary = find_qemu(arch, path_var.as_ref())?;
+    // --console=gui: the display server, and whether this QEMU can show a window on it.
+    let display = if config.console == crate::config::ConsoleMode::Gui {
+        Some(crate::gui::discover(env.var, &qemu_binary, arch)?)
+    } else {
+        None
+    };
     let suffix: String = random_bytes::<8>()
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -256,11 +262,7 @@ pub fn discover(config: &Config, env: &HostEnv) -> Result<HostFacts> {
                 .as_deref()
                 .and_then(|v| v.to_str()),
         ),
-        display_paths: if config.console == crate::config::ConsoleMode::Gui {
-            display_paths(env)
-        } else {
-            Vec::new()
-        },
+        display,
         stdin_is_tty: nix::unistd::isatty(libc::STDIN_FILENO).unwrap_or(false),
         swtpm: if config.tpm == Tristate::No {
             None
@@ -613,20 +615,6 @@ pub fn resolve_image(config: &mut Config, env: &HostEnv) -> Result<()> {
             .collect::<Vec<_>>()
             .join(", ")
     )))
-}
-
-/// Files a graphical QEMU needs to reach the display server.
-fn display_paths(env: &HostEnv) -> Vec<PathBuf> {
-    let mut paths = Vec::new();
-    if let Some(xauthority) = (env.var)("XAUTHORITY").filter(|v| !v.is_empty()) {
-        paths.push(PathBuf::from(xauthority));
-    } else if let Some(home) = (env.var)("HOME").filter(|v| !v.is_empty()) {
-        paths.push(PathBuf::from(home).join(".Xauthority"));
-    }
-    if let Some(runtime) = (env.var)("XDG_RUNTIME_DIR").filter(|v| !v.is_empty()) {
-        paths.push(PathBuf::from(runtime));
-    }
-    paths
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ pub mod console;
 pub mod disk;
 pub mod error;
 pub mod firmware;
+pub mod gui;
 pub mod helper;
 pub mod host;
 pub mod journal;

@@ -50,9 +50,8 @@ pub struct HostFacts {
     pub hostname: String,
     /// The VM generation ID for `-device vmgenid`.
     pub vmgenid: [u8; 16],
-    /// What a graphical console needs to reach the display server (X authority file, runtime
-    /// directory with the Wayland socket); only gathered for `--console=gui`.
-    pub display_paths: Vec<PathBuf>,
+    /// The display server and what this QEMU offers for it; only gathered for `--console=gui`.
+    pub display: Option<crate::gui::DisplayFacts>,
     /// Standard input is a terminal: polkit may ask for a password there.
     pub stdin_is_tty: bool,
     /// swtpm, when it is installed (and --tpm= is not no).
@@ -371,11 +370,10 @@ fn qemu_rules(
     host: &HostFacts,
     acquired: &Acquired,
     boot: Option<&KernelBoot>,
-    gui: bool,
+    display: Option<&crate::gui::DisplayFacts>,
 ) -> (SandboxRules, Vec<String>) {
     let mut q = program_rules(&[&host.qemu_binary], &host.qemu_arch);
     q.allow_tcp_connect = acquired.network == NetworkSetup::UserMode;
-    q.scope_abstract_unix = !gui;
     for prefix in &install_prefixes(&[&host.qemu_binary]) {
         push_unique(&mut q.read, prefix.join("share/qemu"));
     }
@@ -399,13 +397,8 @@ fn qemu_rules(
     push_unique(&mut q.read, PathBuf::from("/dev/urandom"));
     // QEMU probes for OFD image locks by opening /dev/null.
     q.devices.push(PathBuf::from("/dev/null"));
-    if gui {
-        for path in ["/usr", "/etc", "/tmp/.X11-unix"] {
-            push_unique(&mut q.read, PathBuf::from(path));
-        }
-        for path in &host.display_paths {
-            push_unique(&mut q.read, path.clone());
-        }
+    if let Some(display) = display {
+        crate::gui::add_rules(&mut q, display);
     }
     // Read-write: the runtime directory (NVRAM copy, credentials, merged initrd) and the disks.
     q.write.push(host.runtime_dir.clone());
@@ -465,26 +458,18 @@ fn qemu_rules(
 }
 
 /// QEMU's environment: the locale and terminal type (LANG=C.UTF-8 when vmspawn has none, as
-/// 259 sets it); a graphical console also needs to find the display server.
-fn qemu_env(gui: bool) -> EnvPlan {
-    let mut pass: Vec<String> = ["LANG", "LC_ALL", "LC_CTYPE", "TERM"]
+/// 259 sets it); a graphical console also needs to find the display server (`gui::env`).
+fn qemu_env(display: Option<&crate::gui::DisplayFacts>, runtime_dir: &Path) -> EnvPlan {
+    let pass: Vec<String> = ["LANG", "LC_ALL", "LC_CTYPE", "TERM"]
         .map(String::from)
         .to_vec();
-    if gui {
-        pass.extend(
-            [
-                "DISPLAY",
-                "WAYLAND_DISPLAY",
-                "XAUTHORITY",
-                "XDG_RUNTIME_DIR",
-                "HOME",
-            ]
-            .map(String::from),
-        );
+    let mut set = vec![("LANG".into(), "C.UTF-8".into())];
+    if let Some(display) = display {
+        set.extend(crate::gui::env(display, runtime_dir));
     }
     EnvPlan {
         pass,
-        set: vec![("LANG".into(), "C.UTF-8".into())],
+        set,
         listen_fds: Vec::new(),
     }
 }
@@ -914,19 +899,10 @@ pub fn plan(config: &Config, host: &HostFacts, acquired: &Acquired) -> Result<Pl
             ConsolePlan::Native
         }
         ConsoleMode::Gui => {
-            args.extend(
-                [
-                    "-vga",
-                    "virtio",
-                    "-device",
-                    "virtio-serial",
-                    "-chardev",
-                    "spicevmc,id=vdagent,debug=0,name=vdagent",
-                    "-device",
-                    "virtserialport,chardev=vdagent,name=org.qemu.guest_agent.0",
-                ]
-                .map(os),
-            );
+            let display = host.display.as_ref().ok_or_else(|| {
+                Error::new("--console=gui: the display server was not looked up (internal error).")
+            })?;
+            args.extend(crate::gui::qemu_args(&machine, display, arch));
             ConsolePlan::Gui
         }
         // As 262: no display and no console device; the guest's console output goes nowhere.
@@ -1298,13 +1274,14 @@ pub fn plan(config: &Config, host: &HostFacts, acquired: &Acquired) -> Result<Pl
     }
 
     let gui = config.console == ConsoleMode::Gui;
-    let (qemu_landlock, warnings) = qemu_rules(config, host, acquired, boot.as_ref(), gui);
+    let display = host.display.as_ref().filter(|_| gui);
+    let (qemu_landlock, warnings) = qemu_rules(config, host, acquired, boot.as_ref(), display);
     let qemu = ProcessPlan {
         role: Role::Qemu,
         name: Role::Qemu.describe().into(),
         binary: host.qemu_binary.clone(),
         args,
-        env: qemu_env(gui),
+        env: qemu_env(display, rd),
         fds: fds.into_vec(),
         stdio: match console {
             ConsolePlan::Forwarded { .. } => StdioPlan::Console,
@@ -1359,6 +1336,13 @@ pub fn plan(config: &Config, host: &HostFacts, acquired: &Acquired) -> Result<Pl
     };
 
     let mut state_dirs = Vec::new();
+    if display.is_some() {
+        state_dirs.push(StateDir {
+            path: crate::gui::home_dir(rd),
+            what: "QEMU's private home and cache directory (GTK, fontconfig)",
+            persistent: false,
+        });
+    }
     let mut sockets = Vec::new();
     let mut processes = Vec::new();
     let mut credentials_from_files = Vec::new();

@@ -114,7 +114,20 @@ pub fn host_facts(switches: &[&str], config: &Config) -> HostFacts {
         runtime_dir: PathBuf::from("/run/user/1000/systemd/vmspawn.0123456789abcdef"),
         hostname: "buildhost".into(),
         vmgenid: *b"\x11\x22\x33\x44\x55\x66\x47\x88\x99\xaa\xbb\xcc\xdd\xee\xff\x00",
-        display_paths: vec![PathBuf::from("/home/user/.Xauthority")],
+        // The X server :0 with its path socket (no abstract one) and the user's X authority
+        // file; the QEMU has the GTK display, the devices and qemu-vdagent.
+        display: (config.console == crate::config::ConsoleMode::Gui).then(|| {
+            crate::gui::DisplayFacts {
+                server: crate::gui::DisplayServer::X11 {
+                    display: ":0".into(),
+                    socket: PathBuf::from("/tmp/.X11-unix/X0"),
+                    xauthority: Some(PathBuf::from("/home/user/.Xauthority")),
+                    abstract_socket: false,
+                },
+                agent: Some(crate::gui::AgentChannel::QemuVdagent),
+                module_dir: None,
+            }
+        }),
         stdin_is_tty: has("tty"),
         swtpm: (has("swtpm") || has("swtpm-no-setup") || has("swtpm-no-seccomp")).then(|| {
             SwtpmFacts {

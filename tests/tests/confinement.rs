@@ -34,6 +34,40 @@ const SESSION_VARIABLES: &[&str] = &[
 /// What QEMU's environment may hold (without --console=gui).
 const QEMU_ENVIRONMENT: &[&str] = &["LANG", "LC_ALL", "LC_CTYPE", "TERM"];
 
+/// What --console=gui adds, every value set by vmspawn (HOME and the XDG directories are in
+/// the VM's runtime directory, not the user's).
+const GUI_ENVIRONMENT: &[&str] = &[
+    "GDK_BACKEND",
+    "DISPLAY",
+    "XAUTHORITY",
+    "HOME",
+    "XDG_CACHE_HOME",
+    "XDG_CONFIG_HOME",
+    "XDG_RUNTIME_DIR",
+    "NO_AT_BRIDGE",
+];
+
+/// The gui plan's own attempts: its display paths reachable, their neighbours not.
+const GUI_CONTROLS: &[&str] = &[
+    "connect-x11-socket",
+    "read-xauthority",
+    "read-fontconfig",
+    "write-private-home",
+];
+const GUI_ESCAPES: &[(&str, &str)] = &[
+    ("list-x11-socket-dir", "blocked EACCES"),
+    ("read-usr-share-doc", "blocked EACCES"),
+    ("read-etc-hostname", "blocked EACCES"),
+];
+
+/// With --console=gui QEMU may make AF_UNIX sockets (for the display server), and Landlock
+/// (ABI <= 8) does not restrict connecting to a named Unix socket: the README's one exception.
+const GUI_UNIX_SOCKETS: &[&str] = &[
+    "connect-user-bus",
+    "connect-helper-socket",
+    "connect-ssh-agent",
+];
+
 /// How the probe was run.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Mode {
@@ -42,6 +76,16 @@ enum Mode {
     UserModeNetwork,
     /// VMSPAWN_UNCONFINED=1.
     Unconfined,
+    /// --console=gui on an X server (a listener at /tmp/.X11-unix/XN, no abstract socket).
+    Gui,
+    /// The same on an X server that also listens on `@/tmp/.X11-unix/XN` (as Xorg does).
+    GuiAbstractX11,
+}
+
+impl Mode {
+    fn gui(self) -> bool {
+        matches!(self, Mode::Gui | Mode::GuiAbstractX11)
+    }
 }
 
 /// A listening socket standing in for one of the user's session or the host's (the user's
@@ -90,6 +134,8 @@ fn run_probe(user: User, mode: Mode) -> ProbeRun {
             Mode::Confined => "probe",
             Mode::UserModeNetwork => "probe-usernet",
             Mode::Unconfined => "probe-unconfined",
+            Mode::Gui => "probe-gui",
+            Mode::GuiAbstractX11 => "probe-gui-abstract",
         },
         user,
     );
@@ -123,6 +169,25 @@ fn run_probe(user: User, mode: Mode) -> ProbeRun {
     .unwrap();
     work.chown_all();
 
+    // The gui plan's X server: its path socket (world-connectable, like Xorg's) and the user's
+    // X authority file.
+    let x11 = mode.gui().then(|| {
+        std::fs::create_dir_all("/tmp/.X11-unix").unwrap();
+        let number = (300..400)
+            .find(|n| !Path::new(&format!("/tmp/.X11-unix/X{n}")).exists())
+            .unwrap();
+        let service = Service::bind("x11", format!("/tmp/.X11-unix/X{number}").into(), 0o777);
+        let xauthority = work.write("home/.Xauthority", b"cookie");
+        (number, service, xauthority)
+    });
+    let _x11_abstract =
+        x11.as_ref()
+            .filter(|_| mode == Mode::GuiAbstractX11)
+            .map(|(number, _, _)| {
+                let name = format!("/tmp/.X11-unix/X{number}");
+                UnixListener::bind_addr(&SocketAddr::from_abstract_name(&name).unwrap()).unwrap()
+            });
+
     let abstract_name = format!("vmspawn-probe-{}-{mode:?}", std::process::id());
     let listener =
         UnixListener::bind_addr(&SocketAddr::from_abstract_name(&abstract_name).unwrap()).unwrap();
@@ -151,6 +216,11 @@ fn run_probe(user: User, mode: Mode) -> ProbeRun {
         ("HELPER", services[1].path.display().to_string()),
         ("SSH_AGENT", services[2].path.display().to_string()),
     ];
+    let mut targets = targets.to_vec();
+    if let Some((_, service, xauthority)) = &x11 {
+        targets.push(("X11_SOCKET", service.path.display().to_string()));
+        targets.push(("XAUTHORITY", xauthority.display().to_string()));
+    }
     let extra: Vec<String> = targets
         .iter()
         .map(|(key, value)| format!("-probe {key}={value}"))
@@ -169,14 +239,26 @@ fn run_probe(user: User, mode: Mode) -> ProbeRun {
         format!("unix:path={}", services[0].path.display()),
     )
     .env("SSH_AUTH_SOCK", &services[2].path)
-    .env("WAYLAND_DISPLAY", "wayland-0")
-    .env("DISPLAY", ":0")
     .env("VMSPAWN_TEST_MARKER", "must-not-reach-qemu")
     .env("TERM", "xterm-256color")
     .args(tcg())
     .arg(format!("--linux={}", image("vmlinuz").display()))
-    .args(["-i", "guest.raw", "--console=read-only"]);
+    .args(["-i", "guest.raw"]);
+    match &x11 {
+        // vmspawn picks Wayland first; this session has only X11.
+        Some((number, _, xauthority)) => {
+            cmd.env("DISPLAY", format!(":{number}"))
+                .env("XAUTHORITY", xauthority)
+                .arg("--console=gui");
+        }
+        None => {
+            cmd.env("WAYLAND_DISPLAY", "wayland-0")
+                .env("DISPLAY", ":0")
+                .arg("--console=read-only");
+        }
+    }
     match mode {
+        Mode::Gui | Mode::GuiAbstractX11 => {}
         Mode::Confined => {}
         Mode::UserModeNetwork => {
             cmd.arg("--network-user-mode");
@@ -211,9 +293,13 @@ fn run_probe(user: User, mode: Mode) -> ProbeRun {
     );
     let mut reached: Vec<&'static str> = services
         .iter()
+        .chain(x11.as_ref().map(|(_, service, _)| service))
         .filter(|s| s.was_connected())
         .map(|s| s.name)
         .collect();
+    if let Some((_, service, _)) = &x11 {
+        let _ = std::fs::remove_file(&service.path);
+    }
     let mut datagram = [0u8; 64];
     match udp.recv(&mut datagram) {
         Ok(_) => reached.push("udp"),
@@ -327,16 +413,19 @@ fn environment(lines: &[String]) -> Vec<String> {
 
 /// QEMU's environment holds nothing of the user's session: only the locale and TERM. The
 /// problems found, if any.
-fn environment_problems(lines: &[String]) -> Vec<String> {
+fn environment_problems(lines: &[String], mode: Mode) -> Vec<String> {
     let names = environment(lines);
+    let gui: &[&str] = if mode.gui() { GUI_ENVIRONMENT } else { &[] };
     let mut problems = Vec::new();
     for variable in SESSION_VARIABLES {
-        if names.iter().any(|n| n == variable) {
+        if names.iter().any(|n| n == variable) && !gui.contains(variable) {
             problems.push(format!("{variable} reached QEMU"));
         }
     }
     for name in &names {
-        if !QEMU_ENVIRONMENT.contains(&name.as_str()) && !SESSION_VARIABLES.contains(&name.as_str())
+        if !QEMU_ENVIRONMENT.contains(&name.as_str())
+            && !gui.contains(&name.as_str())
+            && !SESSION_VARIABLES.contains(&name.as_str())
         {
             problems.push(format!(
                 "QEMU's environment has {name}, which the plan does not list"
@@ -373,6 +462,11 @@ fn check_all_blocked(run: &ProbeRun, mode: Mode) {
             .find(|(name, _)| name == escape)
             .filter(|_| mode == Mode::UserModeNetwork);
         let expected: Vec<&str> = match exception {
+            _ if mode.gui() && GUI_UNIX_SOCKETS.contains(escape) => vec!["ESCAPED"],
+            // The one case where abstract sockets are not scoped (an X server with an abstract socket).
+            _ if mode == Mode::GuiAbstractX11 && *escape == "connect-host-abstract-socket" => {
+                vec!["ESCAPED"]
+            }
             Some((_, Some(instead))) => vec![instead],
             Some((_, None)) => continue,
             None => expected.to_vec(),
@@ -387,14 +481,34 @@ fn check_all_blocked(run: &ProbeRun, mode: Mode) {
         .iter()
         .copied()
         .filter(|r| !(mode == Mode::UserModeNetwork && ["udp", "tcp"].contains(r)))
+        .filter(|r| !(mode.gui() && ["x11", "bus", "helper", "ssh-agent"].contains(r)))
         .collect();
+    if mode.gui() && !run.reached.contains(&"x11") {
+        failures.push("the probe did not reach the X server's socket".to_string());
+    }
     if !reached.is_empty() {
         failures.push(format!("the probe reached the test's sockets: {reached:?}"));
     }
     if !lines.contains(&"status no_new_privs=1 seccomp=2".to_string()) {
         failures.push("QEMU does not run with no_new_privs and seccomp".to_string());
     }
-    failures.extend(environment_problems(lines));
+    if mode.gui() {
+        for control in GUI_CONTROLS {
+            if !lines.contains(&format!("{control} ok")) {
+                failures.push(format!(
+                    "the gui plan lost a display path: {control}: {}",
+                    verdict(lines, control)
+                ));
+            }
+        }
+        for (escape, expected) in GUI_ESCAPES {
+            let got = verdict(lines, escape);
+            if got != *expected {
+                failures.push(format!("{escape}: {got} (expected {expected})"));
+            }
+        }
+    }
+    failures.extend(environment_problems(lines, mode));
     assert!(
         failures.is_empty(),
         "{} problem(s):\n  {}\nprobe report: {lines:?}\nstderr:\n{}",
@@ -425,6 +539,24 @@ fn escape_attempts_with_user_mode_networking_are_blocked_as_user() {
     // netlink sockets of its own, and Landlock still refuses TCP bind.
     let run = run_probe(User::Tester, Mode::UserModeNetwork);
     check_all_blocked(&run, Mode::UserModeNetwork);
+}
+
+#[test]
+fn escape_attempts_under_the_gui_plan_reach_only_the_display() {
+    // QEMU's domain with --console=gui: the X socket, the X authority file, fontconfig's files
+    // and a private home, and not the rest of /etc, /usr/share or /tmp/.X11-unix; abstract
+    // sockets stay scoped (this X server has none); every other rule as without gui.
+    let run = run_probe(User::Tester, Mode::Gui);
+    check_all_blocked(&run, Mode::Gui);
+}
+
+#[test]
+fn gui_plan_on_an_x_server_with_an_abstract_socket_leaves_abstract_sockets_unscoped() {
+    // libxcb connects to the abstract socket first and does not fall back to the path socket
+    // when Landlock refuses it (EPERM), so with such an X server (Xorg's default) the gui plan
+    // leaves abstract sockets unscoped: the README's exception, and nothing else changes.
+    let run = run_probe(User::Tester, Mode::GuiAbstractX11);
+    check_all_blocked(&run, Mode::GuiAbstractX11);
 }
 
 #[test]
@@ -483,7 +615,7 @@ fn the_probe_detects_escapes_when_unconfined() {
         "{lines:?}"
     );
     // The environment is planned, confined or not.
-    let problems = environment_problems(lines);
+    let problems = environment_problems(lines, Mode::Unconfined);
     assert!(problems.is_empty(), "{problems:?}");
 }
 

@@ -323,6 +323,38 @@ fn bad_input_gives_clear_errors_and_leaves_nothing() {
             home.display()
         ),
     );
+    // --console=gui without a usable display server.
+    let gui = [
+        "--kvm=no",
+        "-i",
+        "guest.raw",
+        "--console=gui",
+        &kernel,
+        "root=/dev/vda",
+    ];
+    cases.fails(
+        &gui,
+        &[],
+        "--console=gui needs a graphical session, but neither $WAYLAND_DISPLAY nor $DISPLAY is set.",
+    );
+    cases.fails(
+        &gui,
+        &[("DISPLAY", "otherhost:0")],
+        "$DISPLAY is 'otherhost:0', which is not a local X11 display",
+    );
+    cases.fails(
+        &gui,
+        &[("DISPLAY", ":987")],
+        "there is no X11 socket '/tmp/.X11-unix/X987'",
+    );
+    cases.fails(
+        &gui,
+        &[
+            ("WAYLAND_DISPLAY", "wayland-9"),
+            ("XDG_RUNTIME_DIR", "/nonexistent"),
+        ],
+        "there is no Wayland socket at '/nonexistent/wayland-9'",
+    );
     cases.finish();
 }
 

@@ -12,6 +12,11 @@
 //! `STUB-EXEC <CLOCK_MONOTONIC ns>` when it runs, answers QMP on the fd vmspawn passed, and
 //! exits when asked to power off (or when killed); see `stub_main`.
 //!
+//! Asked `-display help`, `-device help` or `-chardev help` (vmspawn does, for `--console=gui`),
+//! it answers as a QEMU with the GTK display, the gui devices and qemu-vdagent. Given an
+//! `X11_SOCKET` target (the gui plan), it also tries the display's paths and the ones next to
+//! them.
+//!
 //! Copied as `swtpm` (and `swtpm_setup`), it stands in for the TPM sidecar instead; see
 //! `swtpm_main`. Copied as `virtiofsd`, it stands in for the virtio-fs sidecar; see
 //! `virtiofsd_main`.
@@ -806,6 +811,26 @@ fn stub_main(args: &[String]) {
     }
 }
 
+/// What a QEMU with the GTK display, the gui devices and qemu-vdagent prints for `OPTION help`.
+fn qemu_help(option: &str) {
+    match option {
+        "-display" => println!("Available display backend types:\nnone\ngtk\n"),
+        "-device" => {
+            for (name, bus) in [
+                ("virtio-vga", "PCI"),
+                ("virtio-serial-pci", "PCI"),
+                ("virtserialport", "virtio-serial-bus"),
+                ("qemu-xhci", "PCI"),
+                ("usb-kbd", "usb-bus"),
+            ] {
+                println!("name \"{name}\", bus {bus}");
+            }
+        }
+        "-chardev" => println!("Available chardev backend types: \n  socket\n  qemu-vdagent"),
+        _ => {}
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     match invoked_as(&args).as_str() {
@@ -814,6 +839,11 @@ fn main() {
         "swtpm" => return swtpm_main(&args),
         "virtiofsd" => return virtiofsd_main(&args),
         _ => {}
+    }
+    if let [_, option, help] = args.as_slice()
+        && help == "help"
+    {
+        return qemu_help(option);
     }
     let targets = Targets::from_args(&args);
     if targets.get("MODE") == Some("stub") {
@@ -982,6 +1012,34 @@ fn main() {
             [libc::CLONE_NEWUSER.into(), 0, 0, 0, 0, 0],
         ),
     );
+
+    // The gui plan: the display's socket, X authority file and font configuration are there,
+    // and a private $HOME; the rest of /usr/share, /etc and /tmp/.X11-unix is not.
+    if let Some(socket) = targets.get("X11_SOCKET") {
+        control("connect-x11-socket", connect_unix(socket, false));
+        control(
+            "read-xauthority",
+            open(targets.require("XAUTHORITY"), libc::O_RDONLY),
+        );
+        control(
+            "read-fontconfig",
+            open("/etc/fonts/fonts.conf", libc::O_RDONLY),
+        );
+        let home = std::env::var("HOME").unwrap_or_default();
+        control(
+            "write-private-home",
+            open(&format!("{home}/probe"), libc::O_CREAT | libc::O_WRONLY),
+        );
+        report(
+            "list-x11-socket-dir",
+            open("/tmp/.X11-unix", libc::O_RDONLY | libc::O_DIRECTORY),
+        );
+        report(
+            "read-usr-share-doc",
+            open("/usr/share/doc", libc::O_RDONLY | libc::O_DIRECTORY),
+        );
+        report("read-etc-hostname", open("/etc/hostname", libc::O_RDONLY));
+    }
 
     // What QEMU was given to start with.
     let names: Vec<String> = std::env::vars_os()

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Checks the files under packaging/: the systemd units verify, the polkit policy is well-formed
-# and names one action per helper operation.
+# and names one action per helper operation. (tests/package/install-test.sh builds and installs
+# the Debian package.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=$(mktemp -d)
@@ -10,7 +11,19 @@ install -m 0755 "$helper" "$work/vmspawn-privhelper"
 sed "s|/usr/libexec/vmspawn/vmspawn-privhelper|$work/vmspawn-privhelper|" \
     packaging/systemd/vmspawn-privhelper.service > "$work/vmspawn-privhelper.service"
 cp packaging/systemd/vmspawn-privhelper.socket "$work/"
-out=$(systemd-analyze verify "$work/vmspawn-privhelper.socket" "$work/vmspawn-privhelper.service" 2>&1 || true)
+# The VM templates, as an instance each (verify wants a unit name, not a template), with the
+# launcher where they expect it.
+launcher=${VMSPAWN_BIN:-target/release/vmspawn}
+install -m 0755 "$launcher" "$work/vmspawn"
+mkdir "$work/user"
+sed "s|/usr/bin/vmspawn|$work/vmspawn|" packaging/systemd/vmspawn@.service > "$work/vmspawn@check.service"
+sed "s|/usr/bin/vmspawn|$work/vmspawn|" packaging/systemd/user/vmspawn@.service > "$work/user/vmspawn@check.service"
+# (--man=no: the man pages are the package's, not installed here.)
+out=$(systemd-analyze verify --man=no "$work/vmspawn-privhelper.socket" \
+    "$work/vmspawn-privhelper.service" "$work/vmspawn@check.service" 2>&1 || true)
+mkdir -m 0700 "$work/xdg"
+out+=$(XDG_RUNTIME_DIR=$work/xdg systemd-analyze verify --man=no --user \
+    "$work/user/vmspawn@check.service" 2>&1 || true)
 if [ -n "$out" ]; then
     echo "systemd-analyze verify complained:" >&2
     echo "$out" >&2

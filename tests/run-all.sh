@@ -34,13 +34,15 @@ export VMSPAWN_BIN="$PWD/target/release/vmspawn"
 export VMSPAWN_PRIVHELPER_BIN="$PWD/target/release/vmspawn-privhelper"
 
 echo "== unit, golden and protocol tests"
-cargo test --locked -p vmspawn -p vmspawn-proto -p vmspawn-policy -p vmspawn-privhelper -p vmspawn-seccomp
+cargo test --locked -p vmspawn -p vmspawn-proto -p vmspawn-policy -p vmspawn-privhelper -p vmspawn-seccomp -p vmspawn-docgen
 
 echo "== fuzzing (each target of fuzz/ for 60 s on its committed corpus; needs nightly)"
 bash tests/fuzz.sh
 
 echo "== packaging"
 bash tests/check-packaging.sh
+echo "== Debian package (build, lintian, man pages, completions, install into a clean Debian 12 under systemd-nspawn)"
+bash tests/package/install-test.sh
 
 echo "== integration tests (real guests)"
 # One guest at a time: the machines have two cores and TCG guests are CPU-bound.

@@ -31,7 +31,7 @@ SRC
 fi
 
 stamp=/var/lib/vmspawn-test-setup.stamp
-want="v8"
+want="v9-pkg"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     t0=$SECONDS
     apt-get update -q
@@ -41,7 +41,8 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
         ovmf busybox-static linux-image-cloud-amd64 debootstrap \
         dosfstools mtools fdisk cpio zstd gzip strace g++ iputils-ping binutils e2fsprogs \
         python3 util-linux procps iproute2 ca-certificates openssh-client \
-        libcap-ng-dev libseccomp-dev pkg-config dbus polkitd
+        libcap-ng-dev libseccomp-dev pkg-config dbus polkitd \
+        debhelper lintian man-db zsh fish
     # systemd-nspawn and systemd-machined, for the registration tests, and
     # systemd-journal-remote (for --forward-journal); the same version as the installed
     # systemd (bookworm's or the backport).

@@ -541,7 +541,8 @@ static OPTIONS: &[OptionSpec] = &[
     ),
 ];
 
-fn command() -> Command {
+/// The parser, also the source of the man page and the shell completions (docgen/).
+pub fn command() -> Command {
     let mut cmd = Command::new("vmspawn")
         .about("Spawn a command or OS in a virtual machine.")
         .override_usage("vmspawn [OPTIONS...] [ARGUMENTS...]")

@@ -112,6 +112,22 @@ fn parses_full_example() {
 }
 
 #[test]
+fn packaged_default_allows_nothing() {
+    // The Debian package's /etc/vmspawn/policy.toml: the example with every rule commented out.
+    let p = parse(include_str!("../../packaging/policy.toml"));
+    assert!(p.allow.is_empty() && p.deny.is_empty());
+    assert!(!p.allow_unconfined());
+    for op in [
+        Operation::CreateTap,
+        Operation::OpenKvm,
+        Operation::OpenVhostVsock,
+        Operation::RegisterMachine,
+    ] {
+        denied(&p, &caller("root", &["root", "vmusers", "kvm"]), &req(op));
+    }
+}
+
+#[test]
 fn shipped_example_parses() {
     let text = include_str!("../policy.example.toml");
     let p = parse(text);

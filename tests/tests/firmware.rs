@@ -132,13 +132,13 @@ fn efi_nvram_state_keeps_a_variable_across_uefi_boots() {
     let state = work.file("debian.raw.efinvramstate");
     // Run by systemd-run-generator (systemd.run=) from the system credential: write the
     // variable if it is missing (efivarfs takes attributes and data in one write, hence the
-    // file and cat), print what it holds.
+    // file and cat; efivarfs files cannot seek, hence the pipe), print what it holds.
     let var = "/sys/firmware/efi/efivars/VmspawnTest-3f0a2b51-7c1e-4d2a-9b55-0c6f1e2d3a4b";
     let script = format!(
         "#!/bin/sh\n\
          mountpoint -q /sys/firmware/efi/efivars || mount -t efivarfs efivarfs /sys/firmware/efi/efivars\n\
          if [ ! -e {var} ]; then printf '\\007\\000\\000\\000%s' \"$1\" > /run/vmtestfw.bin; cat /run/vmtestfw.bin > {var} 2>/dev/console; echo \"VMTEST: efivar-written\" > /dev/console; fi\n\
-         echo \"VMTEST: efivar=$(tail -c +5 {var})\" > /dev/console\n"
+         echo \"VMTEST: efivar=$(cat {var} | tail -c +5)\" > /dev/console\n"
     );
     let boot = |marker: &str| {
         let mut cmd = work.vmspawn();

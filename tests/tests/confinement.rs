@@ -175,6 +175,9 @@ fn run_probe(user: User, mode: Mode) -> ProbeRun {
     .env("TERM", "xterm-256color")
     .args(tcg())
     .arg(format!("--linux={}", image("vmlinuz").display()))
+    // UEFI, with the variable store copied into the runtime directory: the probe finds that
+    // directory through the vars drive, and QEMU's domain then has the most to cover.
+    .args(["--firmware=uefi", "--efi-nvram-state=off"])
     .args(["-i", "guest.raw", "--console=read-only"]);
     match mode {
         Mode::Confined => {}

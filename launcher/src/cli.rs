@@ -16,8 +16,8 @@ use clap::{Arg, ArgAction, ArgMatches, Command};
 
 use crate::bail;
 use crate::config::{
-    Background, BindMount, Config, ConsoleMode, ConsoleTransport, Credential, ExtraDrive, Network,
-    RuntimeScope, TpmState,
+    Background, BindMount, Config, ConsoleMode, ConsoleTransport, Credential, ExtraDrive,
+    FirmwareKind, Network, NvramState, RuntimeScope, TpmState,
 };
 use crate::disk::{self, DiskType, ImageFormat};
 use crate::error::{Error, Result};
@@ -32,6 +32,13 @@ pub enum Action {
     Help(String),
     Version,
     FirmwareList,
+    /// `--firmware-features=list`.
+    FirmwareFeaturesList,
+    /// `--firmware=describe`: print the descriptor the feature wishes select.
+    FirmwareDescribe {
+        include: Vec<String>,
+        exclude: Vec<String>,
+    },
     Run(Box<Config>),
 }
 
@@ -243,6 +250,22 @@ static OPTIONS: &[OptionSpec] = &[
         "Where to store TPM state",
     ),
     opt(
+        "efi-nvram-template",
+        None,
+        Value,
+        "PATH",
+        HOST,
+        "Set the path to the EFI NVRAM template file to use",
+    ),
+    opt(
+        "efi-nvram-state",
+        None,
+        Value,
+        "off|auto|PATH",
+        HOST,
+        "Where to store EFI Variable NVRAM state",
+    ),
+    opt(
         "linux",
         None,
         Value,
@@ -278,7 +301,7 @@ static OPTIONS: &[OptionSpec] = &[
         "secure-boot",
         None,
         Value,
-        "BOOL",
+        "BOOL|auto",
         HOST,
         "Enable searching for firmware supporting SecureBoot",
     ),
@@ -286,9 +309,17 @@ static OPTIONS: &[OptionSpec] = &[
         "firmware",
         None,
         Value,
-        "PATH|list",
+        "auto|uefi|bios|none|PATH|list|describe",
         HOST,
-        "Select firmware definition file (or list available)",
+        "Select firmware to use, or a firmware definition file (or list/describe available)",
+    ),
+    opt(
+        "firmware-features",
+        None,
+        Value,
+        "FEATURE,...|list",
+        HOST,
+        "Require/exclude specific firmware features",
     ),
     opt(
         "discard-disk",
@@ -722,6 +753,7 @@ fn apply(matches: &ArgMatches, env: &ParseEnv) -> Result<Action> {
         }
     };
     let gui_alias = last_index(matches, "qemu-gui");
+    let mut describe = false;
     let mut console_index = None;
     let mut credential_ids = HashSet::new();
 
@@ -793,19 +825,104 @@ fn apply(matches: &ArgMatches, env: &ParseEnv) -> Result<Action> {
                     c.initrds.push(p);
                 }
             }
-            "secure-boot" => c.secure_boot = tristate_value(o.id, v)?,
-            "firmware" => {
-                if v == "list" {
-                    return Ok(Action::FirmwareList);
+            "secure-boot" => {
+                c.secure_boot = tristate_value(o.id, v)?;
+                // As in 262: a secure-boot feature wish, replacing earlier ones.
+                let feature = "secure-boot".to_string();
+                c.firmware_features_include.retain(|f| *f != feature);
+                c.firmware_features_exclude.retain(|f| *f != feature);
+                match c.secure_boot {
+                    Tristate::Yes => c.firmware_features_include.push(feature),
+                    Tristate::No => c.firmware_features_exclude.push(feature),
+                    Tristate::Auto => {}
                 }
+            }
+            "firmware" => {
                 let bytes = v.as_bytes();
-                c.firmware = if bytes.is_empty() {
+                describe = false;
+                c.firmware = None;
+                c.firmware_kind = None;
+                match bytes {
+                    b"" | b"auto" => {}
+                    b"list" => return Ok(Action::FirmwareList),
+                    // Printed once every option is parsed, so --firmware-features= counts.
+                    b"describe" => describe = true,
+                    b"uefi" => c.firmware_kind = Some(FirmwareKind::Uefi),
+                    b"bios" => c.firmware_kind = Some(FirmwareKind::Bios),
+                    b"none" => c.firmware_kind = Some(FirmwareKind::None),
+                    _ if bytes.starts_with(b"/") || bytes.starts_with(b"./") => {
+                        c.firmware = Some(parse::absolute_path(v, env.cwd));
+                        c.firmware_kind = Some(FirmwareKind::Uefi);
+                    }
+                    _ => bail!(
+                        "Expected one of 'auto', 'uefi', 'bios', 'none', 'list', 'describe', or an \
+                         absolute path or path starting with './', got: {}",
+                        v.to_string_lossy()
+                    ),
+                }
+            }
+            "firmware-features" => {
+                let text = str_value(o.id, v)?;
+                match text {
+                    "" => {
+                        c.firmware_features_include.clear();
+                        c.firmware_features_exclude.clear();
+                    }
+                    "list" => return Ok(Action::FirmwareFeaturesList),
+                    _ => {
+                        for feature in text.split(',') {
+                            let (list, name) = match feature.strip_prefix('~') {
+                                Some(name) => (&mut c.firmware_features_exclude, name),
+                                None => (&mut c.firmware_features_include, feature),
+                            };
+                            if name.is_empty()
+                                || !name
+                                    .bytes()
+                                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+                            {
+                                bail!(
+                                    "Invalid firmware feature '{feature}' in --firmware-features={text}: \
+                                     expected names like secure-boot or ~enrolled-keys, separated by ','. \
+                                     --firmware-features=list shows the installed firmware's features."
+                                );
+                            }
+                            if !list.iter().any(|f| f == name) {
+                                list.push(name.to_string());
+                            }
+                        }
+                    }
+                }
+            }
+            "efi-nvram-template" => {
+                let bytes = v.as_bytes();
+                c.efi_nvram_template = if bytes.is_empty() {
                     None
                 } else if bytes.starts_with(b"/") || bytes.starts_with(b"./") {
                     Some(parse::absolute_path(v, env.cwd))
                 } else {
-                    bail!("Absolute path or path starting with './' required.");
+                    bail!(
+                        "--efi-nvram-template={}: Absolute path or path starting with './' required.",
+                        v.to_string_lossy()
+                    );
                 };
+            }
+            "efi-nvram-state" => {
+                let text = str_value(o.id, v)?;
+                c.efi_nvram_state = Some(if text.starts_with('/') || text.starts_with("./") {
+                    NvramState::Path(parse::absolute_path(v, env.cwd))
+                } else if text.is_empty() {
+                    NvramState::Off
+                } else if text == "auto" {
+                    NvramState::Auto
+                } else {
+                    match parse::parse_bool(text) {
+                        Some(true) => NvramState::Auto,
+                        Some(false) => NvramState::Off,
+                        None => bail!(
+                            "Path in --efi-nvram-state= parameter must be absolute or start with './': {text}"
+                        ),
+                    }
+                });
             }
             "discard-disk" => c.discard_disk = bool_value(o.id, v)?,
             "grow-image" => {
@@ -1058,6 +1175,12 @@ fn apply(matches: &ArgMatches, env: &ParseEnv) -> Result<Action> {
         })?;
     }
 
+    if describe {
+        return Ok(Action::FirmwareDescribe {
+            include: c.firmware_features_include,
+            exclude: c.firmware_features_exclude,
+        });
+    }
     if c.bind_user_shell.is_some() && c.bind_users.is_empty() {
         bail!("Cannot use --bind-user-shell= without --bind-user=");
     }
@@ -1534,7 +1657,26 @@ mod tests {
         );
         assert_eq!(
             error(&["--firmware=relative.json"]),
-            "Absolute path or path starting with './' required."
+            "Expected one of 'auto', 'uefi', 'bios', 'none', 'list', 'describe', or an absolute \
+             path or path starting with './', got: relative.json"
+        );
+        assert_eq!(
+            error(&["--firmware=efi"]),
+            "Expected one of 'auto', 'uefi', 'bios', 'none', 'list', 'describe', or an absolute \
+             path or path starting with './', got: efi"
+        );
+        assert!(
+            error(&["--firmware-features=secure-boot,,x"])
+                .starts_with("Invalid firmware feature '' in --firmware-features=secure-boot,,x")
+        );
+        assert!(error(&["--firmware-features=~"]).starts_with("Invalid firmware feature '~'"));
+        assert_eq!(
+            error(&["--efi-nvram-template=vars.fd"]),
+            "--efi-nvram-template=vars.fd: Absolute path or path starting with './' required."
+        );
+        assert_eq!(
+            error(&["--efi-nvram-state=vars.fd"]),
+            "Path in --efi-nvram-state= parameter must be absolute or start with './': vars.fd"
         );
         assert_eq!(
             error(&["--vsock-cid=2"]),
@@ -1804,6 +1946,27 @@ mod tests {
         assert!(matches!(
             run(&["--firmware=list"]),
             Ok(Action::FirmwareList)
+        ));
+        assert!(matches!(
+            run(&["--firmware-features=list"]),
+            Ok(Action::FirmwareFeaturesList)
+        ));
+        // describe is answered after parsing, with the feature wishes of the whole line.
+        match run(&[
+            "--firmware=describe",
+            "--secure-boot=yes",
+            "--firmware-features=~secure-boot,tdx",
+        ]) {
+            Ok(Action::FirmwareDescribe { include, exclude }) => {
+                assert_eq!(include, ["secure-boot", "tdx"]);
+                assert_eq!(exclude, ["enrolled-keys", "secure-boot"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        // A later --firmware= replaces describe.
+        assert!(matches!(
+            run(&["--firmware=describe", "--firmware=uefi", "-i", "x.raw"]),
+            Ok(Action::Run(_))
         ));
         assert!(matches!(run(&["-h"]), Ok(Action::Help(_))));
         let help = help_text();

@@ -76,6 +76,37 @@ pub enum TpmState {
     Path(PathBuf),
 }
 
+/// `--firmware=auto|uefi|bios|none`: which kind of firmware the VM boots with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FirmwareKind {
+    /// UEFI (OVMF) from pflash, with a variable store.
+    Uefi,
+    /// QEMU's default firmware (SeaBIOS on x86), no variable store.
+    Bios,
+    /// No firmware of vmspawn's choosing: QEMU loads the `--linux=` kernel itself.
+    None,
+}
+
+impl FirmwareKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FirmwareKind::Uefi => "uefi",
+            FirmwareKind::Bios => "bios",
+            FirmwareKind::None => "none",
+        }
+    }
+}
+
+/// `--efi-nvram-state=`: where the UEFI variable store lives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NvramState {
+    /// `<image>.efinvramstate` (or `<directory>.efinvramstate`), kept across boots.
+    Auto,
+    /// A fresh copy of the template in the runtime directory, gone with the VM.
+    Off,
+    Path(PathBuf),
+}
+
 /// A credential for the guest, from --set-credential or --load-credential.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Credential {
@@ -135,7 +166,18 @@ pub struct Config {
     pub linux: Option<PathBuf>,
     pub initrds: Vec<PathBuf>,
     pub network: Network,
+    /// `--firmware=PATH`: a firmware descriptor (implies UEFI).
     pub firmware: Option<PathBuf>,
+    /// `--firmware=uefi|bios|none` (a PATH means uefi); None: auto.
+    pub firmware_kind: Option<FirmwareKind>,
+    /// `--firmware-features=` (and `--secure-boot=`): features the firmware must have...
+    pub firmware_features_include: Vec<String>,
+    /// ... and must not have (unless also included). `enrolled-keys` by default.
+    pub firmware_features_exclude: Vec<String>,
+    /// `--efi-nvram-template=`.
+    pub efi_nvram_template: Option<PathBuf>,
+    /// `--efi-nvram-state=`; None when left at its default (auto).
+    pub efi_nvram_state: Option<NvramState>,
     pub discard_disk: bool,
     pub secure_boot: Tristate,
     pub grow_image: u64,
@@ -182,6 +224,24 @@ pub struct Config {
 }
 
 impl Config {
+    /// Something on the command line only UEFI firmware can give: Secure Boot, a firmware
+    /// feature, a firmware descriptor, an NVRAM template or state.
+    pub fn wants_uefi(&self) -> Option<&'static str> {
+        if self.secure_boot == Tristate::Yes {
+            Some("--secure-boot=yes")
+        } else if self.firmware.is_some() {
+            Some("--firmware=PATH")
+        } else if !self.firmware_features_include.is_empty() {
+            Some("--firmware-features=")
+        } else if self.efi_nvram_template.is_some() {
+            Some("--efi-nvram-template=")
+        } else if self.efi_nvram_state.is_some() {
+            Some("--efi-nvram-state=")
+        } else {
+            None
+        }
+    }
+
     /// The extra kernel command line names the root (or /usr) file system itself, so a direct
     /// kernel boot needs none derived from the image.
     pub fn cmdline_sets_root(&self) -> bool {
@@ -213,6 +273,11 @@ impl Default for Config {
             initrds: Vec::new(),
             network: Network::None,
             firmware: None,
+            firmware_kind: None,
+            firmware_features_include: Vec::new(),
+            firmware_features_exclude: vec!["enrolled-keys".into()],
+            efi_nvram_template: None,
+            efi_nvram_state: None,
             discard_disk: true,
             secure_boot: Tristate::Auto,
             grow_image: 0,

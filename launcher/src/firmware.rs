@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::config::{Config, FirmwareKind, NvramState};
 use crate::error::{Error, Result};
-use crate::parse::Tristate;
 
 /// The chosen firmware.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -124,44 +124,85 @@ pub fn parse_descriptor(
     ))
 }
 
-/// Picks the first descriptor (in list order) that parses, has no enrolled keys, targets
-/// `qemu_arch`, and matches the Secure Boot wish.
+/// The descriptor has every included feature and no excluded one that is not also included
+/// (inclusion wins, as in 262).
+fn features_match(features: &[String], include: &[String], exclude: &[String]) -> bool {
+    include.iter().all(|f| features.contains(f))
+        && !exclude
+            .iter()
+            .any(|f| !include.contains(f) && features.contains(f))
+}
+
+/// Picks the first descriptor (in list order) that parses, targets `qemu_arch`, and has the
+/// features `include` asks for and none of `exclude` (by default `enrolled-keys`).
 pub fn select(
     descriptors: &[(PathBuf, Vec<u8>)],
     qemu_arch: &str,
-    secure_boot: Tristate,
+    include: &[String],
+    exclude: &[String],
 ) -> Result<Firmware> {
+    select_descriptor(descriptors, qemu_arch, include, exclude).map(|(firmware, _)| firmware)
+}
+
+/// `select`, also returning the descriptor's JSON (for `--firmware=describe`).
+pub fn select_descriptor(
+    descriptors: &[(PathBuf, Vec<u8>)],
+    qemu_arch: &str,
+    include: &[String],
+    exclude: &[String],
+) -> Result<(Firmware, serde_json::Value)> {
     for (path, content) in descriptors {
         let Ok((firmware, features, arches)) = parse_descriptor(path, content) else {
             continue;
         };
-        if features.iter().any(|f| f == "enrolled-keys") || !arches.iter().any(|a| a == qemu_arch) {
+        if !arches.iter().any(|a| a == qemu_arch) || !features_match(&features, include, exclude) {
             continue;
         }
-        match secure_boot {
-            Tristate::Yes if !firmware.secure_boot => continue,
-            Tristate::No if firmware.secure_boot => continue,
-            _ => {}
-        }
-        return Ok(firmware);
+        let json = serde_json::from_slice(content).unwrap_or(serde_json::Value::Null);
+        return Ok((firmware, json));
     }
-    let wish = match secure_boot {
-        Tristate::Yes => " with Secure Boot support",
-        Tristate::No => " without Secure Boot support",
-        Tristate::Auto => "",
+    let mut wish = Vec::new();
+    if !include.is_empty() {
+        wish.push(format!("with {}", include.join(", ")));
+    }
+    let excluded: Vec<&str> = exclude
+        .iter()
+        .filter(|f| !include.contains(f))
+        .map(String::as_str)
+        .collect();
+    if !excluded.is_empty() {
+        wish.push(format!("without {}", excluded.join(", ")));
+    }
+    let wish = if wish.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", wish.join("; "))
     };
     Err(Error::new(format!(
         "Failed to find OVMF config: no UEFI firmware descriptor for {qemu_arch}{wish} in \
          ~/.config/qemu/firmware, /etc/qemu/firmware or /usr/share/qemu/firmware. \
-         Install the 'ovmf' package, or pass --firmware=PATH."
+         Install the 'ovmf' package, pass --firmware=PATH, or check --firmware-features= \
+         (--firmware-features=list shows what the installed firmware offers)."
     )))
+}
+
+/// Every feature the descriptors that parse name, sorted, once each (`--firmware-features=list`).
+pub fn features(descriptors: &[(PathBuf, Vec<u8>)]) -> Vec<String> {
+    let mut all: Vec<String> = descriptors
+        .iter()
+        .filter_map(|(path, content)| parse_descriptor(path, content).ok())
+        .flat_map(|(_, features, _)| features)
+        .collect();
+    all.sort();
+    all.dedup();
+    all
 }
 
 /// Loads the descriptor given with `--firmware=PATH`; no filters apply except the explicit
 /// Secure Boot request.
-pub fn load_explicit(path: &Path, content: &[u8], secure_boot: Tristate) -> Result<Firmware> {
+pub fn load_explicit(path: &Path, content: &[u8], secure_boot: bool) -> Result<Firmware> {
     let (firmware, _, _) = parse_descriptor(path, content)?;
-    if secure_boot == Tristate::Yes && !firmware.secure_boot {
+    if secure_boot && !firmware.secure_boot {
         return Err(Error::new(
             "Secure Boot requested, but supplied OVMF firmware blob doesn't support it.",
         ));
@@ -169,9 +210,141 @@ pub fn load_explicit(path: &Path, content: &[u8], secure_boot: Tristate) -> Resu
     Ok(firmware)
 }
 
+/// What a `--linux=` kernel is, from its first bytes (the PE header and section table).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelKind {
+    /// A unified kernel image: a PE binary with a `.linux` section.
+    Uki,
+    /// Another PE binary: an EFI-stub kernel (what distributions ship).
+    Pe,
+    /// Not a PE binary (a bzImage without EFI stub, an Image, ...).
+    Plain,
+}
+
+/// Reads the PE header of `data` (the kernel's first 64 KiB are plenty).
+pub fn kernel_kind(data: &[u8]) -> KernelKind {
+    let u16_at = |at: usize| {
+        data.get(at..at + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+    };
+    let u32_at = |at: usize| {
+        data.get(at..at + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    if !data.starts_with(b"MZ") {
+        return KernelKind::Plain;
+    }
+    let Some(pe) = u32_at(0x3c).map(|o| o as usize) else {
+        return KernelKind::Plain;
+    };
+    if data.get(pe..pe + 4) != Some(b"PE\0\0") {
+        return KernelKind::Plain;
+    }
+    let (Some(sections), Some(optional_size)) = (u16_at(pe + 6), u16_at(pe + 20)) else {
+        return KernelKind::Pe;
+    };
+    let table = pe + 24 + optional_size as usize;
+    let has_linux = (0..sections as usize).any(|i| {
+        data.get(table + i * 40..table + i * 40 + 8)
+            .is_some_and(|name| name == b".linux\0\0")
+    });
+    if has_linux {
+        KernelKind::Uki
+    } else {
+        KernelKind::Pe
+    }
+}
+
+/// The firmware a VM boots with. `kernel` is the kind of the kernel it boots directly
+/// (`--linux=`, or a directory's boot entry when `from_linux` is false), if any.
+///
+/// `--firmware=auto` (the default): UEFI for a disk image's own boot loader, a UKI, a boot
+/// entry of a directory, and whenever the command line asks for something only UEFI gives
+/// (`Config::wants_uefi`); otherwise a `--linux=` kernel is booted without firmware.
+pub fn resolve(
+    config: &Config,
+    kernel: Option<KernelKind>,
+    from_linux: bool,
+) -> Result<FirmwareKind> {
+    let linux = || {
+        config
+            .linux
+            .as_deref()
+            .map_or_else(String::new, |p| p.display().to_string())
+    };
+    let Some(kind) = config.firmware_kind else {
+        return Ok(match kernel {
+            Some(KernelKind::Uki) | None => FirmwareKind::Uefi,
+            Some(_) if !from_linux || config.wants_uefi().is_some() => FirmwareKind::Uefi,
+            Some(_) => FirmwareKind::None,
+        });
+    };
+    if kind != FirmwareKind::Uefi {
+        if kernel == Some(KernelKind::Uki) {
+            return Err(Error::new(format!(
+                "Booting a UKI requires --firmware=uefi. ('{}' is a unified kernel image; drop \
+                 --firmware={} or use --firmware=uefi.)",
+                linux(),
+                kind.as_str()
+            )));
+        }
+        if kind == FirmwareKind::None && kernel.is_none() {
+            return Err(Error::new(
+                "--firmware=none requires --linux= to be specified. (Without firmware nothing \
+                 loads a boot loader from the image; pass --linux=KERNEL, or use --firmware=uefi \
+                 or --firmware=bios.)",
+            ));
+        }
+        if let Some(option) = config.wants_uefi() {
+            return Err(Error::new(format!(
+                "{option} needs UEFI firmware, but --firmware={} was given. Drop one of them, \
+                 or use --firmware=uefi.",
+                kind.as_str()
+            )));
+        }
+    } else if kernel == Some(KernelKind::Plain) && from_linux {
+        return Err(Error::new(format!(
+            "Kernel image '{}' is not a PE binary, --firmware=uefi (or a firmware path) is not \
+             supported. (UEFI firmware can only start an EFI-stub kernel; drop --firmware= to \
+             boot it without firmware.)",
+            linux()
+        )));
+    }
+    Ok(kind)
+}
+
+/// Where the UEFI variable store lives: `Some((path, persistent))`; a non-persistent store is
+/// a fresh copy in the runtime directory. The one place `--efi-nvram-state=auto` is resolved
+/// (`<image>.efinvramstate`, or next to a directory); `auto_problem` says why that file cannot
+/// be used, in which case the VM gets a fresh copy (as an unusable `<image>.tpmstate` means no
+/// TPM state).
+pub fn nvram_state(
+    config: &Config,
+    root: &Path,
+    runtime_dir: &Path,
+    auto_problem: Option<&str>,
+) -> (PathBuf, bool) {
+    match config.efi_nvram_state.as_ref().unwrap_or(&NvramState::Auto) {
+        NvramState::Path(path) => (path.clone(), true),
+        // A throw-away (--ephemeral) VM keeps no state next to its image, as in 262.
+        NvramState::Auto if auto_problem.is_none() && !config.ephemeral => {
+            (auto_nvram_state(root), true)
+        }
+        NvramState::Auto | NvramState::Off => (runtime_dir.join("ovmf-vars.fd"), false),
+    }
+}
+
+/// `<image>.efinvramstate`: the variable store `--efi-nvram-state=auto` keeps next to the image.
+pub fn auto_nvram_state(root: &Path) -> PathBuf {
+    let mut name = root.as_os_str().to_os_string();
+    name.push(".efinvramstate");
+    PathBuf::from(name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::parse::Tristate;
 
     pub fn descriptor(code: &str, arch: &str, features: &[&str]) -> Vec<u8> {
         serde_json::json!({
@@ -211,20 +384,37 @@ mod tests {
                 descriptor("/plain.fd", "x86_64", &[]),
             ),
         ];
+        let v = |l: &[&str]| l.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let default_exclude = v(&["enrolled-keys"]);
         assert_eq!(
-            select(&list, "x86_64", Tristate::Auto).unwrap().code,
+            select(&list, "x86_64", &[], &default_exclude).unwrap().code,
             Path::new("/sb.fd")
         );
         assert_eq!(
-            select(&list, "x86_64", Tristate::Yes).unwrap().code,
+            select(&list, "x86_64", &v(&["secure-boot"]), &default_exclude)
+                .unwrap()
+                .code,
             Path::new("/sb.fd")
         );
-        let plain = select(&list, "x86_64", Tristate::No).unwrap();
+        // Without the default exclusion the enrolled-keys firmware comes first; an included
+        // feature wins over its exclusion.
+        assert_eq!(
+            select(&list, "x86_64", &[], &[]).unwrap().code,
+            Path::new("/ms.fd")
+        );
+        assert_eq!(
+            select(&list, "x86_64", &v(&["enrolled-keys"]), &default_exclude)
+                .unwrap()
+                .code,
+            Path::new("/ms.fd")
+        );
+        assert_eq!(features(&list), v(&["enrolled-keys", "secure-boot"]));
+        let plain = select(&list, "x86_64", &[], &v(&["secure-boot", "enrolled-keys"])).unwrap();
         assert_eq!(plain.code, Path::new("/plain.fd"));
         assert_eq!(plain.vars_template, Path::new("/plain.fd.vars"));
         assert!(!plain.secure_boot);
         assert!(
-            select(&list, "riscv64", Tristate::Auto)
+            select(&list, "riscv64", &[], &default_exclude)
                 .unwrap_err()
                 .to_string()
                 .starts_with("Failed to find OVMF config")
@@ -234,12 +424,147 @@ mod tests {
     #[test]
     fn explicit_secure_boot_check() {
         let plain = descriptor("/plain.fd", "x86_64", &[]);
-        assert!(load_explicit(Path::new("/x.json"), &plain, Tristate::Auto).is_ok());
+        assert!(load_explicit(Path::new("/x.json"), &plain, false).is_ok());
         assert_eq!(
-            load_explicit(Path::new("/x.json"), &plain, Tristate::Yes)
+            load_explicit(Path::new("/x.json"), &plain, true)
                 .unwrap_err()
                 .to_string(),
             "Secure Boot requested, but supplied OVMF firmware blob doesn't support it."
+        );
+    }
+
+    /// A PE header with the given section names (a minimal one: MZ, e_lfanew, PE signature,
+    /// file header, no optional header).
+    fn pe(sections: &[&[u8; 8]]) -> Vec<u8> {
+        let mut data = vec![0u8; 0x80];
+        data[0..2].copy_from_slice(b"MZ");
+        data[0x3c..0x40].copy_from_slice(&0x40u32.to_le_bytes());
+        data[0x40..0x44].copy_from_slice(b"PE\0\0");
+        data[0x46..0x48].copy_from_slice(&(sections.len() as u16).to_le_bytes());
+        data.truncate(0x40 + 24);
+        for name in sections {
+            let mut section = [0u8; 40];
+            section[..8].copy_from_slice(*name);
+            data.extend_from_slice(&section);
+        }
+        data
+    }
+
+    #[test]
+    fn kernel_kinds() {
+        assert_eq!(kernel_kind(b"\x7fELF"), KernelKind::Plain);
+        assert_eq!(kernel_kind(b"MZ"), KernelKind::Plain);
+        assert_eq!(kernel_kind(&pe(&[b".text\0\0\0"])), KernelKind::Pe);
+        assert_eq!(
+            kernel_kind(&pe(&[b".osrel\0\0", b".linux\0\0"])),
+            KernelKind::Uki
+        );
+    }
+
+    #[test]
+    fn firmware_resolution() {
+        use crate::config::{Config, FirmwareKind as F};
+        let base = Config {
+            linux: Some(PathBuf::from("/k")),
+            ..Config::default()
+        };
+        let with = |f: &dyn Fn(&mut Config)| {
+            let mut c = base.clone();
+            f(&mut c);
+            c
+        };
+        let ok = |c: &Config, k| resolve(c, k, true).unwrap();
+        let err = |c: &Config, k| resolve(c, k, true).unwrap_err().to_string();
+        // auto
+        assert_eq!(ok(&base, Some(KernelKind::Pe)), F::None);
+        assert_eq!(ok(&base, Some(KernelKind::Plain)), F::None);
+        assert_eq!(ok(&base, Some(KernelKind::Uki)), F::Uefi);
+        assert_eq!(
+            resolve(&base, Some(KernelKind::Pe), false).unwrap(),
+            F::Uefi
+        );
+        assert_eq!(ok(&Config::default(), None), F::Uefi);
+        let sb = with(&|c| c.secure_boot = Tristate::Yes);
+        assert_eq!(ok(&sb, Some(KernelKind::Pe)), F::Uefi);
+        let nvram = with(&|c| c.efi_nvram_state = Some(NvramState::Off));
+        assert_eq!(ok(&nvram, Some(KernelKind::Pe)), F::Uefi);
+        // explicit
+        let none = with(&|c| c.firmware_kind = Some(F::None));
+        assert!(
+            err(&none, Some(KernelKind::Uki))
+                .starts_with("Booting a UKI requires --firmware=uefi.")
+        );
+        assert!(
+            resolve(
+                &Config {
+                    firmware_kind: Some(F::None),
+                    ..Config::default()
+                },
+                None,
+                true
+            )
+            .unwrap_err()
+            .to_string()
+            .starts_with("--firmware=none requires --linux= to be specified.")
+        );
+        let none_sb = with(&|c| {
+            c.firmware_kind = Some(F::None);
+            c.secure_boot = Tristate::Yes;
+        });
+        assert!(
+            err(&none_sb, Some(KernelKind::Pe))
+                .starts_with("--secure-boot=yes needs UEFI firmware")
+        );
+        let uefi = with(&|c| c.firmware_kind = Some(F::Uefi));
+        assert_eq!(ok(&uefi, Some(KernelKind::Pe)), F::Uefi);
+        assert!(
+            err(&uefi, Some(KernelKind::Plain)).starts_with("Kernel image '/k' is not a PE binary")
+        );
+        let bios = with(&|c| c.firmware_kind = Some(F::Bios));
+        assert_eq!(ok(&bios, Some(KernelKind::Pe)), F::Bios);
+        assert_eq!(
+            resolve(
+                &Config {
+                    firmware_kind: Some(F::Bios),
+                    ..Config::default()
+                },
+                None,
+                true
+            )
+            .unwrap(),
+            F::Bios
+        );
+    }
+
+    #[test]
+    fn nvram_state_resolution() {
+        let root = Path::new("/img/d.raw");
+        let rd = Path::new("/run/vm");
+        let mut c = Config::default();
+        assert_eq!(
+            nvram_state(&c, root, rd, None),
+            (PathBuf::from("/img/d.raw.efinvramstate"), true)
+        );
+        assert_eq!(
+            nvram_state(&c, root, rd, Some("no")),
+            (PathBuf::from("/run/vm/ovmf-vars.fd"), false)
+        );
+        // --ephemeral: auto means off.
+        c.ephemeral = true;
+        assert_eq!(
+            nvram_state(&c, root, rd, None),
+            (PathBuf::from("/run/vm/ovmf-vars.fd"), false)
+        );
+        c.ephemeral = false;
+        c.efi_nvram_state = Some(NvramState::Off);
+        assert_eq!(
+            nvram_state(&c, root, rd, None),
+            (PathBuf::from("/run/vm/ovmf-vars.fd"), false)
+        );
+        c.efi_nvram_state = Some(NvramState::Path(PathBuf::from("/s/vars")));
+        assert_eq!(
+            nvram_state(&c, root, rd, Some("no")),
+            (PathBuf::from("/s/vars"), true)
         );
     }
 

@@ -79,20 +79,54 @@ fn find_firmware(config: &Config, arch: &str, env: &HostEnv) -> Result<firmware:
                 e,
             )
         })?;
-        return firmware::load_explicit(path, &content, config.secure_boot);
+        let secure_boot = config
+            .firmware_features_include
+            .iter()
+            .any(|f| f == "secure-boot");
+        return firmware::load_explicit(path, &content, secure_boot);
     }
-    let xdg = (env.var)("XDG_CONFIG_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from);
-    let home = (env.var)("HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from);
-    let dirs = firmware::search_dirs(xdg.as_deref(), home.as_deref());
-    let descriptors: Vec<(PathBuf, Vec<u8>)> = firmware::list_descriptors(&dirs)
+    firmware::select(
+        &read_descriptors(env),
+        arch,
+        &config.firmware_features_include,
+        &config.firmware_features_exclude,
+    )
+}
+
+/// Every descriptor of the search path, with its contents.
+fn read_descriptors(env: &HostEnv) -> Vec<(PathBuf, Vec<u8>)> {
+    firmware_list(env)
         .into_iter()
         .filter_map(|p| std::fs::read(&p).ok().map(|c| (p, c)))
-        .collect();
-    firmware::select(&descriptors, arch, config.secure_boot)
+        .collect()
+}
+
+/// `--firmware-features=list`: the features the installed descriptors name.
+pub fn firmware_features(env: &HostEnv) -> Vec<String> {
+    firmware::features(&read_descriptors(env))
+}
+
+/// `--firmware=describe`: the descriptor (JSON, pretty-printed) the feature wishes select.
+pub fn firmware_describe(env: &HostEnv, include: &[String], exclude: &[String]) -> Result<String> {
+    let (_, json) =
+        firmware::select_descriptor(&read_descriptors(env), qemu_arch()?, include, exclude)?;
+    serde_json::to_string_pretty(&json)
+        .map_err(|e| Error::new(format!("Failed to output JSON: {e}")))
+}
+
+/// What kind of kernel `path` is (UKI, EFI-stub PE kernel, or neither), from its first bytes.
+fn inspect_kernel(path: &Path) -> Result<firmware::KernelKind> {
+    use std::io::Read;
+    let mut head = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(64 * 1024).read_to_end(&mut head))
+        .map_err(|e| {
+            Error::io(
+                format!("Failed to determine '{}' kernel image type", path.display()),
+                e,
+            )
+        })?;
+    Ok(firmware::kernel_kind(&head))
 }
 
 /// Lists the firmware descriptors for `--firmware=list`.
@@ -231,7 +265,20 @@ pub fn discover(config: &Config, env: &HostEnv) -> Result<HostFacts> {
         });
     }
 
-    let firmware = find_firmware(config, arch, env)?;
+    // The kernel booted directly, and with it the firmware (only UEFI is looked up).
+    let kernel_kind = match (&config.linux, &root) {
+        (Some(kernel), _) => Some(inspect_kernel(kernel)?),
+        (None, RootFacts::Directory(DirectoryInfo { boot: Some(b), .. })) => {
+            Some(inspect_kernel(&b.kernel)?)
+        }
+        _ => None,
+    };
+    let firmware_kind = firmware::resolve(config, kernel_kind, config.linux.is_some())?;
+    let firmware = if firmware_kind == crate::config::FirmwareKind::Uefi {
+        Some(find_firmware(config, arch, env)?)
+    } else {
+        None
+    };
     let qemu_binary = find_qemu(arch, path_var.as_ref())?;
     // --console=gui: the display server, and whether this QEMU can show a window on it.
     let display = if config.console == crate::config::ConsoleMode::Gui {
@@ -248,6 +295,8 @@ pub fn discover(config: &Config, env: &HostEnv) -> Result<HostFacts> {
         qemu_arch: arch.to_string(),
         qemu_binary,
         firmware,
+        kernel_kind,
+        nvram_auto_problem: nvram_auto_problem(root.path()),
         kvm_usable: config.kvm != Tristate::No && device_usable("/dev/kvm"),
         kvm_passed: env.passed.kvm.is_some(),
         helper_installed: helper::installed(env.var),
@@ -462,6 +511,32 @@ fn find_swtpm(path_var: Option<&OsString>) -> Option<SwtpmFacts> {
         swtpm_setup: find_in_path("swtpm_setup", path_var),
         seccomp,
     })
+}
+
+/// Why the default UEFI variable store next to the image (`<image>.efinvramstate`) cannot be
+/// used, if it cannot: it must be a regular file we can write, or be creatable.
+fn nvram_auto_problem(root: &Path) -> Option<String> {
+    use nix::unistd::{AccessFlags, access};
+    let state = firmware::auto_nvram_state(root);
+    match std::fs::metadata(&state) {
+        Ok(m) if !m.is_file() => Some(format!("'{}' is not a regular file", state.display())),
+        Ok(_) => access(&state, AccessFlags::W_OK | AccessFlags::R_OK)
+            .err()
+            .map(|e| format!("'{}' is not writable: {}", state.display(), e.desc())),
+        Err(_) => {
+            let parent = state.parent().unwrap_or(Path::new("/"));
+            access(parent, AccessFlags::W_OK | AccessFlags::X_OK)
+                .err()
+                .map(|e| {
+                    format!(
+                        "'{}' cannot be created in '{}': {}",
+                        state.display(),
+                        parent.display(),
+                        e.desc()
+                    )
+                })
+        }
+    }
 }
 
 /// Why the default TPM state directory next to the image (`<image>.tpmstate`) cannot be used,

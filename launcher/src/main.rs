@@ -132,6 +132,34 @@ fn main() {
             }
             0
         }
+        Ok(Action::FirmwareFeaturesList) => {
+            let env = HostEnv {
+                var: &var,
+                is_root: nix::unistd::geteuid().is_root(),
+                passed: &Default::default(),
+            };
+            for feature in host::firmware_features(&env) {
+                println!("{feature}");
+            }
+            0
+        }
+        Ok(Action::FirmwareDescribe { include, exclude }) => {
+            let env = HostEnv {
+                var: &var,
+                is_root: nix::unistd::geteuid().is_root(),
+                passed: &Default::default(),
+            };
+            match host::firmware_describe(&env, &include, &exclude) {
+                Ok(json) => {
+                    println!("{json}");
+                    0
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    1
+                }
+            }
+        }
         Ok(Action::Run(config)) => match launch(*config) {
             Ok(code) => code,
             Err(e) => {

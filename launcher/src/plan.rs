@@ -12,10 +12,10 @@ use base64::Engine as _;
 
 use crate::acquire::{Acquired, KvmAccess, KvmNeed, Needs, NetworkSetup, TapFacts};
 use crate::bootentry::BootEntry;
-use crate::config::{Background, Config, ConsoleMode, ConsoleTransport, Credential};
+use crate::config::{Background, Config, ConsoleMode, ConsoleTransport, Credential, FirmwareKind};
 use crate::disk::{DiskType, ImageFormat, RootKind, RootPartition};
 use crate::error::{Error, Result};
-use crate::firmware::Firmware;
+use crate::firmware::{Firmware, KernelKind};
 use crate::parse::{self, Tristate};
 use crate::process::{
     EnvPlan, FdName, FdTable, Jail, Lifetime, ProcessPlan, Readiness, Role, StdioPlan, Stop,
@@ -31,7 +31,12 @@ pub struct HostFacts {
     /// The native architecture in QEMU's naming (x86_64, aarch64, ...).
     pub qemu_arch: String,
     pub qemu_binary: PathBuf,
-    pub firmware: Firmware,
+    /// The UEFI firmware; looked up only when the VM boots with UEFI.
+    pub firmware: Option<Firmware>,
+    /// What the directly booted kernel (`--linux=`, or a directory's boot entry) is.
+    pub kernel_kind: Option<KernelKind>,
+    /// Why `<image>.efinvramstate` cannot be used, if it cannot.
+    pub nvram_auto_problem: Option<String>,
     /// /dev/kvm can be opened read-write by this process.
     pub kvm_usable: bool,
     /// Socket activation passed an fd of /dev/kvm (named `kvm`).
@@ -190,6 +195,15 @@ pub struct GrowImage {
     pub size: u64,
 }
 
+/// The UEFI variable store: a copy of the template, made for each VM or, when persistent,
+/// only when the file does not exist yet (and kept after the VM).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NvramPlan {
+    pub template: PathBuf,
+    pub path: PathBuf,
+    pub persistent: bool,
+}
+
 /// A directory a process keeps state in, mode 0700.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StateDir {
@@ -216,8 +230,8 @@ pub struct Plan {
     pub files: Vec<FileToWrite>,
     /// Credentials made from what setup steps wrote, before QEMU starts.
     pub credentials_from_files: Vec<CredentialFromFile>,
-    /// (template, per-VM copy) for the UEFI variable store.
-    pub nvram_copy: (PathBuf, PathBuf),
+    /// The UEFI variable store (UEFI boots only).
+    pub nvram: Option<NvramPlan>,
     /// (sources, destination) when several initrds are merged into one.
     pub initrd_merge: Option<(Vec<PathBuf>, PathBuf)>,
     pub grow_image: Option<GrowImage>,
@@ -371,6 +385,7 @@ fn qemu_rules(
     acquired: &Acquired,
     boot: Option<&KernelBoot>,
     display: Option<&crate::gui::DisplayFacts>,
+    uefi: Option<(&Firmware, &NvramPlan)>,
 ) -> (SandboxRules, Vec<String>) {
     let mut q = program_rules(&[&host.qemu_binary], &host.qemu_arch);
     q.allow_tcp_connect = acquired.network == NetworkSetup::UserMode;
@@ -386,7 +401,9 @@ fn qemu_rules(
         push_unique(&mut q.read, PathBuf::from(data));
     }
     // Exactly the files this VM reads.
-    push_unique(&mut q.read, host.firmware.code.clone());
+    if let Some((firmware, _)) = uefi {
+        push_unique(&mut q.read, firmware.code.clone());
+    }
     if let Some(boot) = boot {
         push_unique(&mut q.read, boot.kernel.clone());
         if let [initrd] = boot.initrds.as_slice() {
@@ -402,6 +419,9 @@ fn qemu_rules(
     }
     // Read-write: the runtime directory (NVRAM copy, credentials, merged initrd) and the disks.
     q.write.push(host.runtime_dir.clone());
+    if let Some((_, nvram)) = uefi.filter(|(_, n)| n.persistent) {
+        push_unique(&mut q.write, nvram.path.clone());
+    }
     if let RootFacts::Image(image) = &host.root {
         // A CD-ROM, and an ephemeral VM's image (only the overlay's backing file): read-only.
         let list = if config.image_disk_type.read_only() || config.ephemeral {
@@ -708,7 +728,28 @@ pub fn plan(config: &Config, host: &HostFacts, acquired: &Acquired) -> Result<Pl
     let mut args: Vec<OsString> = Vec::new();
     let mut fds = FdTable::default();
     let mut files = Vec::new();
-    let firmware = &host.firmware;
+    let firmware_kind = crate::firmware::resolve(config, host.kernel_kind, config.linux.is_some())?;
+    let firmware = match (firmware_kind, &host.firmware) {
+        (FirmwareKind::Uefi, Some(firmware)) => Some(firmware),
+        (FirmwareKind::Uefi, None) => {
+            return Err(Error::new(
+                "Failed to find OVMF config: no UEFI firmware was found. Install the 'ovmf' package, or pass --firmware=PATH.",
+            ));
+        }
+        _ => None,
+    };
+    let nvram = firmware.map(|firmware| {
+        let (path, persistent) =
+            crate::firmware::nvram_state(config, root, rd, host.nvram_auto_problem.as_deref());
+        NvramPlan {
+            template: config
+                .efi_nvram_template
+                .clone()
+                .unwrap_or_else(|| firmware.vars_template.clone()),
+            path,
+            persistent,
+        }
+    });
     let confined = !config.unconfined;
     // QMP first, so its fd is 3 whatever else QEMU gets.
     let qmp_fd = fds.add(FdName::Qmp);
@@ -717,6 +758,14 @@ pub fn plan(config: &Config, host: &HostFacts, acquired: &Acquired) -> Result<Pl
     // The vsock device, and where the guest's notifications arrive.
     let vsock = crate::vsock::plan(config, host, &machine, acquired.vsock, &mut fds)?;
     let mut notes = Vec::new();
+    if let (Some(nvram), Some(problem)) = (&nvram, &host.nvram_auto_problem)
+        && !nvram.persistent
+        && config.efi_nvram_state.is_none()
+    {
+        notes.push(format!(
+            "The UEFI variable store is not kept across boots: {problem}. (Pass --efi-nvram-state=PATH to keep it elsewhere.)"
+        ));
+    }
     // The ephemeral SSH key, and journal-remote for the guest's journal.
     let ssh = crate::ssh::plan(config, host, &machine, vsock.cid.is_some(), &mut notes)?;
     let journal = crate::journal::plan(config, host, &vsock)?;
@@ -735,7 +784,7 @@ pub fn plan(config: &Config, host: &HostFacts, acquired: &Acquired) -> Result<Pl
     // -machine
     let mut machine_opt = format!("type={}", machine_type(arch)?);
     if x86 {
-        machine_opt.push_str(if firmware.secure_boot {
+        machine_opt.push_str(if firmware.is_some_and(|f| f.secure_boot) {
             ",smm=on"
         } else {
             ",smm=off"
@@ -912,27 +961,29 @@ pub fn plan(config: &Config, host: &HostFacts, acquired: &Acquired) -> Result<Pl
         }
     };
 
-    // Firmware: read-only code, a private writable copy of the variable store.
-    let vars_copy = rd.join("ovmf-vars.fd");
-    args.push(os("-drive"));
-    let mut code = OsString::from(format!(
-        "if=pflash,format={},readonly=on,",
-        firmware.code_format
-    ));
-    code.push(kv_path("file=", &firmware.code));
-    args.push(code);
-    if firmware.secure_boot && x86 {
-        args.extend([
-            os("-global"),
-            os("ICH9-LPC.disable_s3=1"),
-            os("-global"),
-            os("driver=cfi.pflash01,property=secure,value=on"),
-        ]);
+    // UEFI firmware: read-only code, a writable variable store. Without it (--firmware=none or
+    // bios), QEMU's own firmware and loader start the kernel: no pflash, no NVRAM.
+    if let (Some(firmware), Some(nvram)) = (firmware, &nvram) {
+        args.push(os("-drive"));
+        let mut code = OsString::from(format!(
+            "if=pflash,format={},readonly=on,",
+            firmware.code_format
+        ));
+        code.push(kv_path("file=", &firmware.code));
+        args.push(code);
+        if firmware.secure_boot && x86 {
+            args.extend([
+                os("-global"),
+                os("ICH9-LPC.disable_s3=1"),
+                os("-global"),
+                os("driver=cfi.pflash01,property=secure,value=on"),
+            ]);
+        }
+        args.push(os("-drive"));
+        let mut vars = kv_path("file=", &nvram.path);
+        vars.push(format!(",if=pflash,format={}", firmware.vars_format));
+        args.push(vars);
     }
-    args.push(os("-drive"));
-    let mut vars = kv_path("file=", &vars_copy);
-    vars.push(format!(",if=pflash,format={}", firmware.vars_format));
-    args.push(vars);
 
     // Kernel, and the root= a direct kernel boot of the image needs.
     let mut cmdline = config.kernel_cmdline_extra.clone();
@@ -1275,7 +1326,14 @@ pub fn plan(config: &Config, host: &HostFacts, acquired: &Acquired) -> Result<Pl
 
     let gui = config.console == ConsoleMode::Gui;
     let display = host.display.as_ref().filter(|_| gui);
-    let (qemu_landlock, warnings) = qemu_rules(config, host, acquired, boot.as_ref(), display);
+    let (qemu_landlock, warnings) = qemu_rules(
+        config,
+        host,
+        acquired,
+        boot.as_ref(),
+        display,
+        firmware.zip(nvram.as_ref()),
+    );
     let qemu = ProcessPlan {
         role: Role::Qemu,
         name: Role::Qemu.describe().into(),
@@ -1375,7 +1433,7 @@ pub fn plan(config: &Config, host: &HostFacts, acquired: &Acquired) -> Result<Pl
         runtime_dir: rd.clone(),
         files,
         credentials_from_files,
-        nvram_copy: (firmware.vars_template.clone(), vars_copy),
+        nvram,
         initrd_merge,
         grow_image,
         ephemeral_overlay,

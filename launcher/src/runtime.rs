@@ -224,6 +224,73 @@ fn create_private_file(path: &Path) -> Result<File> {
         .map_err(|e| Error::io(format!("Failed to create '{}'", path.display()), e))
 }
 
+/// The UEFI variable store: a fresh copy of the template in the runtime directory, or a
+/// persistent file that is created from the template only when it does not exist yet (a file
+/// created here and not filled is removed again, so a failed copy leaves nothing behind).
+fn materialise_nvram(nvram: &crate::plan::NvramPlan) -> Result<()> {
+    let mut source = File::open(&nvram.template).map_err(|e| {
+        Error::io(
+            format!("Failed to open OVMF vars file {}", nvram.template.display()),
+            e,
+        )
+    })?;
+    let mut dest = if nvram.persistent {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+            .open(&nvram.path)
+        {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let metadata = std::fs::metadata(&nvram.path).map_err(|e| {
+                    Error::io(
+                        format!(
+                            "Failed to open file for OVMF vars at {}",
+                            nvram.path.display()
+                        ),
+                        e,
+                    )
+                })?;
+                if !metadata.is_file() {
+                    return Err(Error::new(format!(
+                        "Not a regular file for OVMF variables at {}. Pass --efi-nvram-state= a \
+                         file path (or off).",
+                        nvram.path.display()
+                    )));
+                }
+                return Ok(());
+            }
+            Err(e) => {
+                return Err(Error::io(
+                    format!(
+                        "Failed to open file for OVMF vars at {}",
+                        nvram.path.display()
+                    ),
+                    e,
+                ));
+            }
+        }
+    } else {
+        create_private_file(&nvram.path)?
+    };
+    std::io::copy(&mut source, &mut dest).map_err(|e| {
+        if nvram.persistent {
+            let _ = std::fs::remove_file(&nvram.path);
+        }
+        Error::io(
+            format!(
+                "Failed to copy bytes from {} to {}",
+                nvram.template.display(),
+                nvram.path.display()
+            ),
+            e,
+        )
+    })?;
+    Ok(())
+}
+
 /// Creates the files, copies and directories the plan lists, before any process starts.
 pub fn materialise(plan: &Plan) -> Result<()> {
     for file in &plan.files {
@@ -231,24 +298,9 @@ pub fn materialise(plan: &Plan) -> Result<()> {
             .write_all(&file.contents)
             .map_err(|e| Error::io(format!("Failed to write '{}'", file.path.display()), e))?;
     }
-    let (template, copy) = &plan.nvram_copy;
-    let mut source = File::open(template).map_err(|e| {
-        Error::io(
-            format!("Failed to open OVMF vars file {}", template.display()),
-            e,
-        )
-    })?;
-    let mut dest = create_private_file(copy)?;
-    std::io::copy(&mut source, &mut dest).map_err(|e| {
-        Error::io(
-            format!(
-                "Failed to copy bytes from {} to {}",
-                template.display(),
-                copy.display()
-            ),
-            e,
-        )
-    })?;
+    if let Some(nvram) = &plan.nvram {
+        materialise_nvram(nvram)?;
+    }
     if let Some((sources, merged)) = &plan.initrd_merge {
         merge_initrds(sources, merged)?;
     }

@@ -9,7 +9,7 @@ use crate::bootentry::BootEntry;
 use crate::config::Config;
 use crate::config::Network;
 use crate::disk::{ImageFormat, RootKind, RootPartition};
-use crate::firmware::Firmware;
+use crate::firmware::{Firmware, KernelKind};
 use crate::plan::{DirectoryInfo, DriveInfo, HostFacts, ImageInfo, RootFacts, SwtpmFacts};
 use crate::virtiofs::{BindUserFacts, VirtiofsdFacts};
 use crate::vsock::{VsockAccess, VsockFacts, VsockNeed};
@@ -54,7 +54,9 @@ pub const SWITCHES: [&str; 29] = [
 /// N has UID and GID 1000+N and the home /home/<name>; vmspawn runs as UID 1000 unless `root`.
 /// `vhost-vsock`: /dev/vhost-vsock can be opened; `vhost-user-vsock`: vhost-device-vsock is
 /// installed; with a helper /dev/vhost-vsock exists, and the helper hands out fds of it (CID
-/// 10042 unless one is asked for) only with `helper`.
+/// 10042 unless one is asked for) only with `helper`. UEFI firmware is always installed (with
+/// Secure Boot unless `plain-firmware`); `tpm-state-unwritable` also makes
+/// `<image>.efinvramstate` unusable (both live in the image's directory).
 pub fn host_facts(switches: &[&str], config: &Config) -> HostFacts {
     let extra_drives = &config.extra_drives;
     let has = |s: &str| switches.contains(&s);
@@ -66,7 +68,19 @@ pub fn host_facts(switches: &[&str], config: &Config) -> HostFacts {
             "x86_64".into()
         },
         qemu_binary: PathBuf::from("/usr/bin/qemu-system-x86_64"),
-        firmware: Firmware {
+        // A `--linux=` kernel named *.efi is a UKI, any other an EFI-stub (PE) kernel, as
+        // distributions ship them; a directory's boot entry names a PE kernel.
+        kernel_kind: match (&config.linux, &config.directory) {
+            (Some(k), _) if k.extension().is_some_and(|e| e == "efi") => Some(KernelKind::Uki),
+            (Some(_), _) => Some(KernelKind::Pe),
+            (None, Some(_)) if !has("no-boot-entry") => Some(KernelKind::Pe),
+            (None, _) => None,
+        },
+        nvram_auto_problem: has("tpm-state-unwritable").then(|| {
+            "'/home/user/d.raw.efinvramstate' cannot be created in '/home/user': Permission denied"
+                .to_string()
+        }),
+        firmware: Some(Firmware {
             descriptor: PathBuf::from("/usr/share/qemu/firmware/50-edk2-x86_64-secure.json"),
             code: PathBuf::from(if secure_boot {
                 "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd"
@@ -77,7 +91,7 @@ pub fn host_facts(switches: &[&str], config: &Config) -> HostFacts {
             vars_template: PathBuf::from("/usr/share/OVMF/OVMF_VARS_4M.fd"),
             vars_format: "raw".into(),
             secure_boot,
-        },
+        }),
         kvm_usable: has("kvm"),
         kvm_passed: has("kvm-passed"),
         helper_installed: has("kvm-from-helper") || has("helper"),

@@ -180,7 +180,7 @@ fn render(header: &Header) -> String {
         runtime_dir,
         files,
         credentials_from_files,
-        nvram_copy,
+        nvram,
         initrd_merge,
         grow_image,
         ephemeral_overlay,
@@ -224,13 +224,21 @@ fn render(header: &Header) -> String {
         )
         .unwrap();
     }
-    writeln!(
-        out,
-        "nvram: {} -> {}",
-        nvram_copy.0.display(),
-        nvram_copy.1.display()
-    )
-    .unwrap();
+    match nvram {
+        Some(n) => writeln!(
+            out,
+            "nvram: {} -> {}{}",
+            n.template.display(),
+            n.path.display(),
+            if n.persistent {
+                " (persistent: copied only if missing, kept)"
+            } else {
+                ""
+            }
+        )
+        .unwrap(),
+        None => writeln!(out, "nvram: none (no UEFI firmware)").unwrap(),
+    }
     if let Some((sources, dest)) = initrd_merge {
         let list: Vec<String> = sources.iter().map(|s| s.display().to_string()).collect();
         writeln!(

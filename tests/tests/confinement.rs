@@ -243,6 +243,9 @@ fn run_probe(user: User, mode: Mode) -> ProbeRun {
     .env("TERM", "xterm-256color")
     .args(tcg())
     .arg(format!("--linux={}", image("vmlinuz").display()))
+    // UEFI, with the variable store copied into the runtime directory: the probe finds that
+    // directory through the vars drive, and QEMU's domain then has the most to cover.
+    .args(["--firmware=uefi", "--efi-nvram-state=off"])
     .args(["-i", "guest.raw"]);
     match &x11 {
         // vmspawn picks Wayland first; this session has only X11.

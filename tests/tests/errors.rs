@@ -139,7 +139,7 @@ fn bad_input_gives_clear_errors_and_leaves_nothing() {
     cases.fails(
         &["-i", "guest.raw", "--firmware=fw.json"],
         &[],
-        "Absolute path or path starting with './' required.",
+        "Expected one of 'auto', 'uefi', 'bios', 'none', 'list', 'describe', or an absolute path or path starting with './', got: fw.json",
     );
     cases.fails(
         &["--kvm=no", "-i", "guest.raw"],

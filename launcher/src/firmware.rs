@@ -259,8 +259,9 @@ pub fn kernel_kind(data: &[u8]) -> KernelKind {
 /// (`--linux=`, or a directory's boot entry when `from_linux` is false), if any.
 ///
 /// `--firmware=auto` (the default): UEFI for a disk image's own boot loader, a UKI, a boot
-/// entry of a directory, and whenever the command line asks for something only UEFI gives
-/// (`Config::wants_uefi`); otherwise a `--linux=` kernel is booted without firmware.
+/// entry of a directory, a graphical console, and whenever the command line asks for something
+/// only UEFI gives (`Config::wants_uefi`); otherwise a `--linux=` kernel is booted without
+/// firmware.
 pub fn resolve(
     config: &Config,
     kernel: Option<KernelKind>,
@@ -276,6 +277,11 @@ pub fn resolve(
         return Ok(match kernel {
             Some(KernelKind::Uki) | None => FirmwareKind::Uefi,
             Some(_) if !from_linux || config.wants_uefi().is_some() => FirmwareKind::Uefi,
+            // A window shows the guest's console through the firmware's framebuffer (efifb)
+            // until the guest loads a display driver of its own; without firmware a kernel
+            // whose initrd has none (Debian's cloud kernel with a small initrd) leaves the
+            // window black. So a graphical console keeps UEFI unless told otherwise.
+            Some(_) if config.console == crate::config::ConsoleMode::Gui => FirmwareKind::Uefi,
             Some(_) => FirmwareKind::None,
         });
     };
@@ -488,6 +494,14 @@ mod tests {
         assert_eq!(ok(&sb, Some(KernelKind::Pe)), F::Uefi);
         let nvram = with(&|c| c.efi_nvram_state = Some(NvramState::Off));
         assert_eq!(ok(&nvram, Some(KernelKind::Pe)), F::Uefi);
+        // A graphical console keeps the firmware's framebuffer, unless told otherwise.
+        let gui = with(&|c| c.console = crate::config::ConsoleMode::Gui);
+        assert_eq!(ok(&gui, Some(KernelKind::Pe)), F::Uefi);
+        let gui_none = with(&|c| {
+            c.console = crate::config::ConsoleMode::Gui;
+            c.firmware_kind = Some(F::None);
+        });
+        assert_eq!(ok(&gui_none, Some(KernelKind::Pe)), F::None);
         // explicit
         let none = with(&|c| c.firmware_kind = Some(F::None));
         assert!(

@@ -28,12 +28,18 @@ fn names(work: &Workdir) -> Vec<String> {
     out
 }
 
-#[test]
-fn ephemeral_image_stays_unchanged_and_serial_console_works() {
-    let work = Workdir::new("ephemeral", User::Tester);
+/// A work directory of the test user with a 16 MiB GPT image `guest.raw` in it.
+fn guest_disk(tag: &str) -> (Workdir, std::path::PathBuf) {
+    let work = Workdir::new(tag, User::Tester);
     let disk = work.file("guest.raw");
     make_gpt_image(&disk, 16, PARTUUID);
     work.chown_all();
+    (work, disk)
+}
+
+#[test]
+fn ephemeral_image_stays_unchanged_and_serial_console_works() {
+    let (work, disk) = guest_disk("ephemeral");
     let before = std::fs::read(&disk).unwrap();
     let listing = names(&work);
 
@@ -84,10 +90,7 @@ fn ephemeral_image_stays_unchanged_and_serial_console_works() {
 
 #[test]
 fn no_overlay_left_after_kill_9_of_vmspawn() {
-    let work = Workdir::new("ephemeral-kill", User::Tester);
-    let disk = work.file("guest.raw");
-    make_gpt_image(&disk, 16, PARTUUID);
-    work.chown_all();
+    let (work, disk) = guest_disk("ephemeral-kill");
     let before = std::fs::read(&disk).unwrap();
     let listing = names(&work);
 
@@ -136,10 +139,7 @@ fn no_overlay_left_after_kill_9_of_vmspawn() {
 
 #[test]
 fn headless_console_forwards_nothing() {
-    let work = Workdir::new("console-headless", User::Tester);
-    let disk = work.file("guest.raw");
-    make_gpt_image(&disk, 16, PARTUUID);
-    work.chown_all();
+    let (work, disk) = guest_disk("console-headless");
     let mut cmd = work.vmspawn();
     cmd.args(busybox_boot(false)).args([
         "-i",

@@ -677,9 +677,9 @@ fn run() -> Result<(), String> {
     }
 
     // Fail early on an unreadable or malformed policy.
-    let allow_unconfined = vmspawn_policy::Policy::load(&options.policy)
-        .map_err(|e| e.to_string())?
-        .allow_unconfined();
+    let policy = vmspawn_policy::Policy::load(&options.policy).map_err(|e| e.to_string())?;
+    let allow_unconfined = policy.allow_unconfined();
+    let max_taps_per_user = policy.max_taps_per_user();
     // The TAP records, opened as root (a setuid helper keeps the fd after dropping to the
     // caller's uid). Without them the helper serves everything but TAP devices.
     let records = taps::me().and_then(|me| taps::open_records(Path::new(taps::RUN_DIR), me));
@@ -721,14 +721,24 @@ fn run() -> Result<(), String> {
             // The one caller is known now: resolve its names before confinement.
             // Also when its groups are incomplete: that is kept, and rules by group deny.
             handler.fixed_caller = handler::resolve_caller(&peer).ok();
-            for device in ["/dev/net/tun", "/dev/kvm", "/dev/vhost-vsock"] {
-                let opened = std::fs::OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
-                    .open(device);
-                if let Ok(file) = opened {
-                    handler::lock(&handler.preopened).push((device, file));
+            // Where /dev/net/tun is root-only, the caller's uid cannot open it later: one fd
+            // per TAP the policy could ever let this user hold (at most 256, within the fixed
+            // RLIMIT_NOFILE), so a session gets as many TAPs as its quota allows.
+            for (device, count) in [
+                ("/dev/net/tun", max_taps_per_user.max(1)),
+                ("/dev/kvm", 1),
+                ("/dev/vhost-vsock", 1),
+            ] {
+                for _ in 0..count {
+                    let opened = std::fs::OpenOptions::new()
+                        .read(true)
+                        .write(true)
+                        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+                        .open(device);
+                    match opened {
+                        Ok(file) => handler::lock(&handler.preopened).push((device, file)),
+                        Err(_) => break,
+                    }
                 }
             }
             confine::landlock(&options.policy, allow_unconfined)?;

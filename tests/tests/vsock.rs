@@ -203,6 +203,9 @@ fn guest_readiness_ssh_and_forwarded_journal() {
         &[
             "--set-credential=vmtest:ready",
             &format!("--forward-journal={}", journal.display()),
+            // Booted without firmware this guest did not power off on SIGTERM (twice, 420 s):
+            // under investigation; this test is about vsock, so it keeps UEFI.
+            "--firmware=uefi",
         ],
     );
     cmd.env("NOTIFY_SOCKET", &notify.path)

@@ -511,7 +511,8 @@ pub fn run(plan: &Plan, env: &RunEnv, resources: Resources) -> Result<i32> {
         tinter,
         raw: raw_mode.is_some(),
     });
-    let ending = supervisor.run(&signals, console_io, guest.as_mut());
+    let ending = supervisor.run(&signals, &notifier, console_io, guest.as_mut());
+    notifier.flush();
     let guest_exit_status = guest.as_ref().and_then(|g| g.exit_status);
     drop(guest);
 

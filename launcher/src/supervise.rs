@@ -305,6 +305,7 @@ impl<'a> Supervisor<'a> {
     pub fn run(
         &mut self,
         signals: &SignalFd,
+        notifier: &Notifier,
         mut console: Option<ConsoleIo>,
         mut guest: Option<&mut GuestChannel>,
     ) -> Result<Ending> {
@@ -316,6 +317,7 @@ impl<'a> Supervisor<'a> {
         let stdin = sys::stdin();
 
         let ending = loop {
+            notifier.flush();
             if let Some(status) = self.qemu.try_wait() {
                 // QEMU failing right after a sidecar failed is that sidecar's doing: name it.
                 if !status.success()
@@ -384,12 +386,19 @@ impl<'a> Supervisor<'a> {
                 fds.len() - 1 - g.connections.len()
             });
 
-            let timeout = match guest.as_ref().and_then(|g| g.next_idle_end()) {
+            let retry = notifier
+                .has_pending()
+                .then(|| Instant::now() + crate::notify::RETRY_INTERVAL);
+            let wake = [guest.as_ref().and_then(|g| g.next_idle_end()), retry]
+                .into_iter()
+                .flatten()
+                .min();
+            let timeout = match wake {
                 Some(end) => {
-                    let idle = spawn::timeout_until(end);
+                    let soon = spawn::timeout_until(end);
                     match self.poll_timeout() {
-                        PollTimeout::NONE => idle,
-                        other => idle.min(other),
+                        PollTimeout::NONE => soon,
+                        other => soon.min(other),
                     }
                 }
                 None => self.poll_timeout(),

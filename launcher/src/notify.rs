@@ -44,7 +44,8 @@ impl Notifier {
         if self.target.is_none() {
             return;
         }
-        let merged = match self.pending.borrow_mut().take() {
+        let pending = self.pending.borrow_mut().take();
+        let merged = match pending {
             Some(earlier) => merge(&earlier, message),
             None => message.to_string(),
         };
@@ -53,7 +54,9 @@ impl Notifier {
 
     /// Retries the pending message, if any.
     pub fn flush(&self) {
-        if let Some(message) = self.pending.borrow_mut().take() {
+        // Taken first: try_send puts it back if it still does not fit.
+        let pending = self.pending.borrow_mut().take();
+        if let Some(message) = pending {
             self.try_send(message);
         }
     }
@@ -129,6 +132,9 @@ mod tests {
             }
         }
         assert!(started.elapsed() < Duration::from_secs(2));
+        assert!(notifier.has_pending());
+        // Retrying while the queue is still full keeps the message pending.
+        notifier.flush();
         assert!(notifier.has_pending());
 
         manager.set_nonblocking(true).unwrap();

@@ -227,6 +227,11 @@ impl Workdir {
 
 impl Drop for Workdir {
     fn drop(&mut self) {
+        // $VMSPAWN_TEST_KEEP keeps a failed test's files (the forwarded journal, logs) to read.
+        if std::thread::panicking() && std::env::var_os("VMSPAWN_TEST_KEEP").is_some() {
+            eprintln!("kept {}", self.path.display());
+            return;
+        }
         let _ = std::fs::remove_dir_all(&self.path);
     }
 }

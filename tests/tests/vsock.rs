@@ -317,7 +317,12 @@ fn guest_exit_status_becomes_vmspawns() {
     let work = Workdir::new("vsock-exit", User::Tester);
     let tree = systemd_tree(&work, "tree");
     let mut cmd = systemd_vm(&work, &tree, &[]);
-    cmd.args(["vmtest.nopoweroff", "systemd.run=\"systemctl exit 42\""]);
+    // Straight to the command's unit: the exit status needs no login, SSH or getty.
+    cmd.args([
+        "vmtest.nopoweroff",
+        "systemd.run=\"systemctl exit 42\"",
+        "systemd.unit=kernel-command-line.service",
+    ]);
     let out = run(cmd, SYSTEMD_BOOT);
     assert_eq!(
         out.code(),

@@ -205,7 +205,9 @@ fn guest_readiness_ssh_and_forwarded_journal() {
             &format!("--forward-journal={}", journal.display()),
         ],
     );
+    // A forky guest's power-off under TCG may take longer than vmspawn's default wait.
     cmd.env("NOTIFY_SOCKET", &notify.path)
+        .env("VMSPAWN_SHUTDOWN_TIMEOUT_SEC", "300")
         .arg("vmtest.nopoweroff");
     let mut vm = Background::start(cmd);
     let started = notify.wait_for("STATUS=VM started.", &mut vm, BOOT);

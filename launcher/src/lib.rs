@@ -15,6 +15,7 @@ pub mod cli;
 pub mod config;
 pub mod console;
 pub mod disk;
+pub mod ephemeral_dir;
 pub mod error;
 pub mod firmware;
 pub mod gui;

@@ -9,7 +9,8 @@
 //! links, FIFOs, timestamps, the owners where the caller may set them (root: all; a regular
 //! user: files that are theirs, or the group when they are in it), extended attributes where
 //! the caller may set them (`user.*` and ACLs for a regular user; not on symlinks), and device
-//! nodes only for root. Sockets are not copied, and mounts inside the tree become empty
+//! nodes only for root. A regular user copies in a user namespace of their own (mapping only
+//! their IDs), so their mode-0000 entries are copied too. Sockets are not copied, and mounts inside the tree become empty
 //! directories (the copy stays on one file system). A memory-backed file system (tmpfs,
 //! ramfs) is refused: the copy, and everything the VM writes to it, would use the host's
 //! memory.
@@ -230,6 +231,9 @@ struct Copier<'a> {
     dev: u64,
     /// Files with more than one name: (device, inode) → the first copy.
     links: HashMap<(u64, u64), PathBuf>,
+    /// Root on the host: it may set `security.*` and `trusted.*` attributes (in a user
+    /// namespace, security.capability would become a namespaced capability).
+    privileged: bool,
     report: Report,
 }
 
@@ -371,6 +375,13 @@ impl Copier<'_> {
             Err(e) => return Err(failed(from, e)),
         };
         for name in names {
+            let bytes = name.as_bytes();
+            if !self.privileged
+                && (bytes.starts_with(b"security.") || bytes.starts_with(b"trusted."))
+            {
+                self.report.xattrs_not_kept += 1;
+                continue;
+            }
             let value = match crate::sys::get_xattr(&source, &name) {
                 Ok(value) => value,
                 Err(e) if e.raw_os_error() == Some(libc::ENODATA) => continue,
@@ -387,18 +398,88 @@ impl Copier<'_> {
     }
 }
 
-/// Fills the copy (whose top directory `create_top` made) from the source.
-pub fn fill(plan: &CopyPlan) -> Result<Report> {
+/// Fills the copy (whose top directory `create_top` made) from the source; returns warnings
+/// about what it could not keep.
+///
+/// A regular user copies in a child process in a user namespace of its own that maps only
+/// their UID and GID (to 0): there it may read, and give its modes back to, the entries of the
+/// tree that are theirs but that they could not read otherwise (mode 0000 directories and files,
+/// as distribution trees have). Where user namespaces are not available, vmspawn copies with
+/// the user's plain permissions.
+pub fn fill(plan: &CopyPlan) -> Result<Vec<String>> {
+    let privileged = nix::unistd::geteuid().is_root();
+    if !privileged && let Some(result) = fill_in_user_namespace(plan) {
+        return result;
+    }
+    fill_here(plan, privileged).map(|report| report.warnings(plan))
+}
+
+fn fill_here(plan: &CopyPlan, privileged: bool) -> Result<Report> {
     let meta = fs::metadata(&plan.source).map_err(|e| failed(&plan.source, e))?;
     let mut copier = Copier {
         plan,
         dev: meta.dev(),
         links: HashMap::new(),
+        privileged,
         report: Report::default(),
     };
     copier.copy_dir(&plan.source, &plan.copy, true)?;
     copier.keep_metadata(&plan.source, &plan.copy, &meta)?;
     Ok(copier.report)
+}
+
+/// Runs `fill_here` in a child in a new user namespace that maps the caller's IDs to 0; None
+/// when no user namespace can be made (then the caller copies itself).
+fn fill_in_user_namespace(plan: &CopyPlan) -> Option<Result<Vec<String>>> {
+    use std::io::{Read, Write};
+    let (uid, gid) = (nix::unistd::geteuid(), nix::unistd::getegid());
+    let parent = nix::unistd::getpid();
+    let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ok()?;
+    let read_raw = std::os::fd::AsRawFd::as_raw_fd(&read_end);
+    // The closure owns `write_end`: the parent's copy closes when fork_child returns.
+    let pid = crate::sys::fork_child(move || {
+        let _ = nix::unistd::close(read_raw);
+        let mut out = File::from(write_end);
+        // The copy stops when vmspawn dies (the cleanup process then removes it).
+        if nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).is_err()
+            || nix::unistd::getppid() != parent
+        {
+            return 1;
+        }
+        let mapped = crate::sys::unshare_user_namespace()
+            .and_then(|()| fs::write("/proc/self/setgroups", "deny"))
+            .and_then(|()| fs::write("/proc/self/uid_map", format!("0 {uid} 1")))
+            .and_then(|()| fs::write("/proc/self/gid_map", format!("0 {gid} 1")));
+        let message = match mapped {
+            Err(_) => "U".to_string(),
+            Ok(()) => match fill_here(plan, false) {
+                Ok(report) => format!("O{}", report.warnings(plan).join("\n")),
+                Err(e) => format!("E{e}"),
+            },
+        };
+        let _ = out.write_all(message.as_bytes());
+        0
+    });
+    let pid = match pid {
+        Ok(pid) => nix::unistd::Pid::from_raw(pid),
+        Err(e) => return Some(Err(Error::io("Failed to start the --ephemeral copy", e))),
+    };
+    let mut message = String::new();
+    let read = File::from(read_end).read_to_string(&mut message);
+    let status = nix::sys::wait::waitpid(pid, None);
+    if let Some(rest) = message.strip_prefix('O') {
+        return Some(Ok(rest.lines().map(str::to_string).collect()));
+    }
+    if let Some(rest) = message.strip_prefix('E') {
+        return Some(Err(Error::new(rest.to_string())));
+    }
+    if message == "U" {
+        return None;
+    }
+    Some(Err(Error::new(format!(
+        "The process making the --ephemeral copy of '{}' failed ({status:?}, {read:?}).",
+        plan.source.display()
+    ))))
 }
 
 /// Removes the copy (never following a symlink in it); directories the VM made unwritable are
@@ -553,7 +634,7 @@ mod tests {
         let plan = CopyPlan::new(&tree, false, "00112233445566ff").unwrap();
 
         create_top(&plan).unwrap();
-        let report = fill(&plan).unwrap();
+        let report = fill_here(&plan, true).unwrap();
         let mut expected = listing(&tree);
         expected.retain(|(name, _)| name != "sock");
         assert_eq!(listing(&plan.copy), expected);

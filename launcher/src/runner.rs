@@ -388,9 +388,9 @@ pub fn run(plan: &Plan, env: &RunEnv, resources: Resources) -> Result<i32> {
         plan.ephemeral_copy.as_ref(),
     )?;
     if let Some(copy) = &plan.ephemeral_copy {
-        let report = crate::ephemeral_dir::fill(copy)?;
+        let warnings = crate::ephemeral_dir::fill(copy)?;
         if !plan.quiet {
-            for warning in report.warnings(copy) {
+            for warning in warnings {
                 eprintln!("Warning: {warning}");
             }
         }

@@ -434,3 +434,12 @@ pub fn set_xattr(path: &std::ffi::CStr, name: &std::ffi::CStr, value: &[u8]) -> 
     }
     Ok(())
 }
+
+/// Moves the calling (single-threaded) process into a new user namespace.
+pub fn unshare_user_namespace() -> io::Result<()> {
+    // SAFETY: an integer argument only.
+    if unsafe { libc::unshare(libc::CLONE_NEWUSER) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

@@ -198,7 +198,9 @@ fn tree_state(dir: &std::path::Path) -> Vec<String> {
 }
 
 /// A root tree of the test user for a busybox boot that stays in the initrd: files, a
-/// subdirectory, a symlink, a hard link, a file of mode 0640 and a directory nobody may write.
+/// subdirectory, a symlink, a hard link, a file of mode 0640, a directory nobody may write,
+/// and a directory and a file of mode 0000 (as distribution trees have; the user may only
+/// copy them in a user namespace of their own).
 fn ephemeral_tree(work: &Workdir) -> std::path::PathBuf {
     let tree = work.file("tree");
     std::fs::create_dir_all(tree.join("sub/deep")).unwrap();
@@ -209,6 +211,9 @@ fn ephemeral_tree(work: &Workdir) -> std::path::PathBuf {
     std::fs::write(tree.join("etc/hostname"), "original\n").unwrap();
     std::fs::write(tree.join("ro/x"), "x\n").unwrap();
     std::fs::write(tree.join("ro/y"), "y\n").unwrap();
+    std::fs::create_dir_all(tree.join("locked")).unwrap();
+    std::fs::write(tree.join("locked/inner"), "inner\n").unwrap();
+    std::fs::write(tree.join("secret"), "secret\n").unwrap();
     std::os::unix::fs::symlink("five", tree.join("link")).unwrap();
     std::fs::hard_link(tree.join("five"), tree.join("hard")).unwrap();
     use std::os::unix::fs::PermissionsExt;
@@ -218,6 +223,8 @@ fn ephemeral_tree(work: &Workdir) -> std::path::PathBuf {
     mode("etc/hostname", 0o640);
     work.chown_all();
     mode("ro", 0o555);
+    mode("locked", 0);
+    mode("secret", 0);
     tree
 }
 
@@ -283,7 +290,7 @@ fn ephemeral_directory_boots_a_copy_and_the_tree_stays_unchanged() {
           mkdir made && chmod 700 etc && chmod u+w ro && rm ro/x && chmod 500 ro && ln -s new newlink && \
           echo marker-$(cat hard)-$(ls | wc -l)\r",
     );
-    session.expect("marker-5-7", Duration::from_secs(60));
+    session.expect("marker-5-9", Duration::from_secs(60));
     // The guest's changes are in the copy, none in the tree.
     assert!(copy.join("new").exists() && !copy.join("five").exists());
     assert_eq!(

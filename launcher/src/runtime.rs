@@ -65,17 +65,17 @@ impl RuntimeDir {
             (rules, _) => rules.cloned(),
         };
         let cleanup = CleanupProcess::start(path, rules, copy.map(|c| c.copy.clone()))?;
-        // From here on dropping it removes the directory.
-        let mut dir = RuntimeDir {
-            path: path.to_path_buf(),
-            cleanup: Some(cleanup),
-        };
         DirBuilder::new().mode(0o700).create(path).map_err(|e| {
             Error::io(
                 format!("Failed to create runtime directory '{}'", path.display()),
                 e,
             )
         })?;
+        // From here on dropping it removes the directory.
+        let mut dir = RuntimeDir {
+            path: path.to_path_buf(),
+            cleanup: Some(cleanup),
+        };
         if let Some(copy) = copy {
             crate::ephemeral_dir::create_top(copy)?;
         }

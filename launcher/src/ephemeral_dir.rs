@@ -204,7 +204,8 @@ impl Report {
         }
         if self.xattrs_not_kept > 0 {
             out.push(format!(
-                "--ephemeral: {} extended attributes (trusted.*, security.*) of '{}' could not be set on the copy.",
+                "--ephemeral: {} extended attributes (trusted.*, security.*) of files in '{}' are not in the \
+                 copy (only root may set them).",
                 self.xattrs_not_kept,
                 plan.source.display()
             ));

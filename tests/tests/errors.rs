@@ -431,7 +431,7 @@ fn informational_commands() {
         .unwrap()
         .split_whitespace()
         .collect();
-    assert_eq!((first[0], first[2]), ("vmspawn", "(259)"), "{}", out.stdout);
+    assert_eq!((first[0], first[2]), ("vmspawn", "(262)"), "{}", out.stdout);
 
     let mut cmd = work.vmspawn();
     cmd.args(["--help", "--bogus-after-help"]);

@@ -1,4 +1,4 @@
-//! The systemd-vmspawn 259 command line: every option, its syntax and its checks.
+//! The systemd-vmspawn 262 command line: every option, its syntax and its checks.
 //!
 //! clap does the getopt part (short/long forms, `--opt=value` and `--opt value`, unambiguous
 //! prefixes, stopping at the first non-option). The values are then applied in command-line
@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 use crate::parse::{self, Tristate};
 
 /// The systemd release whose command line this launcher implements.
-pub const COMPAT_VERSION: &str = "259";
+pub const COMPAT_VERSION: &str = "262";
 
 /// What the command line asks for.
 #[derive(Debug)]

@@ -412,8 +412,16 @@ fn inspect_directory(config: &Config, directory: &Path) -> Result<DirectoryInfo>
     } else {
         None
     };
+    // Another file system than its parent's, or `/`.
+    let is_mount_point = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(directory.join("..")).map_or(true, |parent| {
+            parent.dev() != metadata.dev() || parent.ino() == metadata.ino()
+        })
+    };
     Ok(DirectoryInfo {
         path: directory.to_path_buf(),
+        is_mount_point,
         boot,
     })
 }

@@ -1,4 +1,4 @@
-//! vmspawn: spawn an OS in a virtual machine, without root. A systemd-vmspawn 259 compatible
+//! vmspawn: spawn an OS in a virtual machine, without root. A systemd-vmspawn 262 compatible
 //! launcher.
 //!
 //! The pipeline is: `cli::parse` (command line → validated `Config`) → `host::discover`
@@ -15,6 +15,7 @@ pub mod cli;
 pub mod config;
 pub mod console;
 pub mod disk;
+pub mod ephemeral_dir;
 pub mod error;
 pub mod firmware;
 pub mod gui;

@@ -136,7 +136,7 @@ fn virtual_size(path: &Path, format: ImageFormat) -> Result<u64> {
 }
 
 /// Why `file` cannot hold the overlay: it is on a memory-backed file system.
-fn memory_backed(file: &File) -> Option<&'static str> {
+pub(crate) fn memory_backed(file: &File) -> Option<&'static str> {
     use nix::sys::statfs::{FsType, TMPFS_MAGIC, fstatfs};
     /// linux/magic.h; nix has no constant for it.
     const RAMFS_MAGIC: FsType = FsType(0x8584_58f6);

@@ -111,6 +111,8 @@ impl RootFacts {
 #[derive(Clone, Debug)]
 pub struct DirectoryInfo {
     pub path: PathBuf,
+    /// The directory is a mount point (or `/`): an `--ephemeral` copy goes inside it, as in 262.
+    pub is_mount_point: bool,
     /// The boot entry found in the tree; only looked up without `--linux=`.
     pub boot: Option<BootEntry>,
 }
@@ -237,6 +239,9 @@ pub struct Plan {
     pub grow_image: Option<GrowImage>,
     /// `--ephemeral` with an image: the overlay vmspawn creates before QEMU starts.
     pub ephemeral_overlay: Option<crate::overlay::OverlayPlan>,
+    /// `--ephemeral` with a directory: the copy vmspawn makes before anything starts (the VM's
+    /// root; removed at exit by the runtime directory's cleanup process).
+    pub ephemeral_copy: Option<crate::ephemeral_dir::CopyPlan>,
     /// State directories, created before any process starts.
     pub state_dirs: Vec<StateDir>,
     /// Listening sockets, bound before any process starts.
@@ -722,7 +727,18 @@ pub fn plan(config: &Config, host: &HostFacts, acquired: &Acquired) -> Result<Pl
     let arch = host.qemu_arch.as_str();
     let x86 = matches!(arch, "x86_64" | "i386");
     let machine = vm_machine_name(config, host)?;
+    // The directory as given (for the banner and the state file names); with --ephemeral the
+    // VM boots a copy of it, so from here on the host facts name the copy as its root.
     let root = host.root.path();
+    let ephemeral_copy = crate::ephemeral_dir::plan(config, host)?;
+    let copied_host;
+    let host = match &ephemeral_copy {
+        Some(copy) => {
+            copied_host = copy.host_facts(host);
+            &copied_host
+        }
+        None => host,
+    };
     let rd = &host.runtime_dir;
     let boot = kernel_boot(config, &host.root)?;
     let mut args: Vec<OsString> = Vec::new();
@@ -1100,18 +1116,11 @@ pub fn plan(config: &Config, host: &HostFacts, acquired: &Acquired) -> Result<Pl
                 })
                 .transpose()?;
         }
-        RootFacts::Directory(dir) => {
-            if config.ephemeral {
-                return Err(Error::new(format!(
-                    "--ephemeral with a directory root ('{}') is not supported yet by this vmspawn. Use \
-                     --ephemeral with --image=, or boot a copy of the directory you made yourself.",
-                    dir.path.display()
-                )));
-            }
+        RootFacts::Directory(_) => {
             if config.grow_image > 0 {
                 return Err(Error::new(format!(
                     "--grow-image= grows a disk image, but the VM boots the directory '{}'. Drop --grow-image=.",
-                    dir.path.display()
+                    root.display()
                 )));
             }
             args.extend(virtiofs.root_args.iter().cloned());
@@ -1437,6 +1446,7 @@ pub fn plan(config: &Config, host: &HostFacts, acquired: &Acquired) -> Result<Pl
         initrd_merge,
         grow_image,
         ephemeral_overlay,
+        ephemeral_copy,
         state_dirs,
         sockets,
         processes,

@@ -382,7 +382,19 @@ pub fn run(plan: &Plan, env: &RunEnv, resources: Resources) -> Result<i32> {
     }
 
     // Materialise: the runtime directory (and its cleanup process), files, state, sockets.
-    let runtime_dir = RuntimeDir::create(&plan.runtime_dir, plan.launcher_jail.as_ref())?;
+    let runtime_dir = RuntimeDir::create_with_copy(
+        &plan.runtime_dir,
+        plan.launcher_jail.as_ref(),
+        plan.ephemeral_copy.as_ref(),
+    )?;
+    if let Some(copy) = &plan.ephemeral_copy {
+        let warnings = crate::ephemeral_dir::fill(copy)?;
+        if !plan.quiet {
+            for warning in warnings {
+                eprintln!("Warning: {warning}");
+            }
+        }
+    }
     runtime::materialise(plan)?;
     let Resources {
         mut fds,

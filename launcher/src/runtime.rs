@@ -33,6 +33,17 @@ struct CleanupProcess {
 
 impl RuntimeDir {
     pub fn create(path: &Path, confinement: Option<&SandboxRules>) -> Result<Self> {
+        Self::create_with_copy(path, confinement, None)
+    }
+
+    /// The runtime directory, and with `copy` the (empty) top directory of an `--ephemeral`
+    /// copy of the VM's directory root: the cleanup process removes the copy too, however
+    /// vmspawn ends — but only once it exists, so a name that was taken is never removed.
+    pub fn create_with_copy(
+        path: &Path,
+        confinement: Option<&SandboxRules>,
+        copy: Option<&crate::ephemeral_dir::CopyPlan>,
+    ) -> Result<Self> {
         if let Some(parent) = path.parent()
             && !parent.is_dir()
         {
@@ -49,28 +60,44 @@ impl RuntimeDir {
         }
         // The cleanup process first, so no moment exists in which vmspawn could die leaving a
         // directory nobody removes.
-        let mut cleanup = CleanupProcess::start(path, confinement)?;
+        let rules = match (confinement, copy) {
+            (Some(rules), Some(copy)) => Some(copy.cleanup_rules(rules)),
+            (rules, _) => rules.cloned(),
+        };
+        let cleanup = CleanupProcess::start(path, rules, copy.map(|c| c.copy.clone()))?;
         DirBuilder::new().mode(0o700).create(path).map_err(|e| {
             Error::io(
                 format!("Failed to create runtime directory '{}'", path.display()),
                 e,
             )
         })?;
-        let created = cleanup.directory_created();
         // From here on dropping it removes the directory.
-        let dir = RuntimeDir {
+        let mut dir = RuntimeDir {
             path: path.to_path_buf(),
             cleanup: Some(cleanup),
         };
-        created.map(|()| dir)
+        if let Some(copy) = copy {
+            crate::ephemeral_dir::create_top(copy)?;
+        }
+        if let Some(cleanup) = &mut dir.cleanup {
+            cleanup.directory_created()?;
+        }
+        Ok(dir)
     }
 }
 
 impl CleanupProcess {
-    fn start(path: &Path, confinement: Option<&SandboxRules>) -> Result<Self> {
+    fn start(
+        path: &Path,
+        confinement: Option<SandboxRules>,
+        copy: Option<PathBuf>,
+    ) -> Result<Self> {
         let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| Error::io("Failed to create a pipe for the cleanup process", e))?;
-        let filter = confinement.map(|_| sandbox::cleanup_filter()).transpose()?;
+        let filter = confinement
+            .as_ref()
+            .map(|_| sandbox::cleanup_filter())
+            .transpose()?;
         // The closure owns `read_end`: the parent's copy closes when fork_child returns.
         let write_raw = write_end.as_raw_fd();
         let pid = crate::sys::fork_child(move || {
@@ -98,14 +125,18 @@ impl CleanupProcess {
             // A setup step's process group, killed if vmspawn dies while it runs (its own
             // children, e.g. swtpm_setup's swtpm, have no death signal).
             let mut group: Option<u32> = None;
-            // Told the directory exists: confined to it (Landlock rules need the path to exist)
-            // for the rest of the wait. The end of the pipe, either way, means remove it.
-            if read().is_some_and(|(tag, _)| tag == CREATED) {
-                if let (Some(rules), Some(filter)) = (confinement, &filter)
+            // Told the directory (and an --ephemeral copy) exists: confined to it (Landlock
+            // rules need the path to exist) for the rest of the wait. The end of the pipe,
+            // either way, means remove it; the copy only once it was made.
+            let created = read().is_some_and(|(tag, _)| tag == CREATED);
+            let copy = copy.as_deref().filter(|_| created);
+            if created {
+                if let (Some(rules), Some(filter)) = (&confinement, &filter)
                     && (sandbox::restrict_self(rules).is_err()
                         || sandbox::apply_filter(filter).is_err())
                 {
                     remove_runtime_dir(path);
+                    copy.map(crate::ephemeral_dir::remove_copy);
                     return 1;
                 }
                 while let Some((tag, value)) = read() {
@@ -119,6 +150,7 @@ impl CleanupProcess {
                 );
             }
             remove_runtime_dir(path);
+            copy.map(crate::ephemeral_dir::remove_copy);
             0
         })
         .map_err(|e| Error::io("Failed to start the cleanup process", e))?;

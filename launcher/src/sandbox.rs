@@ -593,6 +593,9 @@ pub fn launcher_allowed_syscalls() -> Vec<Entry> {
 /// step's, when vmspawn died while it ran).
 pub fn cleanup_filter() -> Result<BpfProgram> {
     let mut list = launcher_allowed_syscalls();
+    // An --ephemeral copy's directories that the VM made unwritable are made writable again
+    // to remove them.
+    list.push(("fchmodat", libc::SYS_fchmodat, Vec::new()));
     list.push((
         "kill",
         libc::SYS_kill,

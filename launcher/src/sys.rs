@@ -358,3 +358,88 @@ pub fn set_child_setup(cmd: &mut Command, mut setup: ChildSetup) {
         });
     }
 }
+
+/// The names of the extended attributes of `path` (not following a symlink).
+pub fn list_xattrs(path: &std::ffi::CStr) -> io::Result<Vec<std::ffi::CString>> {
+    loop {
+        // SAFETY: a NULL buffer of size 0 asks for the size the list needs.
+        let size = unsafe { libc::llistxattr(path.as_ptr(), std::ptr::null_mut(), 0) };
+        if size < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut buf = vec![0u8; size as usize];
+        // SAFETY: buf is writable for buf.len() bytes.
+        let got = unsafe { libc::llistxattr(path.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        if got < 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::ERANGE) {
+                continue; // it grew meanwhile
+            }
+            return Err(e);
+        }
+        buf.truncate(got as usize);
+        return Ok(buf
+            .split(|&b| b == 0)
+            .filter(|n| !n.is_empty())
+            .filter_map(|n| std::ffi::CString::new(n).ok())
+            .collect());
+    }
+}
+
+/// The value of the extended attribute `name` of `path` (not following a symlink).
+pub fn get_xattr(path: &std::ffi::CStr, name: &std::ffi::CStr) -> io::Result<Vec<u8>> {
+    loop {
+        // SAFETY: a NULL buffer of size 0 asks for the value's size.
+        let size =
+            unsafe { libc::lgetxattr(path.as_ptr(), name.as_ptr(), std::ptr::null_mut(), 0) };
+        if size < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut buf = vec![0u8; size as usize];
+        // SAFETY: buf is writable for buf.len() bytes.
+        let got = unsafe {
+            libc::lgetxattr(
+                path.as_ptr(),
+                name.as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        };
+        if got < 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::ERANGE) {
+                continue;
+            }
+            return Err(e);
+        }
+        buf.truncate(got as usize);
+        return Ok(buf);
+    }
+}
+
+/// Sets the extended attribute `name` of `path` (not following a symlink) to `value`.
+pub fn set_xattr(path: &std::ffi::CStr, name: &std::ffi::CStr, value: &[u8]) -> io::Result<()> {
+    // SAFETY: value is readable for value.len() bytes; the strings are NUL-terminated.
+    let rc = unsafe {
+        libc::lsetxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Moves the calling (single-threaded) process into a new user namespace.
+pub fn unshare_user_namespace() -> io::Result<()> {
+    // SAFETY: an integer argument only.
+    if unsafe { libc::unshare(libc::CLONE_NEWUSER) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

@@ -99,6 +99,7 @@ pub fn host_facts(switches: &[&str], config: &Config) -> HostFacts {
         root: match (&config.image, &config.directory) {
             (None, Some(dir)) => RootFacts::Directory(DirectoryInfo {
                 path: dir.clone(),
+                is_mount_point: dir == Path::new("/"),
                 boot: (config.linux.is_none() && !has("no-boot-entry")).then(|| BootEntry {
                     source: dir.join("boot/loader/entries/vmtest.conf"),
                     kernel: dir.join("boot/vmlinuz"),

@@ -184,6 +184,7 @@ fn render(header: &Header) -> String {
         initrd_merge,
         grow_image,
         ephemeral_overlay,
+        ephemeral_copy,
         state_dirs,
         sockets,
         processes,
@@ -267,6 +268,18 @@ fn render(header: &Header) -> String {
             dirs.join(" ")
         )
         .unwrap();
+    }
+    if let Some(copy) = ephemeral_copy {
+        writeln!(
+            out,
+            "ephemeral copy: {} -> {} (made before anything starts, removed at exit)",
+            copy.source.display(),
+            copy.copy.display()
+        )
+        .unwrap();
+        if let Some(rules) = launcher_jail {
+            render_rules(&mut out, "cleanup ", &copy.cleanup_rules(rules));
+        }
     }
     for dir in state_dirs {
         writeln!(

@@ -16,8 +16,11 @@ use crate::spawn::FdStore;
 
 /// The private per-VM directory. Removed with everything in it when dropped; and if vmspawn is
 /// killed before that, by a small cleanup process of vmspawn's that waits for exactly that.
+/// `$RUNTIME_DIRECTORY` (managed) is used as is: it must exist, and only its contents are
+/// removed (its service manager removes the directory).
 pub struct RuntimeDir {
     path: PathBuf,
+    managed: bool,
     cleanup: Option<CleanupProcess>,
 }
 
@@ -32,7 +35,24 @@ struct CleanupProcess {
 }
 
 impl RuntimeDir {
-    pub fn create(path: &Path, confinement: Option<&SandboxRules>) -> Result<Self> {
+    pub fn create(path: &Path, managed: bool, confinement: Option<&SandboxRules>) -> Result<Self> {
+        if managed {
+            if !path.is_dir() {
+                return Err(Error::new(format!(
+                    "The runtime directory '{}' from $RUNTIME_DIRECTORY does not exist or is not a directory. \
+                     Set RuntimeDirectory= in the unit that runs vmspawn, or unset RUNTIME_DIRECTORY.",
+                    path.display()
+                )));
+            }
+            let mut cleanup = CleanupProcess::start(path, true, confinement)?;
+            let created = cleanup.directory_created();
+            let dir = RuntimeDir {
+                path: path.to_path_buf(),
+                managed: true,
+                cleanup: Some(cleanup),
+            };
+            return created.map(|()| dir);
+        }
         if let Some(parent) = path.parent()
             && !parent.is_dir()
         {
@@ -49,7 +69,7 @@ impl RuntimeDir {
         }
         // The cleanup process first, so no moment exists in which vmspawn could die leaving a
         // directory nobody removes.
-        let mut cleanup = CleanupProcess::start(path, confinement)?;
+        let mut cleanup = CleanupProcess::start(path, false, confinement)?;
         DirBuilder::new().mode(0o700).create(path).map_err(|e| {
             Error::io(
                 format!("Failed to create runtime directory '{}'", path.display()),
@@ -60,6 +80,7 @@ impl RuntimeDir {
         // From here on dropping it removes the directory.
         let dir = RuntimeDir {
             path: path.to_path_buf(),
+            managed: false,
             cleanup: Some(cleanup),
         };
         created.map(|()| dir)
@@ -67,7 +88,7 @@ impl RuntimeDir {
 }
 
 impl CleanupProcess {
-    fn start(path: &Path, confinement: Option<&SandboxRules>) -> Result<Self> {
+    fn start(path: &Path, managed: bool, confinement: Option<&SandboxRules>) -> Result<Self> {
         let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| Error::io("Failed to create a pipe for the cleanup process", e))?;
         let filter = confinement.map(|_| sandbox::cleanup_filter()).transpose()?;
@@ -105,7 +126,7 @@ impl CleanupProcess {
                     && (sandbox::restrict_self(rules).is_err()
                         || sandbox::apply_filter(filter).is_err())
                 {
-                    remove_runtime_dir(path);
+                    remove_runtime_dir(path, managed);
                     return 1;
                 }
                 while let Some((tag, value)) = read() {
@@ -118,7 +139,7 @@ impl CleanupProcess {
                     nix::sys::signal::Signal::SIGKILL,
                 );
             }
-            remove_runtime_dir(path);
+            remove_runtime_dir(path, managed);
             0
         })
         .map_err(|e| Error::io("Failed to start the cleanup process", e))?;
@@ -175,11 +196,34 @@ impl Drop for CleanupProcess {
     }
 }
 
-/// Removes the runtime directory. A process of the VM that is still exiting may create a file
-/// in it meanwhile, so a directory that is not empty yet is tried again for a moment.
-fn remove_runtime_dir(path: &Path) {
+/// Removes everything in `path` (a managed runtime directory), but not the directory.
+fn remove_contents(path: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(path)? {
+        let entry = entry?;
+        let result = if entry.file_type()?.is_dir() {
+            std::fs::remove_dir_all(entry.path())
+        } else {
+            std::fs::remove_file(entry.path())
+        };
+        match result {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Removes the runtime directory (only its contents when `managed`). A process of the VM that
+/// is still exiting may create a file in it meanwhile, so a directory that is not empty yet is
+/// tried again for a moment.
+fn remove_runtime_dir(path: &Path, managed: bool) {
     for attempt in 0..50 {
-        match std::fs::remove_dir_all(path) {
+        let result = if managed {
+            remove_contents(path)
+        } else {
+            std::fs::remove_dir_all(path)
+        };
+        match result {
             Ok(()) => return,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
             Err(e) if attempt == 49 => {
@@ -195,7 +239,7 @@ fn remove_runtime_dir(path: &Path) {
 
 impl Drop for RuntimeDir {
     fn drop(&mut self) {
-        remove_runtime_dir(&self.path);
+        remove_runtime_dir(&self.path, self.managed);
         drop(self.cleanup.take());
     }
 }
@@ -486,6 +530,33 @@ pub fn grow_image(grow: &GrowImage, quiet: bool) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn managed_runtime_dir_is_kept_and_emptied() {
+        let base = std::env::temp_dir().join(format!("vmspawn-rtdir-test-{}", std::process::id()));
+        let dir = base.join("vm");
+        std::fs::create_dir_all(dir.join("ssh/deeper")).unwrap();
+        std::fs::write(dir.join("tpm.sock"), b"").unwrap();
+        std::fs::write(dir.join("ssh/deeper/key"), b"k").unwrap();
+        remove_runtime_dir(&dir, true);
+        assert!(dir.is_dir(), "the managed directory itself must stay");
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+        // Not managed: the directory goes too.
+        std::fs::write(dir.join("x"), b"").unwrap();
+        remove_runtime_dir(&dir, false);
+        assert!(!dir.exists());
+        // A managed directory that does not exist is an error naming it (nothing is created).
+        let e = RuntimeDir::create(&dir, true, None)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("$RUNTIME_DIRECTORY") && e.contains("/vm'"),
+            "{e}"
+        );
+        assert!(!dir.exists());
+        std::fs::remove_dir_all(&base).unwrap();
+    }
 
     #[test]
     fn byte_formatting() {

@@ -299,7 +299,7 @@ done
 as_tester busctl --user call org.freedesktop.systemd1 /org/freedesktop/systemd1 \
     org.freedesktop.DBus.Peer Ping >/dev/null || fail "tester's user manager is not on the user bus"
 as_tester systemd-run --user --quiet --wait --collect --unit=vmtest-run \
-    -p StandardOutput=file:/home/tester/scope-guest.log -p StandardError=file:/home/tester/scope-guest.log \
+    -p StandardOutput=append:/home/tester/scope-guest.log -p StandardError=append:/home/tester/scope-guest.log \
     /usr/bin/vmspawn -i /home/tester/guest.raw -M vmtest --kvm=no --tpm=no --register=no \
     --console=read-only --ram=256M --linux=/srv/images/vmlinuz --initrd=/srv/images/initrd-busybox.cpio.gz \
     --slice=vmtest.slice --property=MemoryMax=1G --property=TasksMax=200 --property=CPUWeight=50 \

@@ -442,6 +442,9 @@ fn bus_path(
 /// and `Controller` last as long as it is open), watched for `RequestStop`.
 pub struct Scope {
     connection: Option<Connection>,
+    /// The manager's unique bus name: RequestStop counts only from it (anyone on the bus may
+    /// send us a signal).
+    manager_owner: String,
     pub unit: String,
 }
 
@@ -607,6 +610,28 @@ pub fn allocate(
         }
         break;
     }
+    // JobRemoved signals of other jobs are of no more use.
+    let remove_match = Call {
+        member: "RemoveMatch",
+        ..add_match
+    };
+    let _ = connection.call(&remove_match, &[], deadline);
+    let get_owner = Call {
+        destination: "org.freedesktop.DBus",
+        path: "/org/freedesktop/DBus",
+        interface: "org.freedesktop.DBus",
+        member: "GetNameOwner",
+        args: vec![Arg::Str(MANAGER)],
+    };
+    let manager_owner = connection
+        .call(&get_owner, &[], deadline)
+        .map_err(|e| e.to_string())
+        .and_then(|reply| reply.body().string())
+        .map_err(|e| {
+            Error::new(format!(
+                "{what}: could not find out which connection on {bus_name} is the service manager: {e}"
+            ))
+        })?;
     if debug {
         eprintln!(
             "The VM runs in the scope unit {} in {} ({who}); vmspawn ({controller}) is its controller.",
@@ -615,6 +640,7 @@ pub fn allocate(
     }
     Ok(Some(Scope {
         connection: Some(connection),
+        manager_owner,
         unit: plan.unit.clone(),
     }))
 }
@@ -633,11 +659,9 @@ impl Scope {
             return false;
         };
         match connection.read_pending() {
-            Ok(messages) => messages.iter().any(|m| {
-                m.kind == vmspawn_bus::SIGNAL
-                    && m.interface.as_deref() == Some("org.freedesktop.systemd1.Scope")
-                    && m.member.as_deref() == Some("RequestStop")
-            }),
+            Ok(messages) => messages
+                .iter()
+                .any(|m| is_request_stop(m, &self.manager_owner)),
             Err(e) => {
                 eprintln!(
                     "Warning: lost the connection to the service manager of {} ({e}); `systemctl stop` on it now sends SIGTERM to its processes.",
@@ -648,6 +672,14 @@ impl Scope {
             }
         }
     }
+}
+
+/// The manager's `RequestStop` for our scope (sent to us as its controller).
+fn is_request_stop(message: &vmspawn_bus::Message, manager_owner: &str) -> bool {
+    message.kind == vmspawn_bus::SIGNAL
+        && message.sender.as_deref() == Some(manager_owner)
+        && message.interface.as_deref() == Some("org.freedesktop.systemd1.Scope")
+        && message.member.as_deref() == Some("RequestStop")
 }
 
 #[cfg(test)]
@@ -661,6 +693,30 @@ mod tests {
 
     fn error(text: &str) -> String {
         parse_property(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn request_stop_only_from_the_manager() {
+        let signal = |member: &str| {
+            let call = Call {
+                destination: ":1.42",
+                path: "/org/freedesktop/systemd1/unit/vm_2escope",
+                interface: "org.freedesktop.systemd1.Scope",
+                member,
+                args: Vec::new(),
+            };
+            let mut bytes = vmspawn_bus::encode_call(&call, 7, 0).unwrap();
+            bytes[1] = vmspawn_bus::SIGNAL;
+            vmspawn_bus::decode(&bytes).unwrap()
+        };
+        let mut message = signal("RequestStop");
+        assert!(!is_request_stop(&message, ":1.1"), "no sender");
+        message.sender = Some(":1.1".into());
+        assert!(is_request_stop(&message, ":1.1"));
+        assert!(!is_request_stop(&message, ":1.9"), "another peer");
+        let mut other = signal("Other");
+        other.sender = Some(":1.1".into());
+        assert!(!is_request_stop(&other, ":1.1"));
     }
 
     #[test]

@@ -34,7 +34,7 @@ export VMSPAWN_BIN="$PWD/target/release/vmspawn"
 export VMSPAWN_PRIVHELPER_BIN="$PWD/target/release/vmspawn-privhelper"
 
 echo "== unit, golden and protocol tests"
-cargo test --locked -p vmspawn -p vmspawn-proto -p vmspawn-policy -p vmspawn-privhelper -p vmspawn-seccomp -p vmspawn-docgen
+cargo test --locked -p vmspawn -p vmspawn-proto -p vmspawn-policy -p vmspawn-privhelper -p vmspawn-seccomp -p vmspawn-docgen -p vmspawn-bus
 
 echo "== fuzzing (each target of fuzz/ for 60 s on its committed corpus; needs nightly)"
 bash tests/fuzz.sh

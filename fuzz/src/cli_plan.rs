@@ -6,10 +6,10 @@
 //! The input (see [`encode`]):
 //! - 4 bytes, little-endian: a bit per entry of [`SWITCHES`], the host facts and acquisition
 //!   outcomes of the golden tests (`launcher/tests/golden.rs`, `# facts:` lines);
-//! - then words separated by NUL bytes. A word starting with byte 1, 2 or 3 sets
-//!   `$SYSTEMD_VMSPAWN_QEMU_EXTRA`, `$SYSTEMD_VMSPAWN_NETWORK_MAC` or `$VMSPAWN_UNCONFINED` to
-//!   the rest of the word (any bytes); every other word is an argument (any bytes, not only
-//!   UTF-8).
+//! - then words separated by NUL bytes. A word starting with byte 1, 2, 3 or 4 sets
+//!   `$SYSTEMD_VMSPAWN_QEMU_EXTRA`, `$SYSTEMD_VMSPAWN_NETWORK_MAC`, `$VMSPAWN_UNCONFINED` or
+//!   `$RUNTIME_DIRECTORY` to the rest of the word (any bytes); every other word is an argument
+//!   (any bytes, not only UTF-8).
 //!
 //! No other variable is set (so `--load-credential=ID:NAME` never finds
 //! `$CREDENTIALS_DIRECTORY`). `--load-credential` with a path reads that file or connects to
@@ -35,10 +35,11 @@ const _: () = assert!(
 );
 
 /// The environment variables an input can set, by the marker byte that starts the word.
-pub const VARIABLES: [(u8, &str); 3] = [
+pub const VARIABLES: [(u8, &str); 4] = [
     (1, "SYSTEMD_VMSPAWN_QEMU_EXTRA"),
     (2, "SYSTEMD_VMSPAWN_NETWORK_MAC"),
     (3, "VMSPAWN_UNCONFINED"),
+    (4, "RUNTIME_DIRECTORY"),
 ];
 
 /// A decoded input.
@@ -135,7 +136,12 @@ pub fn run(data: &[u8]) {
             return;
         }
     };
-    let facts = testing::host_facts(&input.switches, &config);
+    let mut facts = testing::host_facts(&input.switches, &config);
+    // $RUNTIME_DIRECTORY, as host::discover takes it.
+    if let Some(dir) = vmspawn::host::managed_runtime_dir(&var) {
+        facts.runtime_dir = dir;
+        facts.runtime_dir_managed = true;
+    }
     let needs = match plan::needs(&config, &facts) {
         Ok(needs) => needs,
         Err(e) => {

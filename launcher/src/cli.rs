@@ -974,10 +974,7 @@ fn apply(matches: &ArgMatches, env: &ParseEnv) -> Result<Action> {
             }
             "property" => {
                 let text = str_value(o.id, v)?;
-                if !text.contains('=') {
-                    bail!("Failed to parse --property= assignment '{text}': expected NAME=VALUE.");
-                }
-                c.properties.push(text.to_string());
+                c.properties.push(crate::scope::parse_property(text)?);
             }
             "register" => {
                 // 262's "auto": register where a machined is reachable (the unset default).
@@ -1212,6 +1209,12 @@ fn apply(matches: &ArgMatches, env: &ParseEnv) -> Result<Action> {
              --forward-journal-max-files= require --forward-journal=."
         );
     }
+    if c.keep_unit && (c.slice.is_some() || !c.properties.is_empty()) {
+        bail!(
+            "--slice=/--property= configure the scope unit vmspawn creates for the VM, and with \
+             --keep-unit it creates none. Drop --keep-unit, or set them on the unit vmspawn runs in."
+        );
+    }
     if c.ephemeral {
         if !c.extra_drives.is_empty() {
             bail!(
@@ -1227,7 +1230,6 @@ fn apply(matches: &ArgMatches, env: &ParseEnv) -> Result<Action> {
             .filter(|d| !d.is_empty())
             .map(|d| parse::absolute_path(&d, env.cwd));
     }
-    reject_unimplemented(&c)?;
     Ok(Action::Run(Box::new(c)))
 }
 
@@ -1286,24 +1288,6 @@ fn parse_extra_drive(value: &OsStr, env: &ParseEnv) -> Result<Option<ExtraDrive>
         format,
         disk_type,
     }))
-}
-
-/// Options whose feature is built by later work. They are parsed and validated above, and fail
-/// here when actually used, rather than being silently ignored. Their defaults and "auto" values
-/// mean "off" for now.
-fn reject_unimplemented(c: &Config) -> Result<()> {
-    fn unsupported(what: &str, hint: &str) -> Result<()> {
-        Err(Error::new(format!(
-            "{what} is not supported yet by this vmspawn. {hint}"
-        )))
-    }
-    if c.slice.is_some() || !c.properties.is_empty() {
-        return unsupported(
-            "--slice=/--property= (scope unit allocation)",
-            "Run vmspawn inside a unit of your own (e.g. systemd-run --scope) instead.",
-        );
-    }
-    Ok(())
 }
 
 fn mangle_slice(text: &str) -> Result<String> {
@@ -1709,11 +1693,38 @@ mod tests {
     }
 
     #[test]
-    fn unimplemented_features_fail_clearly() {
-        for args in [&["--slice=foo"][..], &["--property=CPUWeight=10"]] {
+    fn slice_and_properties() {
+        use crate::scope::PropValue;
+        let c = config(&[
+            "--slice=vmtest",
+            "--property=MemoryMax=1G",
+            "--property=CPUQuota=25%",
+        ]);
+        assert_eq!(c.slice.as_deref(), Some("vmtest.slice"));
+        assert_eq!(c.properties.len(), 2);
+        assert_eq!(c.properties[0].value, PropValue::U64(1 << 30));
+        assert_eq!(c.properties[1].name, "CPUQuotaPerSecUSec");
+        let e = error(&["--property=DeviceAllow=/dev/kvm rw"]);
+        assert!(
+            e.contains("DeviceAllow") && e.contains("Supported: MemoryMax"),
+            "{e}"
+        );
+        assert!(error(&["--property=CPUWeight"]).contains("expected NAME=VALUE"));
+        assert!(error(&["--slice=a/b"]).contains("Failed to turn 'a/b' into unit name"));
+        for args in [
+            &["--keep-unit", "--slice=foo"][..],
+            &["--property=TasksMax=10", "--keep-unit"],
+        ] {
             let e = error(args);
-            assert!(e.contains("not supported yet"), "{args:?}: {e}");
+            assert!(
+                e.contains("with --keep-unit it creates none"),
+                "{args:?}: {e}"
+            );
         }
+    }
+
+    #[test]
+    fn unimplemented_features_fail_clearly() {
         for (args, what) in [
             (&["--coco=tdx"][..], "confidential computing"),
             (&["--bind-volume=lvm:vol0"], "storage volume providers"),

@@ -184,7 +184,8 @@ pub struct Config {
     pub smbios11: Vec<String>,
     pub notify_ready: bool,
     pub slice: Option<String>,
-    pub properties: Vec<String>,
+    /// `--property=` assignments, parsed into the typed unit properties they become.
+    pub properties: Vec<crate::scope::UnitProperty>,
     /// `--register=`; None when left at its default.
     pub register: Option<bool>,
     pub keep_unit: bool,

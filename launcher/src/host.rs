@@ -187,6 +187,16 @@ fn invocation_app_specific(invocation: &[u8; 16]) -> [u8; 16] {
     id
 }
 
+/// `$RUNTIME_DIRECTORY` (a unit's `RuntimeDirectory=`; its first path if it names several):
+/// the VM's runtime files go there directly, and the service manager, not vmspawn, removes the
+/// directory. Only an absolute path counts.
+pub fn managed_runtime_dir(var: &dyn Fn(&str) -> Option<std::ffi::OsString>) -> Option<PathBuf> {
+    let value = var("RUNTIME_DIRECTORY")?;
+    let first = value.to_str()?.split(':').next()?.to_string();
+    let path = PathBuf::from(first);
+    path.is_absolute().then_some(path)
+}
+
 fn runtime_base(env: &HostEnv) -> PathBuf {
     if let Some(xdg) = (env.var)("XDG_RUNTIME_DIR")
         .filter(|v| !v.is_empty())
@@ -304,7 +314,11 @@ pub fn discover(config: &Config, env: &HostEnv) -> Result<HostFacts> {
         tpm_auto_state_problem: tpm_auto_state_problem(root.path()),
         root,
         extra_drives,
-        runtime_dir: runtime_base(env).join(format!("vmspawn.{suffix}")),
+        runtime_dir: match managed_runtime_dir(env.var) {
+            Some(dir) => dir,
+            None => runtime_base(env).join(format!("vmspawn.{suffix}")),
+        },
+        runtime_dir_managed: managed_runtime_dir(env.var).is_some(),
         hostname: hostname(),
         vmgenid: vmgenid(
             (env.var)("INVOCATION_ID")

@@ -34,6 +34,7 @@ pub mod register;
 pub mod runner;
 pub mod runtime;
 pub mod sandbox;
+pub mod scope;
 pub mod spawn;
 pub mod ssh;
 pub mod supervise;

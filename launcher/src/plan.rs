@@ -51,6 +51,8 @@ pub struct HostFacts {
     pub extra_drives: Vec<DriveInfo>,
     /// The per-VM private directory (not yet created); all temporary files go below it.
     pub runtime_dir: PathBuf,
+    /// `runtime_dir` is `$RUNTIME_DIRECTORY`: it exists, and its manager removes it.
+    pub runtime_dir_managed: bool,
     /// The host's hostname, for the machine name of `-D /`.
     pub hostname: String,
     /// The VM generation ID for `-device vmgenid`.
@@ -270,6 +272,11 @@ pub struct Plan {
     /// Debug-level notes on decisions (e.g. why the VM has no TPM).
     pub notes: Vec<String>,
     pub registration: Option<RegistrationPlan>,
+    /// The runtime directory is `$RUNTIME_DIRECTORY`: used as is; vmspawn removes only what
+    /// it put there, never the directory.
+    pub runtime_dir_managed: bool,
+    /// The transient scope unit vmspawn asks its service manager for (None: --keep-unit).
+    pub scope: Option<crate::scope::ScopePlan>,
 }
 
 impl Plan {
@@ -502,14 +509,15 @@ fn qemu_env(display: Option<&crate::gui::DisplayFacts>, runtime_dir: &Path) -> E
 /// The launcher's domain once the VM runs: it only removes its runtime directory. It must be
 /// able to stop its children, which live in other Landlock domains, so signals are not scoped
 /// by Landlock (its seccomp allow-list permits signals only through its children's pidfds).
-fn launcher_rules(runtime_dir: &Path) -> SandboxRules {
+fn launcher_rules(runtime_dir: &Path, managed: bool) -> SandboxRules {
     let mut launcher = SandboxRules {
         write: vec![runtime_dir.to_path_buf()],
         scope_abstract_unix: true,
         scope_signal: false,
         ..SandboxRules::default()
     };
-    if let Some(parent) = runtime_dir.parent() {
+    // It removes its own runtime directory, but not one its service manager made.
+    if let Some(parent) = runtime_dir.parent().filter(|_| !managed) {
         launcher.remove_dir.push(parent.to_path_buf());
     }
     launcher
@@ -1437,6 +1445,7 @@ pub fn plan(config: &Config, host: &HostFacts, acquired: &Acquired) -> Result<Pl
         processes.push(journal.process);
     }
     processes.push(qemu);
+    let scope = crate::scope::plan(config, &machine, host.caller_uid == 0);
     Ok(Plan {
         machine,
         runtime_dir: rd.clone(),
@@ -1457,10 +1466,12 @@ pub fn plan(config: &Config, host: &HostFacts, acquired: &Acquired) -> Result<Pl
         guest_notifications: notify_credential.is_some(),
         vsock_cid: vsock.cid,
         vsock_uds: vsock.uds.clone(),
-        launcher_jail: confined.then(|| launcher_rules(rd)),
+        launcher_jail: confined.then(|| launcher_rules(rd, host.runtime_dir_managed)),
         warnings: if confined { warnings } else { Vec::new() },
         notes,
         registration,
+        runtime_dir_managed: host.runtime_dir_managed,
+        scope,
     })
 }
 

@@ -90,11 +90,16 @@ fn register_vm(
     env: &RunEnv,
     connection: &mut Option<register::Connection>,
     leader: u32,
+    in_own_scope: bool,
 ) -> Result<bool> {
     let (Some(registration), Some(connection)) = (&plan.registration, connection.as_mut()) else {
         return Ok(false);
     };
-    match connection.register(&registration.request, leader) {
+    // In the scope vmspawn allocated, machined takes the leader's unit (that scope) instead of
+    // making one of its own.
+    let mut request = registration.request.clone();
+    request.allocate_unit &= !in_own_scope;
+    match connection.register(&request, leader) {
         Ok(()) => {
             if env.debug {
                 eprintln!(
@@ -381,9 +386,16 @@ pub fn run(plan: &Plan, env: &RunEnv, resources: Resources) -> Result<i32> {
         }
     }
 
+    // The scope unit first (vmspawn moves into it), so every process started below is in it.
+    let mut scope = match &plan.scope {
+        Some(scope) => crate::scope::allocate(scope, std::process::id(), env.var, env.debug)?,
+        None => None,
+    };
+
     // Materialise: the runtime directory (and its cleanup process), files, state, sockets.
     let runtime_dir = RuntimeDir::create_with_copy(
         &plan.runtime_dir,
+        plan.runtime_dir_managed,
         plan.launcher_jail.as_ref(),
         plan.ephemeral_copy.as_ref(),
     )?;
@@ -473,7 +485,7 @@ pub fn run(plan: &Plan, env: &RunEnv, resources: Resources) -> Result<i32> {
     };
 
     // Register once QEMU runs (it is the leader), before the launcher confines itself.
-    let registered = register_vm(plan, env, &mut registration, qemu.id())?;
+    let registered = register_vm(plan, env, &mut registration, qemu.id(), scope.is_some())?;
     // An unregistered connection stays open only as the session of a TAP from the helper.
     let tap_from_helper = plan
         .qemu()
@@ -517,6 +529,7 @@ pub fn run(plan: &Plan, env: &RunEnv, resources: Resources) -> Result<i32> {
         plan.quiet,
     );
     supervisor.raw = raw_mode.is_some();
+    supervisor.scope = scope.as_mut();
     let console_io = master.as_ref().map(|master| ConsoleIo {
         master,
         read_input,

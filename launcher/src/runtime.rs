@@ -18,6 +18,7 @@ use crate::spawn::FdStore;
 /// killed before that, by a small cleanup process of vmspawn's that waits for exactly that.
 pub struct RuntimeDir {
     path: PathBuf,
+    managed: bool,
     cleanup: Option<CleanupProcess>,
 }
 
@@ -32,8 +33,8 @@ struct CleanupProcess {
 }
 
 impl RuntimeDir {
-    pub fn create(path: &Path, confinement: Option<&SandboxRules>) -> Result<Self> {
-        Self::create_with_copy(path, confinement, None)
+    pub fn create(path: &Path, managed: bool, confinement: Option<&SandboxRules>) -> Result<Self> {
+        Self::create_with_copy(path, managed, confinement, None)
     }
 
     /// The runtime directory, and with `copy` the (empty) top directory of an `--ephemeral`
@@ -41,10 +42,19 @@ impl RuntimeDir {
     /// vmspawn ends — but only once it exists, so a name that was taken is never removed.
     pub fn create_with_copy(
         path: &Path,
+        managed: bool,
         confinement: Option<&SandboxRules>,
         copy: Option<&crate::ephemeral_dir::CopyPlan>,
     ) -> Result<Self> {
-        if let Some(parent) = path.parent()
+        if managed {
+            if !path.is_dir() {
+                return Err(Error::new(format!(
+                    "The runtime directory '{}' from $RUNTIME_DIRECTORY does not exist or is not a directory. \
+                     Set RuntimeDirectory= in the unit that runs vmspawn, or unset RUNTIME_DIRECTORY.",
+                    path.display()
+                )));
+            }
+        } else if let Some(parent) = path.parent()
             && !parent.is_dir()
         {
             DirBuilder::new()
@@ -64,16 +74,19 @@ impl RuntimeDir {
             (Some(rules), Some(copy)) => Some(copy.cleanup_rules(rules)),
             (rules, _) => rules.cloned(),
         };
-        let cleanup = CleanupProcess::start(path, rules, copy.map(|c| c.copy.clone()))?;
-        DirBuilder::new().mode(0o700).create(path).map_err(|e| {
-            Error::io(
-                format!("Failed to create runtime directory '{}'", path.display()),
-                e,
-            )
-        })?;
-        // From here on dropping it removes the directory.
+        let cleanup = CleanupProcess::start(path, managed, rules, copy.map(|c| c.copy.clone()))?;
+        if !managed {
+            DirBuilder::new().mode(0o700).create(path).map_err(|e| {
+                Error::io(
+                    format!("Failed to create runtime directory '{}'", path.display()),
+                    e,
+                )
+            })?;
+        }
+        // From here on dropping it removes the directory (only its contents when managed).
         let mut dir = RuntimeDir {
             path: path.to_path_buf(),
+            managed,
             cleanup: Some(cleanup),
         };
         if let Some(copy) = copy {
@@ -89,6 +102,7 @@ impl RuntimeDir {
 impl CleanupProcess {
     fn start(
         path: &Path,
+        managed: bool,
         confinement: Option<SandboxRules>,
         copy: Option<PathBuf>,
     ) -> Result<Self> {
@@ -135,7 +149,7 @@ impl CleanupProcess {
                     && (sandbox::restrict_self(rules).is_err()
                         || sandbox::apply_filter(filter).is_err())
                 {
-                    remove_runtime_dir(path);
+                    remove_runtime_dir(path, managed);
                     copy.map(crate::ephemeral_dir::remove_copy);
                     return 1;
                 }
@@ -149,7 +163,7 @@ impl CleanupProcess {
                     nix::sys::signal::Signal::SIGKILL,
                 );
             }
-            remove_runtime_dir(path);
+            remove_runtime_dir(path, managed);
             copy.map(crate::ephemeral_dir::remove_copy);
             0
         })
@@ -207,11 +221,34 @@ impl Drop for CleanupProcess {
     }
 }
 
-/// Removes the runtime directory. A process of the VM that is still exiting may create a file
-/// in it meanwhile, so a directory that is not empty yet is tried again for a moment.
-fn remove_runtime_dir(path: &Path) {
+/// Removes everything in `path` (a managed runtime directory), but not the directory.
+fn remove_contents(path: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(path)? {
+        let entry = entry?;
+        let result = if entry.file_type()?.is_dir() {
+            std::fs::remove_dir_all(entry.path())
+        } else {
+            std::fs::remove_file(entry.path())
+        };
+        match result {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Removes the runtime directory (only its contents when `managed`). A process of the VM that
+/// is still exiting may create a file in it meanwhile, so a directory that is not empty yet is
+/// tried again for a moment.
+fn remove_runtime_dir(path: &Path, managed: bool) {
     for attempt in 0..50 {
-        match std::fs::remove_dir_all(path) {
+        let result = if managed {
+            remove_contents(path)
+        } else {
+            std::fs::remove_dir_all(path)
+        };
+        match result {
             Ok(()) => return,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
             Err(e) if attempt == 49 => {
@@ -227,7 +264,7 @@ fn remove_runtime_dir(path: &Path) {
 
 impl Drop for RuntimeDir {
     fn drop(&mut self) {
-        remove_runtime_dir(&self.path);
+        remove_runtime_dir(&self.path, self.managed);
         drop(self.cleanup.take());
     }
 }

@@ -193,6 +193,8 @@ pub struct Supervisor<'a> {
     pub qemu: &'a mut ChildGuard,
     pub sidecars: &'a mut [ChildGuard],
     pub raw: bool,
+    /// The scope unit vmspawn controls: its manager's RequestStop is a stop request.
+    pub scope: Option<&'a mut crate::scope::Scope>,
     stop_requested: bool,
     forced: bool,
     escaped: bool,
@@ -214,6 +216,7 @@ impl<'a> Supervisor<'a> {
             qemu,
             sidecars,
             raw: false,
+            scope: None,
             stop_requested: false,
             forced: false,
             escaped: false,
@@ -386,6 +389,11 @@ impl<'a> Supervisor<'a> {
                 fds.len() - 1 - g.connections.len()
             });
 
+            let scope_index = self.scope.as_ref().and_then(|s| s.fd()).map(|fd| {
+                fds.push(PollFd::new(fd, PollFlags::POLLIN));
+                fds.len() - 1
+            });
+
             let retry = notifier
                 .has_pending()
                 .then(|| Instant::now() + crate::notify::RETRY_INTERVAL);
@@ -409,6 +417,7 @@ impl<'a> Supervisor<'a> {
             }
             let revents = |i: usize| fds[i].revents().unwrap_or(PollFlags::empty());
             let signal_ready = !revents(0).is_empty();
+            let scope_ready = scope_index.is_some_and(|i| !revents(i).is_empty());
             let master_events = master_index.map(revents).unwrap_or(PollFlags::empty());
             let stdin_events = stdin_index.map(revents).unwrap_or(PollFlags::empty());
             let guest_events: Vec<bool> = match (guest_index, guest.as_ref()) {
@@ -459,6 +468,14 @@ impl<'a> Supervisor<'a> {
                         _ => {}
                     }
                 }
+            }
+
+            // `systemctl stop` on the scope: a stop request, as SIGTERM is.
+            if scope_ready && self.scope.as_mut().is_some_and(|s| s.stop_requested()) {
+                if !self.quiet {
+                    self.say("The service manager asked vmspawn to stop the VM (RequestStop).");
+                }
+                self.request_stop();
             }
 
             if let Some(c) = console.as_mut() {

@@ -127,6 +127,7 @@ pub fn host_facts(switches: &[&str], config: &Config) -> HostFacts {
             })
             .collect(),
         runtime_dir: PathBuf::from("/run/user/1000/systemd/vmspawn.0123456789abcdef"),
+        runtime_dir_managed: false,
         hostname: "buildhost".into(),
         vmgenid: *b"\x11\x22\x33\x44\x55\x66\x47\x88\x99\xaa\xbb\xcc\xdd\xee\xff\x00",
         // The X server :0 with its path socket (no abstract one) and the user's X authority

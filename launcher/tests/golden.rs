@@ -161,7 +161,12 @@ fn render(header: &Header) -> String {
     if let Some(unknown) = switches.iter().find(|s| !SWITCHES.contains(s)) {
         return format!("error: unknown facts switch '{unknown}'\n");
     }
-    let facts = host_facts(&switches, &config);
+    let mut facts = host_facts(&switches, &config);
+    // $RUNTIME_DIRECTORY in the header's environment, as host::discover takes it.
+    if let Some(dir) = vmspawn::host::managed_runtime_dir(&env_lookup) {
+        facts.runtime_dir = dir;
+        facts.runtime_dir_managed = true;
+    }
     let needs = match plan::needs(&config, &facts) {
         Ok(n) => n,
         Err(e) => return format!("error: {e}\n"),
@@ -199,10 +204,44 @@ fn render(header: &Header) -> String {
         warnings,
         notes,
         registration,
+        runtime_dir_managed,
+        scope,
     } = &plan;
     let mut out = String::new();
     writeln!(out, "machine: {machine}").unwrap();
-    writeln!(out, "runtime-dir: {}", runtime_dir.display()).unwrap();
+    writeln!(
+        out,
+        "runtime-dir: {}{}",
+        runtime_dir.display(),
+        if *runtime_dir_managed {
+            " ($RUNTIME_DIRECTORY: used as is, only its contents removed)"
+        } else {
+            ""
+        }
+    )
+    .unwrap();
+    match scope {
+        None => writeln!(out, "scope: none (--keep-unit)").unwrap(),
+        Some(s) => {
+            writeln!(
+                out,
+                "scope: {} in {} ({:?} manager, {}): {:?}, controller vmspawn",
+                s.unit,
+                s.slice,
+                s.manager,
+                if s.required {
+                    "required"
+                } else {
+                    "if reachable"
+                },
+                s.description
+            )
+            .unwrap();
+            for p in &s.properties {
+                writeln!(out, "  property {}: {}", p.name, p.value).unwrap();
+            }
+        }
+    }
     for process in processes {
         render_process(&mut out, process);
     }

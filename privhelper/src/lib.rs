@@ -1,11 +1,11 @@
-//! The part of the helper that other crates may call: the D-Bus client's message parser is
-//! fuzzed (`fuzz/src/bus.rs`, replayed on stable by `tests/fuzz_corpus.rs`), with the one lock
-//! helper it shares with the rest of the helper. The binary uses
-//! this same `bus` module (`use vmspawn_privhelper::bus` in `main.rs`), so it is compiled once.
+//! The part of the helper that other crates may call: the D-Bus client (now the
+//! `vmspawn-bus` crate, shared with the launcher, re-exported here as `bus` so the fuzz target
+//! and `tests/fuzz_corpus.rs` keep calling `vmspawn_privhelper::bus`), with the one lock
+//! helper the rest of the helper uses.
 
 #![deny(unsafe_code)]
 
-pub mod bus;
+pub use vmspawn_bus as bus;
 
 use std::sync::{Mutex, MutexGuard};
 

@@ -7,7 +7,11 @@
 #   - the helper socket is enabled and listening, and a regular user (tester) boots a TCG guest
 #     with --network-tap through the helper it activates; the guest pings the container;
 #   - `systemctl --user start vmspawn@demo` runs a VM that `systemctl --user stop` powers off
-#     (exit status 0, result success, no runtime directory or process left);
+#     (exit status 0, result success, no runtime directory or process left), its runtime files
+#     in the unit's RuntimeDirectory=;
+#   - tester's vmspawn --slice= --property= runs the VM in its own scope unit of the user
+#     manager with those properties, and `systemctl --user stop` on the scope powers it off
+#     (RequestStop, exit 0, nothing left);
 #   - `apt-get remove` leaves only the conffile, `apt-get purge` nothing.
 #
 # Usage: tests/package/install-test.sh   (as root; VMSPAWN_TEST_IMAGES = the guest images)
@@ -222,6 +226,25 @@ in_container systemctl is-active --quiet vmspawn-privhelper.service ||
     fail "the helper service was not started from its socket"
 say "tester booted a guest with --network-tap through the socket-activated helper ($tap; ping ok)"
 
+# tester's user bus, as the dbus-user-session package sets it up (a dbus-daemon the user
+# manager socket-activates at $XDG_RUNTIME_DIR/bus): the user manager takes its controller's
+# RequestStop only over a bus (the test root is minbase, without that package).
+in_container sh -c 'mkdir -p /etc/systemd/user/sockets.target.wants
+cat > /etc/systemd/user/dbus.socket <<EOF
+[Unit]
+Description=D-Bus User Message Bus Socket
+[Socket]
+ListenStream=%t/bus
+EOF
+cat > /etc/systemd/user/dbus.service <<EOF
+[Unit]
+Description=D-Bus User Message Bus
+Requires=dbus.socket
+[Service]
+ExecStart=/usr/bin/dbus-daemon --session --address=systemd: --nofork --nopidfile --systemd-activation --syslog-only
+EOF
+ln -sf ../dbus.socket /etc/systemd/user/sockets.target.wants/dbus.socket'
+
 # vmspawn@demo as a user unit: the image ~/.local/state/machines/demo.raw (the busybox guest
 # boots from --linux/--initrd, given through VMSPAWN_OPTIONS in a drop-in).
 in_container loginctl enable-linger tester
@@ -231,7 +254,7 @@ in_container runuser -u tester -- sh -c '
     mkdir -p ~/.config/systemd/user/vmspawn@demo.service.d
     cat > ~/.config/systemd/user/vmspawn@demo.service.d/test.conf <<EOF
 [Service]
-Environment="VMSPAWN_OPTIONS=--kvm=no --tpm=no --register=no --notify-ready=no --linux=/srv/images/vmlinuz --initrd=/srv/images/initrd-busybox.cpio.gz test.mode=powerbutton"
+Environment="VMSPAWN_OPTIONS=--kvm=no --tpm=no --register=no --notify-ready=no --linux=/srv/images/vmlinuz --initrd=/srv/images/initrd-busybox.cpio.gz --set-credential=vmtest.demo:hello test.mode=powerbutton"
 EOF'
 as_tester systemctl --user daemon-reload
 as_tester timeout 120 systemctl --user start vmspawn@demo || {
@@ -244,6 +267,13 @@ for _ in $(seq 600); do
 done
 as_tester journalctl --user -u vmspawn@demo --no-pager -o cat | grep -q "VMTEST: waiting-for-powerbutton" ||
     { as_tester journalctl --user -u vmspawn@demo --no-pager >&2; fail "the vmspawn@demo guest did not boot"; }
+# Its runtime files are in the unit's RuntimeDirectory= ($RUNTIME_DIRECTORY), not in a
+# directory of vmspawn's own.
+rtdir=$(in_container find /run/user/1001/vmspawn.demo -mindepth 1 2>&1 || true)
+echo "$rtdir" | grep -qx /run/user/1001/vmspawn.demo/credentials/vmtest.demo ||
+    fail "vmspawn@demo's credential file is not in its RuntimeDirectory /run/user/1001/vmspawn.demo: $rtdir"
+own=$(in_container sh -c 'ls -d /run/user/1001/systemd/vmspawn.* 2>/dev/null' || true)
+[ -z "$own" ] || fail "vmspawn@demo made its own runtime directory ($own) despite \$RUNTIME_DIRECTORY"
 as_tester timeout 120 systemctl --user stop vmspawn@demo
 result=$(as_tester systemctl --user show vmspawn@demo -P Result)
 status=$(as_tester systemctl --user show vmspawn@demo -P ExecMainStatus)
@@ -252,9 +282,68 @@ journal=$(as_tester journalctl --user -u vmspawn@demo --no-pager -o cat)
     { echo "$journal" >&2; fail "vmspawn@demo stopped with result '$result', status '$status'"; }
 echo "$journal" | grep -q "VMTEST: powerbutton-pressed" ||
     { echo "$journal" >&2; fail "the guest was not powered off through its power button"; }
-left=$(in_container sh -c 'ls -d /run/user/1001/systemd/vmspawn.* 2>/dev/null; pgrep -u tester -a qemu' || true)
+left=$(in_container sh -c 'ls -d /run/user/1001/systemd/vmspawn.* /run/user/1001/vmspawn.demo 2>/dev/null; pgrep -u tester -a qemu' || true)
 [ -z "$left" ] || fail "left behind after systemctl --user stop: $left"
-say "systemctl --user start/stop vmspawn@demo: booted, powered off by its power button, exit 0, nothing left"
+say "systemctl --user start/stop vmspawn@demo: booted, powered off by its power button, exit 0, nothing left; its runtime files were in \$RUNTIME_DIRECTORY: $(echo $rtdir)"
+
+# The scope: vmspawn run by tester (here as a transient service of tester's user manager, as
+# from a desktop session) with --slice= and --property= asks that manager for vmtest.scope in
+# vmtest.slice, moves itself (so QEMU too) into it, and is its controller: `systemctl --user
+# stop vmtest.scope` reaches vmspawn as RequestStop, and the guest is powered off through its
+# power button (not SIGTERM to QEMU).
+for _ in $(seq 100); do
+    as_tester busctl --user call org.freedesktop.systemd1 /org/freedesktop/systemd1 \
+        org.freedesktop.DBus.Peer Ping >/dev/null 2>&1 && break
+    sleep 0.2
+done
+as_tester busctl --user call org.freedesktop.systemd1 /org/freedesktop/systemd1 \
+    org.freedesktop.DBus.Peer Ping >/dev/null || fail "tester's user manager is not on the user bus"
+as_tester systemd-run --user --quiet --wait --collect --unit=vmtest-run \
+    -p StandardOutput=append:/home/tester/scope-guest.log -p StandardError=append:/home/tester/scope-guest.log \
+    /usr/bin/vmspawn -i /home/tester/guest.raw -M vmtest --kvm=no --tpm=no --register=no \
+    --console=read-only --ram=256M --linux=/srv/images/vmlinuz --initrd=/srv/images/initrd-busybox.cpio.gz \
+    --slice=vmtest.slice --property=MemoryMax=1G --property=TasksMax=200 --property=CPUWeight=50 \
+    test.mode=powerbutton > "$work/scope-run.log" 2>&1 &
+run_pid=$!
+guest_log() { in_container cat /home/tester/scope-guest.log 2>/dev/null || true; }
+for _ in $(seq 600); do
+    guest_log | grep -q "VMTEST: waiting-for-powerbutton" && break
+    kill -0 "$run_pid" 2>/dev/null || break
+    sleep 0.2
+done
+guest_log | grep -q "VMTEST: waiting-for-powerbutton" ||
+    { guest_log >&2; cat "$work/scope-run.log" >&2; fail "the guest with --slice=/--property= did not boot"; }
+status_out=$(as_tester systemctl --user status --no-pager vmtest.scope 2>&1 || true)
+slice=$(as_tester systemctl --user show -P Slice vmtest.scope)
+memory_max=$(as_tester systemctl --user show -P MemoryMax vmtest.scope)
+tasks_max=$(as_tester systemctl --user show -P TasksMax vmtest.scope)
+cpu_weight=$(as_tester systemctl --user show -P CPUWeight vmtest.scope)
+qemu_pid=$(in_container pgrep -u tester -f qemu-system | head -n 1)
+qemu_cgroup=$(in_container cat "/proc/$qemu_pid/cgroup")
+[ "$slice" = vmtest.slice ] && [ "$memory_max" = 1073741824 ] && [ "$tasks_max" = 200 ] && [ "$cpu_weight" = 50 ] ||
+    { echo "$status_out" >&2; fail "vmtest.scope: Slice=$slice MemoryMax=$memory_max TasksMax=$tasks_max CPUWeight=$cpu_weight"; }
+echo "$qemu_cgroup" | grep -q "/vmtest.slice/vmtest.scope$" || fail "QEMU is not in vmtest.scope: $qemu_cgroup"
+echo "$status_out" | grep -q "qemu-system" && echo "$status_out" | grep -q "vmtest.slice" ||
+    { echo "$status_out" >&2; fail "systemctl --user status vmtest.scope shows no QEMU in vmtest.slice"; }
+as_tester timeout 120 systemctl --user stop vmtest.scope || fail "systemctl --user stop vmtest.scope failed"
+run_status=0
+wait "$run_pid" || run_status=$?
+log=$(guest_log)
+[ "$run_status" -eq 0 ] ||
+    { echo "$log" >&2; cat "$work/scope-run.log" >&2; fail "vmspawn in vmtest.scope exited with $run_status after systemctl stop"; }
+echo "$log" | grep -q "asked vmspawn to stop the VM (RequestStop)" ||
+    { echo "$log" >&2; fail "vmspawn did not get RequestStop from systemctl --user stop vmtest.scope"; }
+echo "$log" | grep -q "VMTEST: powerbutton-pressed" ||
+    { echo "$log" >&2; fail "the guest in vmtest.scope was not powered off through its power button"; }
+if echo "$log" | grep -q "terminating on signal"; then
+    echo "$log" >&2
+    fail "QEMU in vmtest.scope got a signal instead of system_powerdown"
+fi
+left=$(in_container sh -c 'pgrep -u tester -a qemu; pgrep -u tester -a vmspawn; ls -d /run/user/1001/systemd/vmspawn.* 2>/dev/null' || true)
+scope_state=$(as_tester systemctl --user show -P ActiveState vmtest.scope 2>/dev/null || true)
+[ -z "$left" ] && [ "$scope_state" = inactive ] ||
+    fail "left behind after systemctl --user stop vmtest.scope ($scope_state): $left"
+say "vmspawn --slice=vmtest.slice --property=MemoryMax=1G,TasksMax=200,CPUWeight=50: QEMU in vmtest.slice/vmtest.scope with those limits; systemctl --user stop vmtest.scope -> RequestStop -> power button, exit 0, nothing left"
 
 # --- remove, then purge ---------------------------------------------------------------------
 # What the package ships (files and links; directories are shared with other packages).

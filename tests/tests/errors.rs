@@ -176,7 +176,7 @@ fn bad_input_gives_clear_errors_and_leaves_nothing() {
     cases.fails(
         &["-i", "guest.raw", "--slice=vm"],
         &[],
-        "is not supported yet",
+        "Failed to allocate the scope unit guest.scope (your user service manager): ",
     );
     cases.fails(
         &["-i", "guest.raw", "--vsock=no", "--forward-journal=journal"],
@@ -370,6 +370,51 @@ fn bad_input_gives_clear_errors_and_leaves_nothing() {
             ("XDG_RUNTIME_DIR", "/nonexistent"),
         ],
         "there is no Wayland socket at '/nonexistent/wayland-9'",
+    );
+    // The scope unit: --slice=/--property= need a manager to ask; bad properties are refused.
+    let guest = ["-i", "guest.raw", "--kvm=no", "--tpm=no", &kernel, &initrd];
+    let with = |extra: &[&'static str]| -> Vec<String> {
+        guest
+            .iter()
+            .map(|s| s.to_string())
+            .chain(extra.iter().map(|s| s.to_string()))
+            .collect()
+    };
+    let args = with(&["--slice=vmtest", "--property=MemoryMax=1G"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    cases.fails(
+        &args,
+        &[("DBUS_SESSION_BUS_ADDRESS", "unix:path=/nonexistent/bus")],
+        "Failed to allocate the scope unit guest.scope (your user service manager): there is no bus at /nonexistent/bus",
+    );
+    for (extra, message) in [
+        (
+            &["--property=DeviceAllow=/dev/kvm rw"][..],
+            "does not support the property 'DeviceAllow'. Supported: MemoryMax,",
+        ),
+        (
+            &["--property=MemoryMax=50%"],
+            "percentages are not supported by this vmspawn",
+        ),
+        (
+            &["--property=CPUQuota=lots"],
+            "expected a percentage above 0",
+        ),
+        (
+            &["--keep-unit", "--slice=vmtest"],
+            "with --keep-unit it creates none",
+        ),
+    ] {
+        let args = with(extra);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        cases.fails(&args, &[], message);
+    }
+    let args = with(&[]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    cases.fails(
+        &args,
+        &[("RUNTIME_DIRECTORY", "/nonexistent/vmspawn.rt")],
+        "The runtime directory '/nonexistent/vmspawn.rt' from $RUNTIME_DIRECTORY does not exist",
     );
     cases.finish();
 }

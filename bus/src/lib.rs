@@ -1,6 +1,7 @@
-//! A small D-Bus client: exactly what the helper asks of polkit and machined on the system
-//! bus. SASL EXTERNAL, `Hello`, method calls with the few argument types they take (at most
-//! one fd), and their replies and errors. Blocking and thread-free: a call sends its message
+//! A small D-Bus client: exactly what vmspawn-privhelper asks of polkit and machined on the
+//! system bus, and what the launcher asks of its service manager (a transient scope unit, and
+//! the scope's `RequestStop` signal). SASL EXTERNAL, `Hello`, method calls with the few
+//! argument types they take (at most one fd), and their replies and errors. Blocking and thread-free: a call sends its message
 //! and reads (poll, then recvmsg) until the reply to it arrives or its deadline passes,
 //! skipping every other message (signals, calls to us, replies we no longer wait for) and
 //! closing any fd that comes with one. Everything read is bounds-checked against the
@@ -9,10 +10,15 @@
 //!
 //! Wire format: the D-Bus specification's "Message Protocol" (little-endian messages out;
 //! both byte orders read).
+//!
+//! A crate of its own so the helper and the launcher share one fuzzed parser
+//! (`fuzz/src/bus.rs`, replayed by privhelper/tests/fuzz_corpus.rs).
+
+#![deny(unsafe_code)]
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -32,6 +38,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const METHOD_CALL: u8 = 1;
 const METHOD_RETURN: u8 = 2;
 const ERROR: u8 = 3;
+/// A signal's message type.
+pub const SIGNAL: u8 = 4;
 
 const FIELD_PATH: u8 = 1;
 const FIELD_INTERFACE: u8 = 2;
@@ -39,15 +47,26 @@ const FIELD_MEMBER: u8 = 3;
 const FIELD_ERROR_NAME: u8 = 4;
 const FIELD_REPLY_SERIAL: u8 = 5;
 const FIELD_DESTINATION: u8 = 6;
+const FIELD_SENDER: u8 = 7;
 const FIELD_SIGNATURE: u8 = 8;
 const FIELD_UNIX_FDS: u8 = 9;
 
 /// The error name of a method the peer does not have.
 pub const UNKNOWN_METHOD: &str = "org.freedesktop.DBus.Error.UnknownMethod";
 
-/// A value the helper sends.
+/// Locks `mutex`; no caller panics while holding a lock, so a poisoned one holds consistent
+/// data.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A value sent.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Arg<'a> {
+    /// `b` (a u32 of 0 or 1 on the wire).
+    Bool(bool),
     U32(u32),
     I32(i32),
     U64(u64),
@@ -67,6 +86,7 @@ pub enum Arg<'a> {
 impl Arg<'_> {
     pub fn signature(&self) -> String {
         match self {
+            Arg::Bool(_) => "b".into(),
             Arg::U32(_) => "u".into(),
             Arg::I32(_) => "i".into(),
             Arg::U64(_) => "t".into(),
@@ -133,6 +153,7 @@ impl Writer {
 
     fn arg(&mut self, arg: &Arg<'_>) -> Result<(), String> {
         match arg {
+            Arg::Bool(v) => self.u32(u32::from(*v)),
             Arg::U32(v) | Arg::Fd(v) => self.u32(*v),
             Arg::I32(v) => self.u32(u32::from_le_bytes(v.to_le_bytes())),
             Arg::U64(v) => {
@@ -291,7 +312,7 @@ impl<'a> Reader<'a> {
         Ok(self.take(1)?[0])
     }
 
-    fn u32(&mut self) -> Parsed<u32> {
+    pub fn u32(&mut self) -> Parsed<u32> {
         self.align(4)?;
         let bytes: [u8; 4] = self.take(4)?.try_into().map_err(|_| malformed("a u32"))?;
         Ok(if self.big {
@@ -429,6 +450,11 @@ fn single_type_len(sig: &[u8], depth: usize) -> Parsed<usize> {
 pub struct Message {
     pub kind: u8,
     pub reply_serial: Option<u32>,
+    /// The object path, interface, member and sender of a call or signal.
+    pub path: Option<String>,
+    pub interface: Option<String>,
+    pub member: Option<String>,
+    pub sender: Option<String>,
     pub error_name: Option<String>,
     pub signature: String,
     pub unix_fds: u32,
@@ -487,6 +513,10 @@ pub fn decode(bytes: &[u8]) -> Parsed<Message> {
     let mut message = Message {
         kind,
         reply_serial: None,
+        path: None,
+        interface: None,
+        member: None,
+        sender: None,
         error_name: None,
         signature: String::new(),
         unix_fds: 0,
@@ -505,8 +535,16 @@ pub fn decode(bytes: &[u8]) -> Parsed<Message> {
             (FIELD_REPLY_SERIAL, "u") => message.reply_serial = Some(fields.u32()?),
             (FIELD_UNIX_FDS, "u") => message.unix_fds = fields.u32()?,
             (FIELD_ERROR_NAME, "s") => message.error_name = Some(fields.string()?),
+            (FIELD_PATH, "o") => message.path = Some(fields.string()?),
+            (FIELD_INTERFACE, "s") => message.interface = Some(fields.string()?),
+            (FIELD_MEMBER, "s") => message.member = Some(fields.string()?),
+            (FIELD_SENDER, "s") => message.sender = Some(fields.string()?),
             (FIELD_SIGNATURE, "g") => message.signature = fields.signature()?,
-            (FIELD_REPLY_SERIAL | FIELD_UNIX_FDS | FIELD_ERROR_NAME | FIELD_SIGNATURE, _) => {
+            (
+                FIELD_REPLY_SERIAL | FIELD_UNIX_FDS | FIELD_ERROR_NAME | FIELD_SIGNATURE
+                | FIELD_PATH | FIELD_INTERFACE | FIELD_MEMBER | FIELD_SENDER,
+                _,
+            ) => {
                 return Err(malformed("a header field of the wrong type"));
             }
             _ => {
@@ -604,17 +642,27 @@ pub struct Connection {
     serial: u32,
     /// The bus agreed to pass fds.
     pub unix_fds: bool,
+    /// Our unique bus name (from `Hello`).
+    unique_name: String,
+}
+
+impl AsFd for Connection {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.sock.as_fd()
+    }
 }
 
 impl Connection {
     /// Connects to `path` and authenticates as this process's effective uid.
     pub fn open(path: &Path) -> Result<Connection, String> {
+        Connection::open_named(path, "the system bus")
+    }
+
+    /// Connects to the bus at `path`, called `what` in error messages ("the user bus").
+    pub fn open_named(path: &Path, what: &str) -> Result<Connection, String> {
         let deadline = Instant::now() + CONNECT_TIMEOUT;
         let failed = |e: &dyn std::fmt::Display| {
-            format!(
-                "failed to connect to the system bus at {}: {e}",
-                path.display()
-            )
+            format!("failed to connect to {what} at {}: {e}", path.display())
         };
         let sock = socket::socket(
             AddressFamily::Unix,
@@ -643,6 +691,7 @@ impl Connection {
             inbuf: Vec::new(),
             serial: 0,
             unix_fds: false,
+            unique_name: String::new(),
         };
         connection.authenticate(deadline).map_err(|e| failed(&e))?;
         let hello = Call {
@@ -653,7 +702,10 @@ impl Connection {
             args: Vec::new(),
         };
         match connection.call(&hello, &[], deadline) {
-            Ok(reply) if reply.signature == "s" => Ok(connection),
+            Ok(reply) if reply.signature == "s" => {
+                connection.unique_name = reply.body().string().map_err(|e| failed(&e))?;
+                Ok(connection)
+            }
             Ok(_) => Err(failed(&"unexpected answer to Hello")),
             Err(e) => Err(failed(&e)),
         }
@@ -795,6 +847,50 @@ impl Connection {
     }
 
     /// Calls a method and waits for its reply until `deadline`.
+    /// Our unique bus name, e.g. `:1.42`.
+    pub fn unique_name(&self) -> &str {
+        &self.unique_name
+    }
+
+    /// The next message from the bus (a signal, typically), waiting until `deadline`.
+    pub fn next_message(&mut self, deadline: Instant) -> Result<Message, String> {
+        self.read_message(deadline)
+    }
+
+    /// The messages that have arrived, without waiting: what one read of the socket brought
+    /// (call it when poll says the socket is readable). An error means the connection is
+    /// unusable (closed by the bus, or a malformed or oversized message).
+    pub fn read_pending(&mut self) -> Result<Vec<Message>, String> {
+        let mut chunk = [0u8; 8192];
+        let received = match socket::recv(
+            self.sock.as_raw_fd(),
+            &mut chunk,
+            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Ok(0) => return Err("the bus closed the connection".into()),
+            Ok(n) => n,
+            Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => 0,
+            Err(e) => return Err(format!("reading from the bus failed: {e}")),
+        };
+        self.inbuf.extend_from_slice(&chunk[..received]);
+        let mut messages = Vec::new();
+        while self.inbuf.len() >= 16 {
+            let (total, _) = message_length(&self.inbuf[..16])?;
+            if total > MAX_KEPT {
+                return Err(format!(
+                    "a D-Bus message of {total} bytes, more than is read"
+                ));
+            }
+            if self.inbuf.len() < total {
+                break;
+            }
+            let message = decode(&self.inbuf[..total]);
+            self.inbuf.drain(..total);
+            messages.push(message?);
+        }
+        Ok(messages)
+    }
+
     pub fn call(
         &mut self,
         call: &Call<'_>,
@@ -868,7 +964,7 @@ impl Bus {
         fds: &[BorrowedFd<'_>],
         timeout: Duration,
     ) -> Result<Message, CallError> {
-        let idle = crate::lock(&self.idle).pop();
+        let idle = lock(&self.idle).pop();
         let mut connection = match idle {
             Some(connection) => connection,
             None if self.reconnect => Connection::open(&self.path).map_err(CallError::Failed)?,
@@ -881,7 +977,7 @@ impl Bus {
         let result = connection.call(call, fds, Instant::now() + timeout);
         // A connection whose call failed may be mid-message: it is not used again.
         if !matches!(result, Err(CallError::Failed(_))) {
-            let mut idle = crate::lock(&self.idle);
+            let mut idle = lock(&self.idle);
             if idle.len() < MAX_IDLE {
                 idle.push(connection);
             }
@@ -917,11 +1013,55 @@ mod tests {
         assert_eq!(subject.signature(), "(sa{sv})");
         assert_eq!(Arg::Bytes(&[]).signature(), "ay");
         assert_eq!(Arg::Fd(0).signature(), "h");
+        assert_eq!(Arg::Bool(false).signature(), "b");
+        assert_eq!(body_of(vec![Arg::Bool(true)]), vec![1, 0, 0, 0]);
         assert_eq!(single_type_len(b"a{sv}s", 0).unwrap(), 5);
         assert_eq!(single_type_len(b"(bba{ss})", 0).unwrap(), 9);
         for bad in [&b"("[..], b"()", b"{s}", b"a", b"z", b"{sss}"] {
             assert!(single_type_len(bad, 0).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn signals_read_without_waiting() {
+        let call = Call {
+            destination: ":1.7",
+            path: "/org/freedesktop/systemd1/unit/vm_2escope",
+            interface: "org.freedesktop.systemd1.Scope",
+            member: "RequestStop",
+            args: vec![Arg::Bool(true)],
+        };
+        let mut signal = encode_call(&call, 9, 0).unwrap();
+        signal[1] = SIGNAL;
+        let message = decode(&signal).unwrap();
+        assert_eq!(message.kind, SIGNAL);
+        assert_eq!(message.path.as_deref(), Some(call.path));
+        assert_eq!(message.interface.as_deref(), Some(call.interface));
+        assert_eq!(message.member.as_deref(), Some("RequestStop"));
+        assert_eq!(message.signature, "b");
+        assert!(message.body().bool().unwrap());
+
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        let mut connection = Connection {
+            sock: OwnedFd::from(ours),
+            inbuf: Vec::new(),
+            serial: 0,
+            unix_fds: false,
+            unique_name: ":1.7".into(),
+        };
+        assert!(connection.read_pending().unwrap().is_empty());
+        // One and a half messages: one now, the rest when its remainder arrives.
+        use std::io::Write as _;
+        let mut theirs = theirs;
+        theirs.write_all(&signal).unwrap();
+        theirs.write_all(&signal[..20]).unwrap();
+        let got = connection.read_pending().unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].member.as_deref(), Some("RequestStop"));
+        theirs.write_all(&signal[20..]).unwrap();
+        assert_eq!(connection.read_pending().unwrap().len(), 1);
+        drop(theirs);
+        assert!(connection.read_pending().unwrap_err().contains("closed"));
     }
 
     #[test]

@@ -246,6 +246,9 @@ fn run_probe(user: User, mode: Mode) -> ProbeRun {
     // UEFI, with the variable store copied into the runtime directory: the probe finds that
     // directory through the vars drive, and QEMU's domain then has the most to cover.
     .args(["--firmware=uefi", "--efi-nvram-state=off"])
+    // vmspawn itself would connect to the session bus for its scope unit before QEMU starts,
+    // and the listener cannot tell who connected: the test's bus is left to the probe.
+    .arg("--keep-unit")
     .args(["-i", "guest.raw"]);
     match &x11 {
         // vmspawn picks Wayland first; this session has only X11.

@@ -513,31 +513,20 @@ pub fn allocate(
         return unreachable(format!("AddMatch on {bus_name} failed: {e}"));
     }
     let controller = connection.unique_name().to_string();
-    let prop = |name: &'static str, value: Arg<'static>| -> Arg<'static> {
+    // A (name, variant) pair of StartTransientUnit's properties.
+    fn prop<'a>(name: &'a str, value: Arg<'a>) -> Arg<'a> {
         Arg::Struct(vec![Arg::Str(name), Arg::Variant(Box::new(value))])
-    };
+    }
     let mut properties = vec![
         prop("PIDs", Arg::Array("u", vec![Arg::U32(pid)])),
-        Arg::Struct(vec![
-            Arg::Str("Description"),
-            Arg::Variant(Box::new(Arg::Str(&plan.description))),
-        ]),
+        prop("Description", Arg::Str(&plan.description)),
         prop("CollectMode", Arg::Str("inactive-or-failed")),
         prop("AddRef", Arg::Bool(true)),
-        Arg::Struct(vec![
-            Arg::Str("Slice"),
-            Arg::Variant(Box::new(Arg::Str(&plan.slice))),
-        ]),
-        Arg::Struct(vec![
-            Arg::Str("Controller"),
-            Arg::Variant(Box::new(Arg::Str(&controller))),
-        ]),
+        prop("Slice", Arg::Str(&plan.slice)),
+        prop("Controller", Arg::Str(&controller)),
     ];
     for p in &plan.properties {
-        properties.push(Arg::Struct(vec![
-            Arg::Str(&p.name),
-            Arg::Variant(Box::new(p.value.arg())),
-        ]));
+        properties.push(prop(&p.name, p.value.arg()));
     }
     let start = Call {
         destination: MANAGER,

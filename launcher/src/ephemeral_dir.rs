@@ -16,7 +16,7 @@
 //! memory.
 //!
 //! The runtime directory's cleanup process removes the copy whenever vmspawn ends, `kill -9`
-//! included (see `runtime::RuntimeDir::create_with_copy`).
+//! included (see `runtime::RuntimeDir::create`).
 
 use std::collections::HashMap;
 use std::ffi::{CString, OsString};

@@ -393,7 +393,7 @@ pub fn run(plan: &Plan, env: &RunEnv, resources: Resources) -> Result<i32> {
     };
 
     // Materialise: the runtime directory (and its cleanup process), files, state, sockets.
-    let runtime_dir = RuntimeDir::create_with_copy(
+    let runtime_dir = RuntimeDir::create(
         &plan.runtime_dir,
         plan.runtime_dir_managed,
         plan.launcher_jail.as_ref(),

@@ -33,14 +33,10 @@ struct CleanupProcess {
 }
 
 impl RuntimeDir {
-    pub fn create(path: &Path, managed: bool, confinement: Option<&SandboxRules>) -> Result<Self> {
-        Self::create_with_copy(path, managed, confinement, None)
-    }
-
     /// The runtime directory, and with `copy` the (empty) top directory of an `--ephemeral`
     /// copy of the VM's directory root: the cleanup process removes the copy too, however
     /// vmspawn ends — but only once it exists, so a name that was taken is never removed.
-    pub fn create_with_copy(
+    pub fn create(
         path: &Path,
         managed: bool,
         confinement: Option<&SandboxRules>,
